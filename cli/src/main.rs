@@ -1,0 +1,302 @@
+//! `fave`: start the local stack, submit videos, look at requests.
+//!
+//! - `fave up`: the embedded S3 store, the gateway and stack.yml's functions, until Ctrl-C.
+//! - `fave run VIDEO`: submit one video through a running gateway and print the result.
+//! - `fave status ID`: a request's `state.json`.
+//! - `fave demo`: `up` on free ports, `run` on the sample video, a summary, and stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use fave_common::secrets::Secret;
+use fave_local::stack::{Stack, StackOptions, StoreChoice};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "fave",
+    version,
+    about = "Video-analysis pipelines as OpenFaaS functions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the local stack (S3 store, gateway, functions) and keep it running until Ctrl-C.
+    Up(UpArgs),
+    /// Submit a video (a path, file://, s3:// or http(s):// URI) and print the result.
+    Run(RunArgs),
+    /// Print a request's state.
+    Status {
+        id: String,
+        #[arg(long, env = "OPENFAAS_URL", default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+    },
+    /// Start the stack on free ports, run the sample video through it, print a summary, stop.
+    Demo {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The video to run; defaults to the sample fetched by scripts/setup.
+        #[arg(long, default_value = "samples/bigbuckbunny.mp4")]
+        video: PathBuf,
+        #[arg(long, default_value = "find scenes with a rabbit")]
+        query: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct StackArgs {
+    /// The stack file to run.
+    #[arg(long, default_value = "stack.yml")]
+    stack: PathBuf,
+    /// Where the embedded store keeps objects and functions write logs.
+    #[arg(long, default_value = ".fave")]
+    data_dir: PathBuf,
+    /// Where the function binaries are (default: beside this `fave` binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Use the S3-compatible store at this URL instead of the embedded one (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "FAVE_EXTERNAL_S3")]
+    external_s3: Option<url::Url>,
+    #[arg(long, env = "FAVE_BUCKET", default_value = "fave-artifacts")]
+    bucket: String,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    s3_addr: SocketAddr,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A local path, or a file://, s3:// or http(s):// URI.
+    video: String,
+    #[arg(long)]
+    query: Option<String>,
+    #[arg(long, value_parser = ["cold", "warm"])]
+    profile: Option<String>,
+    #[arg(long, env = "OPENFAAS_URL", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    fave_common::telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Run(args) => {
+            let uri = to_uri(&args.video)?;
+            let (status, body) = submit(
+                &args.gateway,
+                &uri,
+                args.query.as_deref(),
+                args.profile.as_deref(),
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(exit_code(status))
+        }
+        Command::Status { id, gateway } => {
+            let url = format!(
+                "{}/function/orchestrator/requests/{id}",
+                gateway.trim_end_matches('/')
+            );
+            let response = reqwest::get(&url)
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(exit_code(status))
+        }
+        Command::Demo {
+            stack,
+            video,
+            query,
+        } => demo(stack, &video, &query).await,
+    }
+}
+
+fn exit_code(status: u16) -> ExitCode {
+    if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// A local path becomes an absolute file:// URI; anything with a scheme is kept.
+fn to_uri(video: &str) -> anyhow::Result<String> {
+    if video.contains("://") {
+        return Ok(video.to_owned());
+    }
+    let path = std::fs::canonicalize(video).with_context(|| format!("no video at {video}"))?;
+    url::Url::from_file_path(&path)
+        .map(|u| u.to_string())
+        .map_err(|()| anyhow::anyhow!("{} cannot be a file:// URI", path.display()))
+}
+
+async fn submit(
+    gateway: &str,
+    uri: &str,
+    query: Option<&str>,
+    profile: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let url = format!("{}/function/orchestrator", gateway.trim_end_matches('/'));
+    let mut body = json!({ "video_uri": uri });
+    if let Some(q) = query {
+        body["query"] = json!(q);
+    }
+    if let Some(p) = profile {
+        body["profile"] = json!(p);
+    }
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .timeout(Duration::from_secs(30 * 60))
+        .send()
+        .await
+        .with_context(|| format!("POST {url}: is the stack up (`fave up`)?"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+    Ok((status, body))
+}
+
+fn stack_options(
+    args: &StackArgs,
+    gateway_addr: SocketAddr,
+    s3_addr: SocketAddr,
+    log_to_files: bool,
+) -> anyhow::Result<StackOptions> {
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the fave binary has no parent directory")?
+            .to_path_buf(),
+    };
+    let store = match &args.external_s3 {
+        None => StoreChoice::Embedded { addr: s3_addr },
+        Some(endpoint) => StoreChoice::External {
+            endpoint: endpoint.clone(),
+            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            access_key_id: Secret::new(
+                std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?,
+            ),
+            secret_access_key: Secret::new(
+                std::env::var("AWS_SECRET_ACCESS_KEY")
+                    .context("AWS_SECRET_ACCESS_KEY is not set")?,
+            ),
+        },
+    };
+    Ok(StackOptions {
+        stack_file: args.stack.clone(),
+        bin_dir,
+        data_dir: args.data_dir.clone(),
+        gateway_addr,
+        store,
+        bucket: args.bucket.clone(),
+        log_to_files,
+        extra_env: BTreeMap::new(),
+    })
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let stack = Stack::start(stack_options(
+        &args.stack,
+        args.gateway_addr,
+        args.s3_addr,
+        false,
+    )?)
+    .await?;
+    println!("gateway   {}", stack.gateway_url);
+    if let Some(endpoint) = stack.embedded_endpoint() {
+        println!(
+            "s3        {endpoint} (embedded, data in {})",
+            args.stack.data_dir.join("s3").display()
+        );
+    }
+    println!("bucket    {}", stack.s3.bucket);
+    for f in stack.supervisor().functions() {
+        println!(
+            "function  {}{}",
+            stack.gateway_url.join(&format!("function/{}", f.name))?,
+            ""
+        );
+    }
+    println!(
+        "\nsubmit with: fave run VIDEO --gateway {}   (Ctrl-C stops)",
+        stack.gateway_url
+    );
+    fave_common::server::shutdown_signal().await;
+    stack.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(args: StackArgs, video: &Path, query: &str) -> anyhow::Result<ExitCode> {
+    if !video.is_file() {
+        bail!(
+            "no video at {}; run scripts/setup first, or pass --video",
+            video.display()
+        );
+    }
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut args = args;
+    args.data_dir = args.data_dir.join("demo");
+    let started = Instant::now();
+    let stack = Stack::start(stack_options(&args, any_port, any_port, true)?).await?;
+    let up_ms = started.elapsed().as_millis();
+    println!("stack up in {up_ms} ms: gateway {}", stack.gateway_url);
+    let uri = to_uri(&video.display().to_string())?;
+    println!("submitting {uri}");
+    let clock = Instant::now();
+    let (status, body) = submit(stack.gateway_url.as_str(), &uri, Some(query), None).await?;
+    let request_ms = clock.elapsed().as_millis();
+    stack.shutdown().await;
+    if status != 200 {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        bail!("the request failed with HTTP {status}");
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    println!(
+        "\nrequest {} COMPLETED in {request_ms} ms",
+        body["request_id"].as_str().unwrap_or("?")
+    );
+    let t = &body["timings"];
+    println!(
+        "  stage calls {} ms (ffmpeg {} ms), orchestration {} ms",
+        t["stage_calls_ms"], body["media"]["ffmpeg_ms"], t["orchestration_ms"]
+    );
+    println!(
+        "  artifacts in s3://{}/requests/{}/ (data dir {})",
+        args.bucket,
+        body["request_id"].as_str().unwrap_or("?"),
+        args.data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,303 @@
+//! Configuration, read once from the environment at start and validated there, so the rest
+//! of a binary sees typed values. Every reader takes a `lookup` function instead of touching
+//! `std::env` directly, which keeps the validation unit-testable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::secrets::{DEFAULT_SECRETS_DIR, Secret, SecretStore};
+
+/// A variable that is present but wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+/// `std::env::var` as a lookup function.
+pub fn env_lookup(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn parse<T: std::str::FromStr>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match lookup(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError {
+            var,
+            reason: format!("{v:?}: {e}"),
+        }),
+    }
+}
+
+fn parse_url(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<Url>, ConfigError> {
+    let Some(raw) = lookup(var).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError {
+        var,
+        reason: format!("{raw:?} is not a URL: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError {
+            var,
+            reason: format!("{raw:?} must be an http:// or https:// URL"),
+        });
+    }
+    Ok(Some(url))
+}
+
+fn parse_bool(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<bool, ConfigError> {
+    match lookup(var)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError {
+            var,
+            reason: format!("{other:?} is not a boolean (true/false)"),
+        }),
+    }
+}
+
+/// Where the artifacts live: the bucket and how to reach the S3-compatible store.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// `AWS_ENDPOINT_URL`: set for any S3-compatible store other than AWS itself.
+    pub endpoint: Option<Url>,
+    pub region: String,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// Path-style addressing (`http://host/bucket/key`), which S3-compatible servers need.
+    pub force_path_style: bool,
+}
+
+impl S3Settings {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bucket = lookup("FAVE_BUCKET")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "fave-artifacts".to_owned());
+        validate_bucket(&bucket)?;
+        let endpoint = parse_url(lookup, "AWS_ENDPOINT_URL")?;
+        let region = lookup("AWS_REGION")
+            .or_else(|| lookup("AWS_DEFAULT_REGION"))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let secrets = SecretStore::new(
+            lookup("FAVE_SECRETS_DIR").unwrap_or_else(|| DEFAULT_SECRETS_DIR.to_owned()),
+        );
+        let access_key_id = secrets.get("s3-access-key-id", "AWS_ACCESS_KEY_ID", lookup);
+        let secret_access_key =
+            secrets.get("s3-secret-access-key", "AWS_SECRET_ACCESS_KEY", lookup);
+        if access_key_id.is_some() != secret_access_key.is_some() {
+            return Err(ConfigError {
+                var: "AWS_ACCESS_KEY_ID",
+                reason: "an access key id and a secret access key go together; only one is set"
+                    .into(),
+            });
+        }
+        let force_path_style = match lookup("FAVE_S3_PATH_STYLE") {
+            Some(_) => parse_bool(lookup, "FAVE_S3_PATH_STYLE")?,
+            None => endpoint.is_some(),
+        };
+        Ok(Self {
+            bucket,
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            force_path_style,
+        })
+    }
+}
+
+/// S3's bucket naming rules, the part that matters for safety: 3–63 of `[a-z0-9.-]`.
+fn validate_bucket(bucket: &str) -> Result<(), ConfigError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            var: "FAVE_BUCKET",
+            reason: format!("{bucket:?} is not a valid bucket name"),
+        })
+    }
+}
+
+/// Where a function listens: `FAVE_LISTEN_ADDR` if set, else `0.0.0.0:$PORT` (OpenFaaS
+/// templates use port 3000, which of-watchdog's `upstream_url` points at).
+pub fn listen_addr(lookup: &dyn Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    if let Some(addr) = lookup("FAVE_LISTEN_ADDR").filter(|a| !a.is_empty()) {
+        return addr.parse().map_err(|e| ConfigError {
+            var: "FAVE_LISTEN_ADDR",
+            reason: format!("{addr:?}: {e}"),
+        });
+    }
+    let port: u16 = parse(lookup, "PORT", 3000)?;
+    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+/// What every stage function needs.
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    pub listen: SocketAddr,
+    pub s3: S3Settings,
+    /// Largest request body accepted; stage calls are small JSON.
+    pub body_limit: usize,
+}
+
+impl StageConfig {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen: listen_addr(lookup)?,
+            s3: S3Settings::from_lookup(lookup)?,
+            body_limit: parse(lookup, "FAVE_BODY_LIMIT", 1024 * 1024)?,
+        })
+    }
+}
+
+/// What the orchestrator needs.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    pub listen: SocketAddr,
+    pub s3: S3Settings,
+    /// The OpenFaaS gateway through which stages are called.
+    pub gateway_url: Url,
+    /// At most this many stage calls in flight at once.
+    pub max_concurrent_invocations: usize,
+    /// `file://` video URIs are allowed only in local mode (`FAVE_LOCAL_MODE=true`): on a
+    /// cluster they would read the orchestrator's own file system.
+    pub local_mode: bool,
+    /// Inputs larger than this are refused while being copied in.
+    pub max_input_bytes: u64,
+    /// How long copying the input in may take.
+    pub input_timeout: Duration,
+    /// How long one stage call may take before it counts as failed.
+    pub stage_timeout: Duration,
+    pub body_limit: usize,
+}
+
+impl OrchestratorConfig {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let gateway_url = parse_url(lookup, "GATEWAY_URL")?
+            .unwrap_or_else(|| Url::parse("http://127.0.0.1:8080").expect("a valid literal URL"));
+        let max_concurrent_invocations = parse(lookup, "MAX_CONCURRENT_INVOCATIONS", 4usize)?;
+        if max_concurrent_invocations == 0 {
+            return Err(ConfigError {
+                var: "MAX_CONCURRENT_INVOCATIONS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            listen: listen_addr(lookup)?,
+            s3: S3Settings::from_lookup(lookup)?,
+            gateway_url,
+            max_concurrent_invocations,
+            local_mode: parse_bool(lookup, "FAVE_LOCAL_MODE")?,
+            max_input_bytes: parse(lookup, "FAVE_MAX_INPUT_BYTES", 2 * 1024 * 1024 * 1024u64)?,
+            input_timeout: Duration::from_secs(parse(lookup, "FAVE_INPUT_TIMEOUT_SECS", 300u64)?),
+            stage_timeout: Duration::from_secs(parse(lookup, "FAVE_STAGE_TIMEOUT_SECS", 600u64)?),
+            body_limit: parse(lookup, "FAVE_BODY_LIMIT", 64 * 1024)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = OrchestratorConfig::from_lookup(&lookup(&[("FAVE_SECRETS_DIR", "/nonexistent")]))
+            .unwrap();
+        assert_eq!(c.s3.bucket, "fave-artifacts");
+        assert_eq!(c.listen.port(), 3000);
+        assert_eq!(c.max_concurrent_invocations, 4);
+        assert!(!c.local_mode);
+        assert!(!c.s3.force_path_style);
+        assert!(c.s3.access_key_id.is_none());
+    }
+
+    #[test]
+    fn endpoint_implies_path_style_and_can_be_overridden() {
+        let c = S3Settings::from_lookup(&lookup(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")]))
+            .unwrap();
+        assert!(c.force_path_style);
+        let c = S3Settings::from_lookup(&lookup(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("FAVE_S3_PATH_STYLE", "false"),
+        ]))
+        .unwrap();
+        assert!(!c.force_path_style);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("GATEWAY_URL", "not a url"),
+            ("GATEWAY_URL", "ftp://x"),
+            ("AWS_ENDPOINT_URL", "::"),
+            ("MAX_CONCURRENT_INVOCATIONS", "0"),
+            ("MAX_CONCURRENT_INVOCATIONS", "-3"),
+            ("PORT", "70000"),
+            ("FAVE_LOCAL_MODE", "maybe"),
+            ("FAVE_BUCKET", "Bad_Bucket"),
+            ("FAVE_BUCKET", "../x"),
+        ];
+        for (var, value) in cases {
+            let err = OrchestratorConfig::from_lookup(&lookup(&[(var, value)])).unwrap_err();
+            assert_eq!(&err.var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn half_a_credential_pair_is_an_error() {
+        let err = S3Settings::from_lookup(&lookup(&[
+            ("FAVE_SECRETS_DIR", "/nonexistent"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "AWS_ACCESS_KEY_ID");
+    }
+
+    #[test]
+    fn listen_addr_prefers_explicit_address() {
+        let a = listen_addr(&lookup(&[
+            ("FAVE_LISTEN_ADDR", "127.0.0.1:4567"),
+            ("PORT", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:4567");
+    }
+}

@@ -1,0 +1,174 @@
+//! The one error shape every fave function answers with:
+//! `{"error": {"code", "message", "retryable"}}`, and the extractor that gives malformed
+//! bodies the same shape.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code such as `invalid_media` or `not_found`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Whether sending the same call again may succeed.
+    pub retryable: bool,
+}
+
+/// An error on its way to becoming an HTTP answer. Handlers return `Result<_, ApiError>`;
+/// this is the only `IntoResponse` for errors.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            // 5xx may pass; a 4xx says the call itself is wrong. 429 and 408 are the exceptions.
+            retryable: status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                retryable: self.retryable,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed");
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// A JSON body extractor whose every failure is an [`ApiError`]: unreadable or too large →
+/// 413/400, not JSON → 400 `malformed_json`, JSON of the wrong shape → 422 `invalid_request`.
+/// It does not insist on a `Content-Type`, because `faas-cli invoke` and `curl -d` send none
+/// or the wrong one.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(status, "body_too_large", "the request body is too large")
+                } else {
+                    ApiError::bad_request("unreadable_body", rejection.body_text())
+                }
+            })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body, classifying the failure as [`JsonBody`] does.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::unprocessable("invalid_request", e.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Req {
+        a: u32,
+    }
+
+    #[test]
+    fn json_failures_are_classified() {
+        assert_eq!(parse_json::<Req>(b"{").unwrap_err().code, "malformed_json");
+        assert_eq!(
+            parse_json::<Req>(b"nope").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let e = parse_json::<Req>(br#"{"a":"x"}"#).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        );
+        assert_eq!(
+            parse_json::<Req>(br#"{"a":1,"b":2}"#).unwrap_err().code,
+            "invalid_request"
+        );
+        assert!(parse_json::<Req>(br#"{"a":1}"#).is_ok());
+    }
+
+    #[test]
+    fn retryable_follows_status() {
+        assert!(ApiError::unavailable("x", "y").retryable);
+        assert!(!ApiError::unprocessable("x", "y").retryable);
+        assert!(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "x", "y").retryable);
+        let body = serde_json::to_value(ApiError::not_found("gone").body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "not_found", "message": "gone", "retryable": false}})
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! What every fave binary shares.
+//!
+//! Layout, bottom up:
+//! - [`ids`], [`keys`]: validated newtype ids and the one place S3 keys are built.
+//! - [`error`]: the one JSON error shape and the error type HTTP handlers return.
+//! - [`config`], [`secrets`]: configuration read once from the environment and validated.
+//! - [`storage`]: S3-compatible storage on aws-sdk-s3 (streaming, multipart, conditional writes).
+//! - [`state`]: the `state.json` schema and the request/stage state machine.
+//! - [`stage`]: the stage call contract, the [`stage::Stage`] trait and the harness serving it.
+//! - [`gateway`]: the client that invokes functions through the OpenFaaS gateway.
+//! - [`retry`]: the one retry policy type.
+//! - [`server`], [`telemetry`]: serving a router with graceful shutdown; logging set-up.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod ids;
+pub mod keys;
+pub mod retry;
+pub mod secrets;
+pub mod server;
+pub mod stage;
+pub mod state;
+pub mod storage;
+pub mod telemetry;

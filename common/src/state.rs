@@ -1,0 +1,561 @@
+//! The durable state of one request, `requests/{id}/metadata/state.json`, and the state
+//! machines of requests and stages.
+//!
+//! Every legal edge lives in [`RequestStatus::on`] and [`StageStatus::on`]; everything else
+//! is [`Transition::Illegal`], except that terminal states absorb late events
+//! ([`Transition::Ignored`]), so a stage answer that arrives after a request was cancelled or
+//! failed changes nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{RequestId, StageName};
+
+/// Bumped when the layout of `state.json` changes incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a user submitted, as validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub video_uri: String,
+    pub query: Option<String>,
+    pub profile: Profile,
+}
+
+/// The replica regime a request runs under; see stack.yml.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Cold,
+    #[default]
+    Warm,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cold" => Ok(Profile::Cold),
+            "warm" => Ok(Profile::Warm),
+            other => Err(format!(
+                "unknown profile {other:?}: expected \"cold\" or \"warm\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RequestStatus {
+    Init,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StageStatus {
+    Pending,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// The outcome of applying an event to a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition<S> {
+    To(S),
+    /// A terminal state absorbed a late event.
+    Ignored,
+    Illegal,
+}
+
+/// Something that happens to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestEvent {
+    Start,
+    Complete,
+    Fail { code: String, detail: String },
+    Cancel,
+}
+
+impl RequestStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// Every legal edge of a request.
+    pub fn on(self, event: &RequestEvent) -> Transition<Self> {
+        use RequestEvent as E;
+        use RequestStatus as S;
+        match (self, event) {
+            (s, _) if s.is_terminal() => Transition::Ignored,
+            (S::Init, E::Start) => Transition::To(S::Running),
+            (S::Running, E::Complete) => Transition::To(S::Completed),
+            (S::Init | S::Running, E::Fail { .. }) => Transition::To(S::Failed),
+            (S::Init | S::Running, E::Cancel) => Transition::To(S::Cancelled),
+            _ => Transition::Illegal,
+        }
+    }
+}
+
+/// Something that happens to a stage (or a per-clip task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageEvent {
+    /// An attempt was sent.
+    Start,
+    /// An attempt failed and another will follow.
+    Retry {
+        code: String,
+        detail: String,
+    },
+    Succeed {
+        outputs: BTreeMap<String, String>,
+    },
+    Fail {
+        code: String,
+        detail: String,
+    },
+    Skip,
+}
+
+impl StageStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped)
+    }
+
+    /// Every legal edge of a stage.
+    pub fn on(self, event: &StageEvent) -> Transition<Self> {
+        use StageEvent as E;
+        use StageStatus as S;
+        match (self, event) {
+            (s, _) if s.is_terminal() => Transition::Ignored,
+            (S::Pending | S::Retrying, E::Start) => Transition::To(S::Running),
+            (S::Running, E::Retry { .. }) => Transition::To(S::Retrying),
+            (S::Running, E::Succeed { .. }) => Transition::To(S::Succeeded),
+            (S::Pending | S::Running | S::Retrying, E::Fail { .. }) => Transition::To(S::Failed),
+            (S::Pending, E::Skip) => Transition::To(S::Skipped),
+            _ => Transition::Illegal,
+        }
+    }
+}
+
+/// An event that is not legal in the current state: a bug in the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: {event} while {from}")]
+pub struct IllegalTransition {
+    pub from: String,
+    pub event: String,
+}
+
+/// A failure, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub error_code: String,
+    pub error_detail: String,
+}
+
+/// One try of a stage call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    /// The gateway's `X-Call-Id` for this attempt.
+    pub call_id: Option<String>,
+    pub http_status: Option<u16>,
+    #[serde(flatten)]
+    pub failure: Option<Failure>,
+}
+
+/// One stage of the pipeline (or one per-clip task) as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageState {
+    pub name: StageName,
+    pub function: String,
+    pub status: StageStatus,
+    pub attempts: Vec<Attempt>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    /// Output name → S3 key, once succeeded.
+    pub outputs: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub failure: Option<Failure>,
+    /// Figures the stage reported (work time, bytes, …).
+    pub metrics: BTreeMap<String, serde_json::Value>,
+}
+
+impl StageState {
+    pub fn new(name: StageName, function: impl Into<String>) -> Self {
+        Self {
+            name,
+            function: function.into(),
+            status: StageStatus::Pending,
+            attempts: Vec::new(),
+            started_at: None,
+            ended_at: None,
+            duration_ms: None,
+            outputs: BTreeMap::new(),
+            failure: None,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    /// Applies an event at time `now`. Returns whether anything changed.
+    pub fn apply(
+        &mut self,
+        event: StageEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, IllegalTransition> {
+        let to = match self.status.on(&event) {
+            Transition::To(to) => to,
+            Transition::Ignored => return Ok(false),
+            Transition::Illegal => {
+                return Err(IllegalTransition {
+                    from: format!("{:?}", self.status),
+                    event: format!("{event:?}"),
+                });
+            }
+        };
+        match event {
+            StageEvent::Start => {
+                self.started_at.get_or_insert(now);
+                self.attempts.push(Attempt {
+                    number: self.attempts.len() as u32 + 1,
+                    started_at: now,
+                    ended_at: None,
+                    duration_ms: None,
+                    call_id: None,
+                    http_status: None,
+                    failure: None,
+                });
+            }
+            StageEvent::Retry { code, detail } => {
+                self.end_attempt(
+                    now,
+                    Some(Failure {
+                        error_code: code,
+                        error_detail: detail,
+                    }),
+                );
+            }
+            StageEvent::Succeed { outputs } => {
+                self.end_attempt(now, None);
+                self.outputs = outputs;
+                self.finish(now);
+            }
+            StageEvent::Fail { code, detail } => {
+                let failure = Failure {
+                    error_code: code,
+                    error_detail: detail,
+                };
+                if self.status == StageStatus::Running {
+                    self.end_attempt(now, Some(failure.clone()));
+                }
+                self.failure = Some(failure);
+                self.finish(now);
+            }
+            StageEvent::Skip => self.finish(now),
+        }
+        self.status = to;
+        Ok(true)
+    }
+
+    /// The attempt under way, to record its call id and HTTP status.
+    pub fn current_attempt(&mut self) -> Option<&mut Attempt> {
+        self.attempts.last_mut().filter(|a| a.ended_at.is_none())
+    }
+
+    fn end_attempt(&mut self, now: DateTime<Utc>, failure: Option<Failure>) {
+        if let Some(a) = self.current_attempt() {
+            a.ended_at = Some(now);
+            a.duration_ms = Some(millis_between(a.started_at, now));
+            a.failure = failure;
+        }
+    }
+
+    fn finish(&mut self, now: DateTime<Utc>) {
+        self.ended_at = Some(now);
+        self.duration_ms = self.started_at.map(|s| millis_between(s, now));
+    }
+}
+
+fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> u64 {
+    (b - a).num_milliseconds().max(0) as u64
+}
+
+/// The copy of the user's video in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputObject {
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Who drives a request, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestState {
+    pub schema_version: u32,
+    pub request_id: RequestId,
+    pub status: RequestStatus,
+    /// Incremented at every write, so two writes never store the same bytes (and ETag).
+    pub revision: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub submission: Submission,
+    pub input: Option<InputObject>,
+    pub stages: Vec<StageState>,
+    #[serde(flatten)]
+    pub failure: Option<Failure>,
+    pub lease: Option<Lease>,
+    /// The key of `final.json`, once completed.
+    pub result_key: Option<String>,
+}
+
+impl RequestState {
+    pub fn new(
+        request_id: RequestId,
+        submission: Submission,
+        stages: Vec<StageState>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            request_id,
+            status: RequestStatus::Init,
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            submission,
+            input: None,
+            stages,
+            failure: None,
+            lease: None,
+            result_key: None,
+        }
+    }
+
+    /// Applies an event at time `now`. Returns whether anything changed.
+    pub fn apply(
+        &mut self,
+        event: RequestEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, IllegalTransition> {
+        let to = match self.status.on(&event) {
+            Transition::To(to) => to,
+            Transition::Ignored => return Ok(false),
+            Transition::Illegal => {
+                return Err(IllegalTransition {
+                    from: format!("{:?}", self.status),
+                    event: format!("{event:?}"),
+                });
+            }
+        };
+        if let RequestEvent::Fail { code, detail } = event {
+            self.failure = Some(Failure {
+                error_code: code,
+                error_detail: detail,
+            });
+        }
+        if to.is_terminal() {
+            self.ended_at = Some(now);
+            self.lease = None;
+        }
+        self.status = to;
+        Ok(true)
+    }
+
+    pub fn stage(&self, name: &StageName) -> Option<&StageState> {
+        self.stages.iter().find(|s| &s.name == name)
+    }
+
+    pub fn stage_mut(&mut self, name: &StageName) -> Option<&mut StageState> {
+        self.stages.iter_mut().find(|s| &s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fail() -> RequestEvent {
+        RequestEvent::Fail {
+            code: "c".into(),
+            detail: "d".into(),
+        }
+    }
+
+    #[test]
+    fn request_legal_edges() {
+        use RequestStatus::*;
+        assert_eq!(Init.on(&RequestEvent::Start), Transition::To(Running));
+        assert_eq!(
+            Running.on(&RequestEvent::Complete),
+            Transition::To(Completed)
+        );
+        assert_eq!(Init.on(&fail()), Transition::To(Failed));
+        assert_eq!(Running.on(&fail()), Transition::To(Failed));
+        assert_eq!(Init.on(&RequestEvent::Cancel), Transition::To(Cancelled));
+        assert_eq!(Running.on(&RequestEvent::Cancel), Transition::To(Cancelled));
+    }
+
+    #[test]
+    fn request_illegal_edges() {
+        use RequestStatus::*;
+        assert_eq!(Init.on(&RequestEvent::Complete), Transition::Illegal);
+        assert_eq!(Running.on(&RequestEvent::Start), Transition::Illegal);
+    }
+
+    #[test]
+    fn terminal_requests_absorb_late_events() {
+        use RequestStatus::*;
+        for terminal in [Completed, Failed, Cancelled] {
+            for event in [
+                RequestEvent::Start,
+                RequestEvent::Complete,
+                fail(),
+                RequestEvent::Cancel,
+            ] {
+                assert_eq!(
+                    terminal.on(&event),
+                    Transition::Ignored,
+                    "{terminal:?} {event:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stage_edges() {
+        use StageStatus::*;
+        let retry = StageEvent::Retry {
+            code: "c".into(),
+            detail: "d".into(),
+        };
+        let fail = StageEvent::Fail {
+            code: "c".into(),
+            detail: "d".into(),
+        };
+        let ok = StageEvent::Succeed {
+            outputs: BTreeMap::new(),
+        };
+        assert_eq!(Pending.on(&StageEvent::Start), Transition::To(Running));
+        assert_eq!(Running.on(&retry), Transition::To(Retrying));
+        assert_eq!(Retrying.on(&StageEvent::Start), Transition::To(Running));
+        assert_eq!(Running.on(&ok), Transition::To(Succeeded));
+        assert_eq!(Running.on(&fail), Transition::To(Failed));
+        assert_eq!(Pending.on(&StageEvent::Skip), Transition::To(Skipped));
+        assert_eq!(Pending.on(&ok), Transition::Illegal);
+        assert_eq!(Running.on(&StageEvent::Start), Transition::Illegal);
+        assert_eq!(Running.on(&StageEvent::Skip), Transition::Illegal);
+        assert_eq!(Pending.on(&retry), Transition::Illegal);
+        for terminal in [Succeeded, Failed, Skipped] {
+            for event in [
+                StageEvent::Start,
+                retry.clone(),
+                fail.clone(),
+                ok.clone(),
+                StageEvent::Skip,
+            ] {
+                assert_eq!(terminal.on(&event), Transition::Ignored);
+            }
+        }
+    }
+
+    #[test]
+    fn stage_records_attempts_and_timings() {
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::Duration::milliseconds(250);
+        let t2 = t1 + chrono::Duration::milliseconds(750);
+        let mut s = StageState::new("stage-ffmpeg-0".parse().unwrap(), "stage-ffmpeg-0");
+        s.apply(StageEvent::Start, t0).unwrap();
+        s.current_attempt().unwrap().call_id = Some("call-1".into());
+        s.apply(
+            StageEvent::Retry {
+                code: "unavailable".into(),
+                detail: "503".into(),
+            },
+            t1,
+        )
+        .unwrap();
+        s.apply(StageEvent::Start, t1).unwrap();
+        let outputs = BTreeMap::from([("video".to_owned(), "k".to_owned())]);
+        s.apply(
+            StageEvent::Succeed {
+                outputs: outputs.clone(),
+            },
+            t2,
+        )
+        .unwrap();
+        assert_eq!(s.status, StageStatus::Succeeded);
+        assert_eq!(s.attempts.len(), 2);
+        assert_eq!(s.attempts[0].call_id.as_deref(), Some("call-1"));
+        assert_eq!(
+            s.attempts[0].failure.as_ref().unwrap().error_code,
+            "unavailable"
+        );
+        assert_eq!(s.attempts[1].duration_ms, Some(750));
+        assert_eq!(s.duration_ms, Some(1000));
+        assert_eq!(s.outputs, outputs);
+        // A late failure after success changes nothing.
+        assert!(
+            !s.apply(
+                StageEvent::Fail {
+                    code: "x".into(),
+                    detail: "y".into()
+                },
+                t2
+            )
+            .unwrap()
+        );
+        assert_eq!(s.status, StageStatus::Succeeded);
+        assert!(s.failure.is_none());
+    }
+
+    #[test]
+    fn request_failure_is_recorded_and_json_round_trips() {
+        let now = Utc::now();
+        let sub = Submission {
+            video_uri: "s3://b/k".into(),
+            query: None,
+            profile: Profile::Warm,
+        };
+        let mut r = RequestState::new("r1".parse().unwrap(), sub, vec![], now);
+        r.apply(RequestEvent::Start, now).unwrap();
+        r.apply(
+            RequestEvent::Fail {
+                code: "invalid_media".into(),
+                detail: "not a video".into(),
+            },
+            now,
+        )
+        .unwrap();
+        assert!(
+            r.apply(RequestEvent::Complete, now)
+                .is_ok_and(|changed| !changed)
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["status"], "FAILED");
+        assert_eq!(json["error_code"], "invalid_media");
+        assert_eq!(json["schema_version"], SCHEMA_VERSION);
+        let back: RequestState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,561 @@
+//! S3-compatible storage on aws-sdk-s3. Media is streamed between the store and files on
+//! disk (multipart above [`MULTIPART_THRESHOLD`]); only small JSON is held in memory.
+//! `state.json` is written with conditional requests: [`Storage::create_json`] sends
+//! `If-None-Match: *` and [`Storage::replace_json`] `If-Match: <etag>`.
+//!
+//! Retries of individual S3 calls are the SDK's own (standard retry mode); nothing here
+//! stacks a second loop on top.
+
+use std::path::Path;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::config::S3Settings;
+
+/// Objects at least this large are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// The size of each part of a multipart upload (S3's minimum is 5 MiB).
+pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("no object at {key}")]
+    NotFound { key: String },
+    /// A conditional write lost: the object exists (create) or changed (replace).
+    #[error("precondition failed writing {key}: it was created or changed by someone else")]
+    PreconditionFailed { key: String },
+    #[error("S3 {op} {key} failed: {message}")]
+    Service {
+        op: &'static str,
+        key: String,
+        status: Option<u16>,
+        message: String,
+        transient: bool,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{key} is larger than {limit} bytes")]
+    TooLarge { key: String, limit: u64 },
+    #[error("{key} is not the JSON expected: {source}")]
+    Json {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+impl StorageError {
+    /// Whether the same call may succeed later (throttling, 5xx, the store unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Service { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    fn from_sdk<E, R>(op: &'static str, key: &str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + HasStatus,
+    {
+        let status = err.raw_response().map(HasStatus::status);
+        let code = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_owned);
+        match (status, code.as_deref()) {
+            (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => {
+                return StorageError::NotFound {
+                    key: key.to_owned(),
+                };
+            }
+            // 409 ConditionalRequestConflict: AWS's answer to two conditional writes at once.
+            (Some(412 | 409), _) | (_, Some("PreconditionFailed")) => {
+                return StorageError::PreconditionFailed {
+                    key: key.to_owned(),
+                };
+            }
+            _ => {}
+        }
+        let transient = match &err {
+            SdkError::DispatchFailure(_)
+            | SdkError::TimeoutError(_)
+            | SdkError::ResponseError(_) => true,
+            _ => {
+                matches!(status, Some(s) if s >= 500 || s == 429)
+                    || matches!(code.as_deref(), Some("SlowDown" | "RequestTimeout"))
+            }
+        };
+        StorageError::Service {
+            op,
+            key: key.to_owned(),
+            status,
+            message: DisplayErrorContext(&err).to_string(),
+            transient,
+        }
+    }
+}
+
+/// Lets error classification read the HTTP status of any SDK response type.
+pub trait HasStatus {
+    fn status(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredObject {
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A bucket on an S3-compatible store. Cheap to clone; build it once per process.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    client: Client,
+    bucket: String,
+}
+
+impl Storage {
+    /// Builds the client from the settings, the one place an S3 client is made.
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()));
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+        }
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id.expose(),
+                secret.expose(),
+                None,
+                None,
+                "fave-config",
+            ));
+        }
+        let sdk = loader.load().await;
+        let mut builder =
+            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.force_path_style);
+        if settings.endpoint.is_some() {
+            // S3-compatible servers differ in how far they support the newer default
+            // checksums; send and check them only where the API requires it.
+            builder = builder
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            bucket: settings.bucket.clone(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the bucket unless it exists (local and dev stores start empty).
+    pub async fn ensure_bucket(&self) -> Result<(), StorageError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => match StorageError::from_sdk("HeadBucket", &self.bucket, e) {
+                StorageError::NotFound { .. } => {}
+                other => return Err(other),
+            },
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error().and_then(|s| s.code()),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StorageError::from_sdk("CreateBucket", &self.bucket, e)),
+        }
+    }
+
+    /// Uploads a file, streaming it; multipart at or above [`MULTIPART_THRESHOLD`].
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> Result<StoredObject, StorageError> {
+        let (bytes, sha256) = sha256_file(path).await?;
+        if bytes >= MULTIPART_THRESHOLD {
+            self.put_multipart(key, path, bytes, content_type).await?;
+        } else {
+            let body = ByteStream::from_path(path)
+                .await
+                .map_err(|e| StorageError::io("read", path, std::io::Error::other(e)))?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| StorageError::from_sdk("PutObject", key, e))?;
+        }
+        Ok(StoredObject {
+            key: key.to_owned(),
+            bytes,
+            sha256,
+        })
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| StorageError::from_sdk("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = self.upload_parts(key, path, size, &upload_id).await;
+        if result.is_err() {
+            // Best effort: an abandoned upload only costs space, the error below is what matters.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let length = PART_SIZE.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| StorageError::io("read", path, std::io::Error::other(e)))?;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| StorageError::from_sdk("UploadPart", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| StorageError::from_sdk("CompleteMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    /// The same store, another bucket (to copy a user's `s3://` input in).
+    pub fn for_bucket(&self, bucket: &str) -> Storage {
+        Storage {
+            client: self.client.clone(),
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// Downloads an object into a file, streaming it. Returns the bytes written.
+    pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
+        self.get_to_file_limited(key, path, u64::MAX).await
+    }
+
+    /// Downloads an object into a file, streaming it, refusing more than `limit` bytes.
+    pub async fn get_to_file_limited(
+        &self,
+        key: &str,
+        path: &Path,
+        limit: u64,
+    ) -> Result<u64, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StorageError::from_sdk("GetObject", key, e))?;
+        let too_large = || StorageError::TooLarge {
+            key: key.to_owned(),
+            limit,
+        };
+        if out.content_length().is_some_and(|n| n as u64 > limit) {
+            return Err(too_large());
+        }
+        // One byte past the limit tells "exactly at the limit" from "over it".
+        let mut reader = out.body.into_async_read().take(limit.saturating_add(1));
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| StorageError::io("create", path, e))?;
+        let n = tokio::io::copy(&mut reader, &mut file)
+            .await
+            .map_err(|e| StorageError::io("download to", path, e))?;
+        if n > limit {
+            return Err(too_large());
+        }
+        Ok(n)
+    }
+
+    /// Reads a small JSON object and its ETag; `None` if there is no such object.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, String)>, StorageError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                return match StorageError::from_sdk("GetObject", key, e) {
+                    StorageError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Service {
+                op: "GetObject",
+                key: key.to_owned(),
+                status: None,
+                message: e.to_string(),
+                transient: true,
+            })?
+            .into_bytes();
+        let value = serde_json::from_slice(&bytes).map_err(|source| StorageError::Json {
+            key: key.to_owned(),
+            source,
+        })?;
+        Ok(Some((value, etag)))
+    }
+
+    /// Writes a small JSON object unconditionally. Returns its ETag.
+    pub async fn put_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<String, StorageError> {
+        self.write_json(key, value, Condition::None).await
+    }
+
+    /// Creates a JSON object only if none exists (`If-None-Match: *`).
+    pub async fn create_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<String, StorageError> {
+        self.write_json(key, value, Condition::Absent).await
+    }
+
+    /// Replaces a JSON object only if its ETag is still `etag` (`If-Match`): compare-and-swap.
+    pub async fn replace_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        etag: &str,
+    ) -> Result<String, StorageError> {
+        self.write_json(key, value, Condition::Matches(etag)).await
+    }
+
+    async fn write_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        condition: Condition<'_>,
+    ) -> Result<String, StorageError> {
+        let body = serde_json::to_vec_pretty(value).map_err(|source| StorageError::Json {
+            key: key.to_owned(),
+            source,
+        })?;
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        put = match condition {
+            Condition::None => put,
+            Condition::Absent => put.if_none_match("*"),
+            Condition::Matches(etag) => put.if_match(etag),
+        };
+        let out = put
+            .send()
+            .await
+            .map_err(|e| StorageError::from_sdk("PutObject", key, e))?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match StorageError::from_sdk("HeadObject", key, e) {
+                StorageError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Every key under a prefix, in key order.
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StorageError::from_sdk("ListObjectsV2", prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// Deletes one object (absent is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StorageError::from_sdk("DeleteObject", key, e))?;
+        Ok(())
+    }
+}
+
+enum Condition<'a> {
+    None,
+    Absent,
+    Matches(&'a str),
+}
+
+/// Size and SHA-256 of a file, read in 64 KiB chunks.
+pub async fn sha256_file(path: &Path) -> Result<(u64, String), StorageError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| StorageError::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| StorageError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hex::encode(hasher.finalize())))
+}

@@ -1,0 +1,185 @@
+//! The whole local stack started together: the S3 store (embedded, or an external one named
+//! by `AWS_ENDPOINT_URL`), the functions of stack.yml as processes, and the gateway in front
+//! of them. `fave up`, `fave demo` and the end-to-end tests all start it this way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fave_common::config::S3Settings;
+use fave_common::secrets::Secret;
+use fave_common::storage::Storage;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::gateway::{self, GatewayOptions};
+use crate::s3::{EmbeddedS3, S3ServerOptions};
+use crate::stack_file::StackFile;
+use crate::supervisor::{Supervisor, SupervisorOptions};
+
+/// Which S3-compatible store the stack uses.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// The embedded server on this address (`127.0.0.1:0` for any free port), keeping its
+    /// objects under `{data_dir}/s3`.
+    Embedded { addr: SocketAddr },
+    /// A store that is already running, e.g. SeaweedFS or moto.
+    External {
+        endpoint: Url,
+        region: String,
+        access_key_id: Secret,
+        secret_access_key: Secret,
+    },
+}
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub stack_file: PathBuf,
+    /// Where the function binaries are.
+    pub bin_dir: PathBuf,
+    /// The embedded store's objects and the functions' logs go here.
+    pub data_dir: PathBuf,
+    pub gateway_addr: SocketAddr,
+    pub store: StoreChoice,
+    pub bucket: String,
+    /// Function logs to `{data_dir}/logs/{name}.log` instead of this process's stderr.
+    pub log_to_files: bool,
+    /// Extra environment for every function, after everything else.
+    pub extra_env: BTreeMap<String, String>,
+}
+
+/// A running stack. Dropping it stops everything; [`Stack::shutdown`] does so gracefully.
+pub struct Stack {
+    pub gateway_url: Url,
+    pub s3: S3Settings,
+    pub store: Storage,
+    embedded: Option<EmbeddedS3>,
+    supervisor: Arc<Supervisor>,
+    gateway: JoinHandle<()>,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let stack_file = StackFile::load(&options.stack_file)?;
+        let (embedded, s3) = match &options.store {
+            StoreChoice::Embedded { addr } => {
+                let access_key_id =
+                    format!("fave-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                let secret_access_key = uuid::Uuid::new_v4().simple().to_string();
+                let server = EmbeddedS3::start(&S3ServerOptions {
+                    data_dir: options.data_dir.join("s3"),
+                    addr: *addr,
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret_access_key.clone(),
+                })
+                .await?;
+                let s3 = S3Settings {
+                    bucket: options.bucket.clone(),
+                    endpoint: Some(Url::parse(&server.endpoint())?),
+                    region: "us-east-1".into(),
+                    access_key_id: Some(Secret::new(access_key_id)),
+                    secret_access_key: Some(Secret::new(secret_access_key)),
+                    force_path_style: true,
+                };
+                (Some(server), s3)
+            }
+            StoreChoice::External {
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+            } => (
+                None,
+                S3Settings {
+                    bucket: options.bucket.clone(),
+                    endpoint: Some(endpoint.clone()),
+                    region: region.clone(),
+                    access_key_id: Some(access_key_id.clone()),
+                    secret_access_key: Some(secret_access_key.clone()),
+                    force_path_style: true,
+                },
+            ),
+        };
+        let store = Storage::connect(&s3).await;
+        store.ensure_bucket().await?;
+
+        let listener = TcpListener::bind(options.gateway_addr).await?;
+        let gateway_url = Url::parse(&format!("http://{}", listener.local_addr()?))?;
+        let mut env = BTreeMap::from([
+            (
+                "GATEWAY_URL".to_owned(),
+                gateway_url.as_str().trim_end_matches('/').to_owned(),
+            ),
+            ("FAVE_BUCKET".to_owned(), s3.bucket.clone()),
+            ("AWS_REGION".to_owned(), s3.region.clone()),
+            ("FAVE_LOCAL_MODE".to_owned(), "true".to_owned()),
+            // Locally, credentials come from the environment, never from a machine-wide
+            // /var/openfaas/secrets that belongs to something else.
+            (
+                "FAVE_SECRETS_DIR".to_owned(),
+                options.data_dir.join("no-secrets").display().to_string(),
+            ),
+        ]);
+        if let Some(endpoint) = &s3.endpoint {
+            env.insert(
+                "AWS_ENDPOINT_URL".into(),
+                endpoint.as_str().trim_end_matches('/').to_owned(),
+            );
+        }
+        if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+            env.insert("AWS_ACCESS_KEY_ID".into(), id.expose().to_owned());
+            env.insert("AWS_SECRET_ACCESS_KEY".into(), secret.expose().to_owned());
+        }
+        env.extend(options.extra_env.clone());
+        let supervisor = Supervisor::start(
+            &stack_file,
+            SupervisorOptions {
+                bin_dir: options.bin_dir.clone(),
+                extra_env: env,
+                log_dir: options.log_to_files.then(|| options.data_dir.join("logs")),
+                health_timeout: Duration::from_secs(20),
+            },
+        )
+        .await?;
+        let supervisor = Arc::new(supervisor);
+        let app = gateway::router(supervisor.clone(), GatewayOptions::default());
+        let gateway = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+        Ok(Self {
+            gateway_url,
+            s3,
+            store,
+            embedded,
+            supervisor,
+            gateway,
+        })
+    }
+
+    /// The functions, to read invocation and start counts.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The embedded store's endpoint, if the stack runs one.
+    pub fn embedded_endpoint(&self) -> Option<String> {
+        self.embedded.as_ref().map(EmbeddedS3::endpoint)
+    }
+
+    /// Stops the gateway, then each function with SIGTERM, then the store.
+    pub async fn shutdown(self) {
+        self.gateway.abort();
+        if let Ok(supervisor) = Arc::try_unwrap(self.supervisor) {
+            supervisor.shutdown().await;
+        }
+        if let Some(s3) = self.embedded {
+            s3.stop();
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Runs each function of a stack as a local process, the way a provider runs replicas: it
+//! starts the function's binary with stack.yml's environment plus its listen address, waits
+//! until `GET /healthz` answers, and starts it again whenever it exits. The gateway asks
+//! [`Function::wait_ready`] before it forwards a call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::stack_file::{FunctionSpec, StackFile};
+
+/// How to run a stack's functions.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Where the function binaries are; each is named after its function.
+    pub bin_dir: PathBuf,
+    /// Set for every function after stack.yml's environment (the local gateway's URL, the
+    /// embedded store's endpoint and credentials, local mode).
+    pub extra_env: BTreeMap<String, String>,
+    /// Each function's stdout and stderr go to `{log_dir}/{name}.log`; inherited if `None`.
+    pub log_dir: Option<PathBuf>,
+    /// How long a process may take to answer its health check before it is restarted.
+    pub health_timeout: Duration,
+}
+
+/// Why the stack's functions could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(
+        "no binary for function {function} at {path}; build it with `cargo build --workspace --bins`"
+    )]
+    MissingBinary { function: String, path: String },
+    #[error("function {function} did not become healthy within {timeout:?}{log_hint}")]
+    Unhealthy {
+        function: String,
+        timeout: Duration,
+        log_hint: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One function of the stack and its process.
+#[derive(Debug)]
+pub struct Function {
+    pub name: String,
+    pub spec: FunctionSpec,
+    /// `Some(port)` while a healthy process is serving.
+    ready: watch::Sender<Option<u16>>,
+    invocations: AtomicU64,
+    starts: AtomicU64,
+}
+
+impl Function {
+    /// The port of a healthy process, waiting up to `timeout` for one (after a crash the
+    /// process is being restarted).
+    pub async fn wait_ready(&self, timeout: Duration) -> Option<u16> {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .ok()?
+            .ok()
+            .and_then(|port| *port)
+    }
+
+    pub fn ready_port(&self) -> Option<u16> {
+        *self.ready.borrow()
+    }
+
+    pub fn count_invocation(&self) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(Ordering::Relaxed)
+    }
+
+    /// How many times a process was started (1 + restarts).
+    pub fn starts(&self) -> u64 {
+        self.starts.load(Ordering::Relaxed)
+    }
+}
+
+/// The running functions. Dropping it stops them.
+pub struct Supervisor {
+    functions: BTreeMap<String, Arc<Function>>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Supervisor {
+    /// Starts every function of `stack` and waits until each is healthy.
+    pub async fn start(
+        stack: &StackFile,
+        options: SupervisorOptions,
+    ) -> Result<Self, SupervisorError> {
+        if let Some(dir) = &options.log_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut supervisor = Self {
+            functions: BTreeMap::new(),
+            shutdown,
+            tasks: JoinSet::new(),
+        };
+        for (name, spec) in &stack.functions {
+            let binary = options.bin_dir.join(name);
+            if !binary.is_file() {
+                return Err(SupervisorError::MissingBinary {
+                    function: name.clone(),
+                    path: binary.display().to_string(),
+                });
+            }
+            let function = Arc::new(Function {
+                name: name.clone(),
+                spec: spec.clone(),
+                ready: watch::channel(None).0,
+                invocations: AtomicU64::new(0),
+                starts: AtomicU64::new(0),
+            });
+            let port = free_port()?;
+            let mut env = spec.environment.clone();
+            env.extend(options.extra_env.clone());
+            env.insert("FAVE_LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+            let runner = Runner {
+                function: function.clone(),
+                binary,
+                env,
+                port,
+                log_file: options
+                    .log_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{name}.log"))),
+                health_timeout: options.health_timeout,
+                shutdown: supervisor.shutdown.subscribe(),
+            };
+            supervisor.tasks.spawn(runner.run());
+            supervisor.functions.insert(name.clone(), function);
+        }
+        for function in supervisor.functions.values() {
+            if function.wait_ready(options.health_timeout).await.is_none() {
+                let log_hint = match &options.log_dir {
+                    Some(dir) => format!(
+                        "; see {}",
+                        dir.join(format!("{}.log", function.name)).display()
+                    ),
+                    None => String::new(),
+                };
+                return Err(SupervisorError::Unhealthy {
+                    function: function.name.clone(),
+                    timeout: options.health_timeout,
+                    log_hint,
+                });
+            }
+        }
+        Ok(supervisor)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
+        self.functions.get(name)
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &Arc<Function>> {
+        self.functions.values()
+    }
+
+    /// Sends SIGTERM to every process, waits for them to exit (SIGKILL after a grace period).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Child processes are `kill_on_drop`, so aborting the runners stops them too.
+        let _ = self.shutdown.send(true);
+        self.tasks.abort_all();
+    }
+}
+
+/// A free loopback port, as the OS hands it out.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Runner {
+    function: Arc<Function>,
+    binary: PathBuf,
+    env: BTreeMap<String, String>,
+    port: u16,
+    log_file: Option<PathBuf>,
+    health_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+const GRACE: Duration = Duration::from_secs(5);
+
+impl Runner {
+    async fn run(mut self) {
+        let name = self.function.name.clone();
+        let mut backoff = Duration::from_millis(100);
+        while !*self.shutdown.borrow() {
+            let mut child = match self.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(function = %name, error = %e, "could not start function");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            self.function.starts.fetch_add(1, Ordering::Relaxed);
+            if self.wait_healthy(&mut child).await {
+                tracing::info!(function = %name, port = self.port, "function healthy");
+                self.function.ready.send_replace(Some(self.port));
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    status = child.wait() => {
+                        self.function.ready.send_replace(None);
+                        tracing::warn!(function = %name, ?status, "function exited; restarting");
+                    }
+                    _ = self.shutdown.changed() => {
+                        self.function.ready.send_replace(None);
+                        terminate(&mut child).await;
+                        return;
+                    }
+                }
+            } else {
+                tracing::warn!(function = %name, "function not healthy in time; restarting");
+                let _ = child.kill().await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn spawn(&self) -> std::io::Result<Child> {
+        let mut command = Command::new(&self.binary);
+        command
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(path) = &self.log_file {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            command.stdout(log.try_clone()?).stderr(log);
+        }
+        command.spawn()
+    }
+
+    /// Polls `/healthz` until it answers 200, the process exits, or time runs out.
+    async fn wait_healthy(&mut self, child: &mut Child) -> bool {
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + self.health_timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if let Ok(r) = client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited after [`GRACE`].
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
