@@ -84,15 +84,27 @@ async fn invoke_root(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    forward(g, &name, "", req).await
+    forward(g, &name, req).await
 }
 
 async fn invoke_path(
     State(g): State<Arc<Gateway>>,
-    Path((name, path)): Path<(String, String)>,
+    Path((name, _)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    forward(g, &name, &path, req).await
+    forward(g, &name, req).await
+}
+
+/// The part of the request's path after `/function/{name}`, exactly as the caller sent it:
+/// still percent-encoded, so `%2F` or `..%2F` reach the function as they were and are the
+/// function's to judge, not turned into real path segments here.
+fn raw_sub_path(uri: &axum::http::Uri) -> &str {
+    let path = uri.path();
+    let after = path.strip_prefix("/function/").unwrap_or("");
+    match after.find('/') {
+        Some(i) => &after[i + 1..],
+        None => "",
+    }
 }
 
 /// Marks an error as the gateway's own.
@@ -124,13 +136,8 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-async fn forward(g: Arc<Gateway>, raw_name: &str, path: &str, req: Request) -> Response {
+async fn forward(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
     let name = function_name(raw_name);
-    let Some(function) = g.supervisor.get(name).cloned() else {
-        return internal(ApiError::not_found(format!(
-            "error finding function {name}"
-        )));
-    };
     let call_id = req
         .headers()
         .get(CALL_ID)
@@ -141,13 +148,17 @@ async fn forward(g: Arc<Gateway>, raw_name: &str, path: &str, req: Request) -> R
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let started = Instant::now();
+    let Some(function) = g.supervisor.get(name).cloned() else {
+        let response = internal(ApiError::not_found(format!(
+            "error finding function {name}"
+        )));
+        return with_call_headers(response, &call_id, start_nanos, started);
+    };
     function.count_invocation();
     let span = tracing::info_span!("invoke", function = name, call_id = %call_id);
     let response = async {
         match function.wait_ready(g.options.ready_timeout).await {
-            Some(port) => {
-                send_upstream(&g, &function, port, path, req, &call_id, start_nanos).await
-            }
+            Some(port) => send_upstream(&g, &function, port, req, &call_id, start_nanos).await,
             None => internal(ApiError::unavailable(
                 "no_endpoints",
                 format!("No endpoints available for: {name}."),
@@ -163,12 +174,12 @@ async fn send_upstream(
     g: &Gateway,
     function: &Function,
     port: u16,
-    path: &str,
     req: Request,
     call_id: &str,
     start_nanos: u128,
 ) -> Response {
     let name = &function.name;
+    let path = raw_sub_path(req.uri());
     let query = req
         .uri()
         .query()
@@ -271,5 +282,22 @@ async fn get_function(State(g): State<Arc<Gateway>>, Path(name): Path<String>) -
     match g.supervisor.get(function_name(&name)) {
         Some(f) => axum::Json(describe(f)).into_response(),
         None => internal(ApiError::not_found(format!("function {name} not found"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_paths_stay_encoded() {
+        let sub = |u: &str| raw_sub_path(&u.parse().unwrap()).to_owned();
+        assert_eq!(sub("/function/f"), "");
+        assert_eq!(sub("/function/f/"), "");
+        assert_eq!(sub("/function/f/a/b?x=1"), "a/b");
+        assert_eq!(
+            sub("/function/f.openfaas-fn/requests/..%2F..%2Fetc"),
+            "requests/..%2F..%2Fetc"
+        );
     }
 }

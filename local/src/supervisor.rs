@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
@@ -56,6 +56,8 @@ pub struct Function {
     ready: watch::Sender<Option<u16>>,
     invocations: AtomicU64,
     starts: AtomicU64,
+    /// The process id of the current process (0 when none).
+    pid: AtomicU32,
 }
 
 impl Function {
@@ -80,6 +82,11 @@ impl Function {
 
     pub fn invocations(&self) -> u64 {
         self.invocations.load(Ordering::Relaxed)
+    }
+
+    /// The current process's id, e.g. for a test that kills it.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
     }
 
     /// How many times a process was started (1 + restarts).
@@ -124,6 +131,7 @@ impl Supervisor {
                 ready: watch::channel(None).0,
                 invocations: AtomicU64::new(0),
                 starts: AtomicU64::new(0),
+                pid: AtomicU32::new(0),
             });
             let port = free_port()?;
             let mut env = spec.environment.clone();
@@ -220,6 +228,9 @@ impl Runner {
                 }
             };
             self.function.starts.fetch_add(1, Ordering::Relaxed);
+            self.function
+                .pid
+                .store(child.id().unwrap_or(0), Ordering::Relaxed);
             if self.wait_healthy(&mut child).await {
                 tracing::info!(function = %name, port = self.port, "function healthy");
                 self.function.ready.send_replace(Some(self.port));

@@ -1,0 +1,10 @@
+//! End-to-end tests, one binary (see `util` for how the stack is started).
+//!
+//! They use the embedded S3 server unless `AWS_ENDPOINT_URL` names another S3-compatible
+//! server (CI runs them a second time against moto that way).
+
+mod bad_input;
+mod gateway;
+mod pipeline;
+mod s3_race;
+mod util;

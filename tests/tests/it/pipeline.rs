@@ -1,0 +1,342 @@
+//! A real video through the gateway, the orchestrator and stage-ffmpeg-0 (real ffmpeg),
+//! with everything checked in the store afterwards.
+
+use std::time::Duration;
+
+use fave_common::keys::{self, RequestKeys};
+use fave_common::state::{RequestState, RequestStatus, StageStatus};
+use serde_json::{Value, json};
+
+use crate::util::{TestStack, duration, ffprobe, file_uri, read, sample};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_video_runs_end_to_end_through_the_gateway() {
+    let t = TestStack::start().await;
+    let video = sample("bigbuckbunny.mp4");
+    let source_duration = duration(&ffprobe(&video, &[]));
+
+    // Watch state.json while the request runs, to see its transitions.
+    let watcher = {
+        let store = t.store().clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<RequestStatus> = Vec::new();
+            for _ in 0..3000 {
+                for key in store.list_keys("requests/").await.unwrap_or_default() {
+                    if key.ends_with("metadata/state.json")
+                        && let Ok(Some((s, _))) = store.get_json::<RequestState>(&key).await
+                        && seen.last() != Some(&s.status)
+                    {
+                        seen.push(s.status);
+                    }
+                }
+                if seen.last().is_some_and(|s| s.is_terminal()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+
+    // The body goes chunked (no Content-Length), as of-watchdog forwards bodies.
+    let body = json!({ "video_uri": file_uri(&video), "query": "find scenes with a rabbit", "profile": "cold" });
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+        .to_string()
+        .into_bytes()
+        .chunks(7)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let response = t
+        .http
+        .post(t.url("orchestrator", ""))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, headers, answer) = read(response).await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    for h in ["x-call-id", "x-start-time", "x-duration-seconds"] {
+        assert!(headers.contains_key(h), "the gateway adds {h}");
+    }
+    assert_eq!(answer["status"], "COMPLETED");
+    let id: fave_common::ids::RequestId = answer["request_id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("valid");
+    let seen = watcher.await.expect("the watcher runs");
+    assert!(seen.contains(&RequestStatus::Running), "saw {seen:?}");
+    assert_eq!(seen.last(), Some(&RequestStatus::Completed), "saw {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] != RequestStatus::Completed),
+        "nothing after COMPLETED: {seen:?}"
+    );
+
+    // state.json records the whole story.
+    let keys = RequestKeys::new(&id);
+    let (state, _) = t
+        .store()
+        .get_json::<RequestState>(&keys.state())
+        .await
+        .expect("readable")
+        .expect("present");
+    assert_eq!(state.status, RequestStatus::Completed);
+    assert_eq!(
+        state.submission.query.as_deref(),
+        Some("find scenes with a rabbit")
+    );
+    assert!(
+        state.revision >= 4,
+        "every transition is a write: revision {}",
+        state.revision
+    );
+    let input = state.input.as_ref().expect("the input was copied in");
+    assert_eq!(
+        input.bytes,
+        std::fs::metadata(&video).expect("exists").len()
+    );
+    assert!(t.store().exists(&input.key).await.expect("head works"));
+    let stage = &state.stages[0];
+    assert_eq!(stage.name.as_str(), "stage-ffmpeg-0");
+    assert_eq!(stage.status, StageStatus::Succeeded);
+    assert_eq!(stage.attempts.len(), 1);
+    let attempt = &stage.attempts[0];
+    assert_eq!(attempt.http_status, Some(200));
+    assert!(
+        attempt
+            .call_id
+            .as_deref()
+            .is_some_and(|c| uuid::Uuid::parse_str(c).is_ok()),
+        "{attempt:?}"
+    );
+    let (started, ended) = (
+        stage.started_at.expect("started"),
+        stage.ended_at.expect("ended"),
+    );
+    assert!(
+        state.created_at <= started && started <= ended && ended <= state.ended_at.expect("ended")
+    );
+
+    // Every output, and the manifest, exist; final.json is the answer.
+    let prefix = keys.stage_prefix(&stage.name);
+    for name in ["video", "audio", "probe"] {
+        let key = stage
+            .outputs
+            .get(name)
+            .unwrap_or_else(|| panic!("output {name}"));
+        assert!(key.starts_with(&prefix), "{key}");
+        assert!(t.store().exists(key).await.expect("head works"), "{key}");
+    }
+    let (manifest, _) = t
+        .store()
+        .get_json::<Value>(&keys::manifest(&prefix))
+        .await
+        .expect("readable")
+        .expect("manifest");
+    assert_eq!(manifest["outputs"], json!(stage.outputs));
+    let (final_json, _) = t
+        .store()
+        .get_json::<Value>(&keys.result())
+        .await
+        .expect("readable")
+        .expect("final.json");
+    assert_eq!(final_json, answer);
+
+    // The canonical video is H.264 of the source's length, with a keyframe every second.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mp4 = dir.path().join("video.mp4");
+    t.store()
+        .get_to_file(&stage.outputs["video"], &mp4)
+        .await
+        .expect("downloaded");
+    let probe = ffprobe(&mp4, &[]);
+    let v = probe["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("video");
+    assert_eq!(v["codec_name"], "h264");
+    assert_eq!(v["pix_fmt"], "yuv420p");
+    assert!(
+        (duration(&probe) - source_duration).abs() < 0.15,
+        "{} vs {source_duration}",
+        duration(&probe)
+    );
+    assert!(
+        (answer["media"]["duration_s"].as_f64().expect("a number") - source_duration).abs() < 0.15
+    );
+    let frames = ffprobe(
+        &mp4,
+        &[
+            "-select_streams",
+            "v:0",
+            "-skip_frame",
+            "nokey",
+            "-show_entries",
+            "frame=pts_time",
+        ],
+    );
+    let keyframes: Vec<f64> = frames["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter_map(|f| f["pts_time"].as_str()?.parse().ok())
+        .collect();
+    let whole_seconds = source_duration.floor() as usize;
+    assert!(keyframes.len() > whole_seconds, "keyframes {keyframes:?}");
+    for (i, k) in keyframes.iter().enumerate().take(whole_seconds) {
+        assert!(
+            (k - i as f64).abs() < 0.05,
+            "keyframe {i} at {k}: {keyframes:?}"
+        );
+    }
+
+    // The wav is mono 16-bit PCM at 22050 Hz.
+    let wav = dir.path().join("audio.wav");
+    t.store()
+        .get_to_file(&stage.outputs["audio"], &wav)
+        .await
+        .expect("downloaded");
+    let probe = ffprobe(&wav, &[]);
+    let a = &probe["streams"][0];
+    assert_eq!(
+        (
+            a["codec_name"].as_str(),
+            a["channels"].as_u64(),
+            a["sample_rate"].as_str()
+        ),
+        (Some("pcm_s16le"), Some(1), Some("22050"))
+    );
+
+    // GET /requests/{id} and /result through the gateway agree with the store.
+    let (status, _, got) = read(
+        t.http
+            .get(t.url("orchestrator", &format!("/requests/{id}")))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["status"], "COMPLETED");
+    assert_eq!(got["revision"], state.revision);
+    let (status, _, result) = read(
+        t.http
+            .get(t.url("orchestrator", &format!("/requests/{id}/result")))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!((status, result), (200, answer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_without_sound_completes_without_a_wav() {
+    let t = TestStack::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let video = dir.path().join("silent.mkv");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=15:duration=2.5",
+            "-c:v",
+            "mpeg4",
+        ])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    assert_eq!(answer["media"]["has_audio"], false);
+    assert_eq!(answer["media"]["source_video_codec"], "mpeg4");
+    let outputs = &answer["stages"]["stage-ffmpeg-0"]["outputs"];
+    assert!(outputs.get("audio").is_none(), "{outputs}");
+    assert!(outputs.get("video").is_some());
+    assert_eq!(
+        answer["submission"]["profile"], "warm",
+        "the default profile"
+    );
+    // The stored copy keeps the input's extension.
+    assert!(
+        answer["input"]["key"]
+            .as_str()
+            .expect("a key")
+            .ends_with("/input/source.mkv")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_is_also_taken_from_s3_and_http_uris() {
+    let t = TestStack::start().await;
+    let video = sample("bikes.mp4");
+    // s3://: another object in the same store.
+    let bucket = t.store().bucket().to_owned();
+    t.store()
+        .put_file("uploads/bikes.mp4", &video, "video/mp4")
+        .await
+        .expect("uploaded");
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": format!("s3://{bucket}/uploads/bikes.mp4") }))
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    assert_eq!(
+        answer["input"]["bytes"],
+        std::fs::metadata(&video).expect("exists").len()
+    );
+
+    // http://: a small file server on loopback (local mode allows loopback).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let bytes = std::fs::read(&video).expect("readable");
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let found = request.starts_with("GET /bikes.mp4 ");
+            let head = if found {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = socket.write_all(head.as_bytes()).await;
+            if found {
+                let _ = socket.write_all(&bytes).await;
+            }
+        }
+    });
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": format!("http://{addr}/bikes.mp4") }))
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    assert_eq!(answer["status"], "COMPLETED");
+    let before = t.request_keys().await.len();
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": format!("http://{addr}/missing.mp4") }))
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("input_not_found")),
+        "{answer}"
+    );
+    assert_eq!(
+        t.request_keys().await.len(),
+        before,
+        "a missing video writes nothing"
+    );
+    server.abort();
+}

@@ -1,0 +1,211 @@
+//! Starting the real local stack for a test, on ephemeral ports, with its own data directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use fave_common::secrets::Secret;
+use fave_common::storage::Storage;
+use fave_local::stack::{Stack, StackOptions, StoreChoice};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds the function binaries once per test run (a no-op when they are fresh), so the
+/// stack never runs stale ones, and returns their directory.
+pub fn bin_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut cmd = Command::new(env!("CARGO"));
+            // `--tests` too, so the feature set matches `cargo test --workspace` and nothing
+            // is built twice with different features.
+            cmd.current_dir(repo_root()).args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bins",
+                "--tests",
+            ]);
+            if !cfg!(debug_assertions) {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(status.success(), "building the function binaries failed");
+            // This test binary is target/{profile}/deps/it-…; the binaries are in target/{profile}.
+            let exe = std::env::current_exe().expect("the test binary has a path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target/{profile}")
+                .to_path_buf()
+        })
+        .clone()
+}
+
+/// The store the tests use: `AWS_ENDPOINT_URL` if set (a fresh bucket per stack), else the
+/// embedded server.
+fn store_choice() -> (StoreChoice, String) {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+            let bucket = format!(
+                "fave-test-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            (
+                StoreChoice::External {
+                    endpoint: endpoint.parse().expect("AWS_ENDPOINT_URL is a URL"),
+                    region: var("AWS_REGION", "us-east-1"),
+                    access_key_id: Secret::new(var("AWS_ACCESS_KEY_ID", "test")),
+                    secret_access_key: Secret::new(var("AWS_SECRET_ACCESS_KEY", "test")),
+                },
+                bucket,
+            )
+        }
+        _ => (
+            StoreChoice::Embedded {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            "fave-artifacts".to_owned(),
+        ),
+    }
+}
+
+/// A running stack and the directory it keeps its data in.
+pub struct TestStack {
+    pub stack: Stack,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (store, bucket) = store_choice();
+        let stack = Stack::start(StackOptions {
+            stack_file: repo_root().join("stack.yml"),
+            bin_dir: bin_dir(),
+            data_dir: dir.path().to_path_buf(),
+            gateway_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store,
+            bucket,
+            log_to_files: true,
+            extra_env: BTreeMap::new(),
+        })
+        .await
+        .expect("the stack starts");
+        Self {
+            stack,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Storage {
+        &self.stack.store
+    }
+
+    /// `{gateway}/function/{name}{path}`
+    pub fn url(&self, name: &str, path: &str) -> String {
+        format!("{}function/{name}{path}", self.stack.gateway_url)
+    }
+
+    pub async fn submit(&self, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self
+            .http
+            .post(self.url("orchestrator", ""))
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers");
+        read(response).await
+    }
+
+    /// Every key under `requests/`.
+    pub async fn request_keys(&self) -> Vec<String> {
+        self.store()
+            .list_keys("requests/")
+            .await
+            .expect("listing works")
+    }
+
+    /// What the functions logged, for a failing assertion's message.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for name in ["orchestrator", "stage-ffmpeg-0"] {
+            let path = self.dir.path().join("logs").join(format!("{name}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            all.push_str(&format!("--- {name}\n"));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a readable body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+/// A sample from `samples/` (fetched by scripts/setup from registry packages).
+pub fn sample(name: &str) -> PathBuf {
+    let path = repo_root().join("samples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup",
+        path.display()
+    );
+    path
+}
+
+pub fn file_uri(path: &Path) -> String {
+    url::Url::from_file_path(path)
+        .expect("an absolute path")
+        .to_string()
+}
+
+/// ffprobe's JSON for a file.
+pub fn ffprobe(path: &Path, extra: &[&str]) -> Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .args(extra)
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON")
+}
+
+pub fn duration(probe: &Value) -> f64 {
+    probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("a duration")
+}
