@@ -244,9 +244,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("bucket    {}", stack.s3.bucket);
     for f in stack.supervisor().functions() {
         println!(
-            "function  {}{}",
-            stack.gateway_url.join(&format!("function/{}", f.name))?,
-            ""
+            "function  {}",
+            stack.gateway_url.join(&format!("function/{}", f.name))?
         );
     }
     println!(

@@ -8,7 +8,7 @@
 //! lock exclusively, reads of a key hold it shared while they open the object. The locks are
 //! striped (a fixed number, hashed by bucket and key), so memory stays bounded.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -42,9 +42,7 @@ impl Serialized {
     }
 
     fn stripe(&self, bucket: &str, key: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        (bucket, key).hash(&mut h);
-        (h.finish() % LOCK_STRIPES as u64) as usize
+        (self.hasher.hash_one((bucket, key)) % LOCK_STRIPES as u64) as usize
     }
 
     fn lock(&self, bucket: &str, key: &str) -> &RwLock<()> {

@@ -38,6 +38,26 @@ pub fn bin_dir() -> PathBuf {
             if !cfg!(debug_assertions) {
                 cmd.arg("--release");
             }
+            // Cargo sets these for the test process. Build scripts that watch them (ring's
+            // watches CARGO_MANIFEST_DIR) would see a change, rerun, and rebuild half the
+            // tree here and again in the next outer build.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                let set_by_cargo_for_tests = [
+                    "CARGO_MANIFEST_",
+                    "CARGO_PKG_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p));
+                if set_by_cargo_for_tests {
+                    cmd.env_remove(name.as_ref());
+                }
+            }
             let status = cmd.status().expect("cargo runs");
             assert!(status.success(), "building the function binaries failed");
             // This test binary is target/{profile}/deps/it-…; the binaries are in target/{profile}.
