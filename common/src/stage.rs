@@ -235,3 +235,142 @@ pub async fn main<S: Stage>(stage: S) -> MainResult {
 
 /// What a binary's `main` returns: any error, boxed, so the library needs no `anyhow`.
 pub type MainResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::S3Settings;
+
+    /// A stage that only echoes; the tests below never get as far as running it, except
+    /// where storage is reached and found unreachable.
+    struct Echo;
+
+    impl Stage for Echo {
+        type Input = Value;
+        type Output = Value;
+        fn name(&self) -> &'static str {
+            "stage-echo"
+        }
+        async fn run(
+            &self,
+            _: &StageContext<'_>,
+            call: &StageCall<Value>,
+        ) -> Result<Produced<Value>, StageError> {
+            Ok(Produced {
+                outputs: BTreeMap::new(),
+                data: call.input.clone(),
+            })
+        }
+    }
+
+    /// A store on a port nothing listens on.
+    async fn unreachable_store() -> Storage {
+        let lookup = |k: &str| match k {
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "AWS_ACCESS_KEY_ID" => Some("k".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("s".to_owned()),
+            "FAVE_SECRETS_DIR" => Some("/nonexistent".to_owned()),
+            _ => None,
+        };
+        Storage::connect(&S3Settings::from_lookup(&lookup).unwrap()).await
+    }
+
+    async fn call(app: Router, request: Request<Body>) -> (StatusCode, Value) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn post(body: Body) -> Request<Body> {
+        Request::post("/").body(body).unwrap()
+    }
+
+    fn call_json(stage: &str) -> Value {
+        json!({"request_id": "r1", "stage": stage, "idempotency_key": "k", "input": {"x": 1}})
+    }
+
+    #[tokio::test]
+    async fn routes_and_errors_have_one_shape() {
+        let app = router(Echo, unreachable_store().await, 1024);
+        let (status, body) = call(
+            app.clone(),
+            Request::get("/healthz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+        let (status, body) = call(
+            app.clone(),
+            Request::get("/nope").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let (status, body) = call(app.clone(), post(Body::from("{oops"))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed_json"))
+        );
+        let (status, body) = call(
+            app.clone(),
+            post(Body::from(call_json("stage-other").to_string())),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("wrong_stage"))
+        );
+        let mut hostile = call_json("stage-echo");
+        hostile["request_id"] = json!("../../etc");
+        let (status, body) = call(app.clone(), post(Body::from(hostile.to_string()))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request"))
+        );
+        let big = json!({"pad": "x".repeat(2048)}).to_string();
+        let (status, body) = call(app, post(Body::from(big))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_without_content_length_are_read() {
+        // of-watchdog forwards bodies chunked; the wrong stage name proves the body was parsed.
+        let app = router(Echo, unreachable_store().await, 1024);
+        let text = call_json("stage-other").to_string();
+        let chunks: Vec<Result<String, std::io::Error>> = text
+            .as_bytes()
+            .chunks(5)
+            .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+            .collect();
+        let request = post(Body::from_stream(futures::stream::iter(chunks)));
+        assert!(request.headers().get("content-length").is_none());
+        let (status, body) = call(app, request).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("wrong_stage"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_a_retryable_503() {
+        let app = router(Echo, unreachable_store().await, 1024);
+        let (status, body) = call(app, post(Body::from(call_json("stage-echo").to_string()))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "storage_unavailable");
+        assert_eq!(body["error"]["retryable"], true);
+    }
+}

@@ -347,3 +347,99 @@ async fn get_result(
     }
     Ok(Json(read_result(&app, &state).await?).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// An orchestrator in cluster mode whose store and gateway are ports nothing listens on:
+    /// everything these tests check is decided before either is reached.
+    async fn app() -> Router {
+        let lookup = |k: &str| match k {
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "GATEWAY_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "FAVE_SECRETS_DIR" => Some("/nonexistent".to_owned()),
+            _ => None,
+        };
+        router(App::new(OrchestratorConfig::from_lookup(&lookup).unwrap()).await)
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, Value) {
+        let response = app().await.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn submit(body: Value) -> (StatusCode, Value) {
+        call(
+            Request::post("/")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn file_uris_are_refused_outside_local_mode() {
+        let (status, body) = submit(json!({"video_uri": "file:///etc/passwd"})).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_video_uri"))
+        );
+    }
+
+    #[tokio::test]
+    async fn submissions_are_validated_into_typed_form() {
+        for (body, code) in [
+            (
+                json!({"video_uri": "s3://b/k", "profile": "hot"}),
+                "invalid_request",
+            ),
+            (
+                json!({"video_uri": "s3://b/k", "extra": 1}),
+                "invalid_request",
+            ),
+            (
+                json!({"video_uri": "s3://b/k", "query": "q".repeat(MAX_QUERY_LEN + 1)}),
+                "invalid_query",
+            ),
+            (
+                json!({"video_uri": "mailto:me@example.com"}),
+                "invalid_video_uri",
+            ),
+        ] {
+            let (status, answer) = submit(body.clone()).await;
+            assert_eq!(
+                (status, answer["error"]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn hostile_ids_never_reach_the_store() {
+        for id in ["..", "a.b", "%2e%2e", "x%2Fy"] {
+            let (status, body) = call(
+                Request::get(format!("/requests/{id}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_request_id")),
+                "{id}"
+            );
+        }
+    }
+}
