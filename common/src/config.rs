@@ -87,6 +87,9 @@ pub struct S3Settings {
     pub secret_access_key: Option<Secret>,
     /// Path-style addressing (`http://host/bucket/key`), which S3-compatible servers need.
     pub force_path_style: bool,
+    /// Attempts per S3 call, the SDK's own retries included (`FAVE_S3_MAX_ATTEMPTS`, default
+    /// 10: with backoff capped at 5 s, that rides out a store that is gone for ~30 s).
+    pub max_attempts: u32,
 }
 
 impl S3Settings {
@@ -124,6 +127,7 @@ impl S3Settings {
             access_key_id,
             secret_access_key,
             force_path_style,
+            max_attempts: parse(lookup, "FAVE_S3_MAX_ATTEMPTS", 10u32)?.max(1),
         })
     }
 }
@@ -196,6 +200,18 @@ pub struct OrchestratorConfig {
     /// How long one stage call may take before it counts as failed.
     pub stage_timeout: Duration,
     pub body_limit: usize,
+    /// This replica's name, the owner recorded in leases: `FAVE_REPLICA_ID`, else `HOSTNAME`
+    /// (a pod's name, stable across container restarts), else a random one. A process that
+    /// starts under the name of one that died takes that one's leases over at once.
+    pub replica_id: String,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How often non-terminal requests with expired leases are looked for.
+    pub resume_interval: Duration,
+    /// How long SIGTERM waits for drivers to persist their state and release their leases.
+    pub drain_window: Duration,
+    /// How long `POST /` waits for a result before answering 202.
+    pub sync_window: Duration,
 }
 
 impl OrchestratorConfig {
@@ -219,8 +235,29 @@ impl OrchestratorConfig {
             input_timeout: Duration::from_secs(parse(lookup, "FAVE_INPUT_TIMEOUT_SECS", 300u64)?),
             stage_timeout: Duration::from_secs(parse(lookup, "FAVE_STAGE_TIMEOUT_SECS", 600u64)?),
             body_limit: parse(lookup, "FAVE_BODY_LIMIT", 64 * 1024)?,
+            replica_id: replica_id(lookup)?,
+            lease_ttl: Duration::from_secs(parse(lookup, "FAVE_LEASE_SECS", 30u64)?.max(1)),
+            resume_interval: Duration::from_millis(
+                parse(lookup, "FAVE_RESUME_INTERVAL_MS", 5000u64)?.max(50),
+            ),
+            drain_window: Duration::from_secs(parse(lookup, "FAVE_DRAIN_SECS", 10u64)?),
+            sync_window: Duration::from_secs(parse(lookup, "FAVE_SYNC_WINDOW_SECS", 300u64)?),
         })
     }
+}
+
+fn replica_id(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let id = lookup("FAVE_REPLICA_ID")
+        .or_else(|| lookup("HOSTNAME"))
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| format!("orchestrator-{}", uuid::Uuid::new_v4().simple()));
+    if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError {
+            var: "FAVE_REPLICA_ID",
+            reason: "at most 128 printable ASCII characters".into(),
+        });
+    }
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -6,6 +6,16 @@ use crate::ids::{ClipId, RequestId, StageName};
 /// The prefix under which every request's folder lives.
 pub const REQUESTS_PREFIX: &str = "requests/";
 
+/// The index of requests that are not yet terminal: one empty marker per request, created
+/// before its `state.json` and removed after it ends, so resuming lists this small prefix
+/// instead of every request ever made.
+pub const ACTIVE_PREFIX: &str = "index/active/";
+
+/// `index/active/{id}`
+pub fn active_marker(id: &RequestId) -> String {
+    format!("{ACTIVE_PREFIX}{id}")
+}
+
 /// Keys of one request.
 #[derive(Debug, Clone)]
 pub struct RequestKeys {
@@ -106,6 +116,19 @@ mod tests {
         for bad in ["", "../../x", "mp4/..", "a.b", "verylongextension", "é"] {
             assert_eq!(k.input(bad), "requests/r1/input/source.bin", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn active_markers_name_their_request() {
+        let key = active_marker(&id());
+        assert_eq!(key, "index/active/r1");
+        assert_eq!(
+            key.strip_prefix(ACTIVE_PREFIX)
+                .unwrap()
+                .parse::<RequestId>()
+                .unwrap(),
+            id()
+        );
     }
 
     #[test]

@@ -276,6 +276,8 @@ mod tests {
             "AWS_ACCESS_KEY_ID" => Some("k".to_owned()),
             "AWS_SECRET_ACCESS_KEY" => Some("s".to_owned()),
             "FAVE_SECRETS_DIR" => Some("/nonexistent".to_owned()),
+            // One attempt: the SDK's retries would only make the test slow.
+            "FAVE_S3_MAX_ATTEMPTS" => Some("1".to_owned()),
             _ => None,
         };
         Storage::connect(&S3Settings::from_lookup(&lookup).unwrap()).await

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -19,7 +20,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::S3Settings;
 
@@ -163,8 +164,13 @@ impl Storage {
             ));
         }
         let sdk = loader.load().await;
-        let mut builder =
-            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.force_path_style);
+        // The SDK's own retries ride out a store that is briefly away; nothing here loops again.
+        let retry = RetryConfig::standard()
+            .with_max_attempts(settings.max_attempts)
+            .with_max_backoff(std::time::Duration::from_secs(5));
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(settings.force_path_style)
+            .retry_config(retry);
         if settings.endpoint.is_some() {
             // S3-compatible servers differ in how far they support the newer default
             // checksums; send and check them only where the API requires it.
@@ -373,7 +379,30 @@ impl Storage {
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|e| StorageError::io("create", path, e))?;
-        let n = tokio::io::copy(&mut reader, &mut file)
+        // Copied by hand to tell the store failing mid-stream (transient: the connection
+        // broke) from the local disk failing.
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let read = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| StorageError::Service {
+                    op: "GetObject",
+                    key: key.to_owned(),
+                    status: None,
+                    message: format!("the download broke off: {e}"),
+                    transient: true,
+                })?;
+            if read == 0 {
+                break;
+            }
+            file.write_all(&buf[..read])
+                .await
+                .map_err(|e| StorageError::io("download to", path, e))?;
+            n += read as u64;
+        }
+        file.flush()
             .await
             .map_err(|e| StorageError::io("download to", path, e))?;
         if n > limit {

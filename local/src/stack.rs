@@ -58,6 +58,8 @@ pub struct Stack {
     pub s3: S3Settings,
     pub store: Storage,
     embedded: Option<EmbeddedS3>,
+    /// How the embedded store was started, on its actual port, to start it again.
+    embedded_options: Option<S3ServerOptions>,
     supervisor: Arc<Supervisor>,
     gateway: JoinHandle<()>,
 }
@@ -70,13 +72,14 @@ impl Stack {
                 let access_key_id =
                     format!("fave-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
                 let secret_access_key = uuid::Uuid::new_v4().simple().to_string();
-                let server = EmbeddedS3::start(&S3ServerOptions {
+                let mut server_options = S3ServerOptions {
                     data_dir: options.data_dir.join("s3"),
                     addr: *addr,
                     access_key_id: access_key_id.clone(),
                     secret_access_key: secret_access_key.clone(),
-                })
-                .await?;
+                };
+                let server = EmbeddedS3::start(&server_options).await?;
+                server_options.addr = server.addr();
                 let s3 = S3Settings {
                     bucket: options.bucket.clone(),
                     endpoint: Some(Url::parse(&server.endpoint())?),
@@ -84,8 +87,9 @@ impl Stack {
                     access_key_id: Some(Secret::new(access_key_id)),
                     secret_access_key: Some(Secret::new(secret_access_key)),
                     force_path_style: true,
+                    max_attempts: 10,
                 };
-                (Some(server), s3)
+                (Some((server, server_options)), s3)
             }
             StoreChoice::External {
                 endpoint,
@@ -101,6 +105,7 @@ impl Stack {
                     access_key_id: Some(access_key_id.clone()),
                     secret_access_key: Some(secret_access_key.clone()),
                     force_path_style: true,
+                    max_attempts: 10,
                 },
             ),
         };
@@ -156,7 +161,8 @@ impl Stack {
             gateway_url,
             s3,
             store,
-            embedded,
+            embedded_options: embedded.as_ref().map(|(_, o)| o.clone()),
+            embedded: embedded.map(|(server, _)| server),
             supervisor,
             gateway,
         })
@@ -170,6 +176,21 @@ impl Stack {
     /// The embedded store's endpoint, if the stack runs one.
     pub fn embedded_endpoint(&self) -> Option<String> {
         self.embedded.as_ref().map(EmbeddedS3::endpoint)
+    }
+
+    /// Stops the embedded store, as an outage would: connections drop, the port closes.
+    pub fn stop_store(&mut self) {
+        if let Some(server) = self.embedded.take() {
+            server.stop();
+        }
+    }
+
+    /// Starts the embedded store again, on the same port and the same data.
+    pub async fn restart_store(&mut self) -> std::io::Result<()> {
+        if let (None, Some(options)) = (&self.embedded, &self.embedded_options) {
+            self.embedded = Some(EmbeddedS3::start(options).await?);
+        }
+        Ok(())
     }
 
     /// Stops the gateway, then each function with SIGTERM, then the store.

@@ -137,6 +137,8 @@ impl Supervisor {
             let mut env = spec.environment.clone();
             env.extend(options.extra_env.clone());
             env.insert("FAVE_LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+            // Like a pod's name: stable across restarts of this replica, unique among live ones.
+            env.insert("FAVE_REPLICA_ID".into(), format!("{name}-0"));
             let runner = Runner {
                 function: function.clone(),
                 binary,

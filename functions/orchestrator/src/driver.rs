@@ -1,34 +1,47 @@
 //! Driving one request through the pipeline, recording every transition in `state.json`.
 //!
-//! Every write is conditional on the ETag this driver last read or wrote (`If-None-Match: *`
-//! on create, `If-Match` after), so a driver that lost the race stops at once
-//! ([`DriveError::Superseded`]) instead of overwriting another's progress. Stages that
-//! already succeeded are skipped, so driving a request again resumes it.
+//! Durability rests on three rules:
+//! - Every write is conditional on the ETag this driver last read or wrote (`If-None-Match:
+//!   *` on create, `If-Match` after). A driver whose write loses has been superseded (a
+//!   cancel, or another replica that took an expired lease) and stops at once
+//!   ([`DriveError::Superseded`]); whatever it was waiting for is dropped.
+//! - Every write renews the driver's lease, and a heartbeat renews it while a stage call is
+//!   long, so a lease only expires when its driver is gone.
+//! - Finished steps are never redone: the input is copied in once, stages that succeeded are
+//!   skipped, and a stage that already wrote its manifest returns it (the stage harness).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use fave_common::error::ApiError;
 use fave_common::gateway::{GatewayClient, InvokeError};
-use fave_common::ids::StageName;
-use fave_common::keys::RequestKeys;
+use fave_common::ids::{RequestId, StageName};
+use fave_common::keys::{self, RequestKeys};
 use fave_common::stage::{Manifest, StageCall};
 use fave_common::state::{
-    IllegalTransition, RequestEvent, RequestState, RequestStatus, StageEvent,
+    IllegalTransition, InputObject, Lease, RequestEvent, RequestState, RequestStatus, StageEvent,
+    StageStatus,
 };
 use fave_common::storage::{Storage, StorageError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
 
+use crate::input::{self, Fetched, Limits, Source};
 use crate::pipeline::StageSpec;
 
 /// Why driving stopped without reaching a terminal state.
 #[derive(Debug, thiserror::Error)]
 pub enum DriveError {
-    /// Someone else wrote `state.json` since we read it: they drive the request now.
+    /// Someone else wrote `state.json` since we read it: they own the request now.
     #[error("state.json was changed by another writer; this driver stops")]
     Superseded,
+    /// The process is shutting down; the lease was released for another replica.
+    #[error("the orchestrator is shutting down; the request will be resumed")]
+    Stopped,
     #[error(transparent)]
     Storage(StorageError),
     #[error(transparent)]
@@ -44,31 +57,85 @@ impl From<StorageError> for DriveError {
     }
 }
 
-/// A request's state and the ETag of the copy in the store.
+/// Who this driver is, for leases.
+#[derive(Debug, Clone)]
+pub struct LeaseHolder {
+    pub owner: String,
+    pub ttl: Duration,
+}
+
+/// A request's state, the ETag of the copy in the store, and who writes it.
 pub struct Tracked {
     storage: Storage,
     key: String,
     etag: String,
+    holder: LeaseHolder,
     pub state: RequestState,
 }
 
 impl Tracked {
-    /// Writes a new request's first `state.json`; fails if one exists.
-    pub async fn create(storage: Storage, state: RequestState) -> Result<Self, DriveError> {
+    /// Writes a new request's first `state.json`, holding its lease; fails if one exists.
+    pub async fn create(
+        storage: Storage,
+        mut state: RequestState,
+        holder: LeaseHolder,
+    ) -> Result<Self, DriveError> {
         let key = RequestKeys::new(&state.request_id).state();
+        state.lease = Some(lease(&holder, Utc::now()));
         let etag = storage.create_json(&key, &state).await?;
         Ok(Self {
             storage,
             key,
             etag,
+            holder,
             state,
         })
     }
 
-    /// Writes the current state over the copy we last saw.
+    /// Reads a request's state; `None` if there is none.
+    pub async fn load(
+        storage: Storage,
+        id: &RequestId,
+        holder: LeaseHolder,
+    ) -> Result<Option<Self>, DriveError> {
+        let key = RequestKeys::new(id).state();
+        Ok(storage
+            .get_json::<RequestState>(&key)
+            .await?
+            .map(|(state, etag)| Self {
+                storage,
+                key,
+                etag,
+                holder,
+                state,
+            }))
+    }
+
+    /// Whether this holder may take the lease now: there is none, it expired, or it is this
+    /// holder's own (a process restarted under the same name holds what it held before).
+    pub fn lease_is_free(&self, now: DateTime<Utc>) -> bool {
+        match &self.state.lease {
+            None => true,
+            Some(l) => l.expires_at <= now || l.owner == self.holder.owner,
+        }
+    }
+
+    /// Writes the current state over the copy we last saw, renewing our lease.
     pub async fn commit(&mut self) -> Result<(), DriveError> {
+        self.write(true).await
+    }
+
+    /// Writes the current state without a lease, so another replica can take it at once.
+    pub async fn release(&mut self) -> Result<(), DriveError> {
+        self.write(false).await
+    }
+
+    async fn write(&mut self, hold: bool) -> Result<(), DriveError> {
+        let now = Utc::now();
         self.state.revision += 1;
-        self.state.updated_at = Utc::now();
+        self.state.updated_at = now;
+        self.state.lease =
+            (hold && !self.state.status.is_terminal()).then(|| lease(&self.holder, now));
         self.etag = self
             .storage
             .replace_json(&self.key, &self.state, &self.etag)
@@ -77,120 +144,229 @@ impl Tracked {
     }
 }
 
+fn lease(holder: &LeaseHolder, now: DateTime<Utc>) -> Lease {
+    Lease {
+        owner: holder.owner.clone(),
+        expires_at: now
+            + chrono::Duration::from_std(holder.ttl).unwrap_or(chrono::Duration::seconds(30)),
+    }
+}
+
 /// What the driver needs from the orchestrator.
 pub struct Driver<'a> {
     pub storage: &'a Storage,
     pub gateway: &'a GatewayClient,
+    pub http: &'a reqwest::Client,
     pub stages: &'a [StageSpec],
     pub invocations: &'a Semaphore,
     /// Caps every stage's own timeout.
     pub max_stage_timeout: Duration,
+    pub local_mode: bool,
+    pub input_limits: Limits,
 }
 
+/// What a step of the driver ends in: the driver's own trouble is the outer `Result`.
+type Step = Result<(), DriveError>;
+
 impl Driver<'_> {
-    /// Runs every stage not yet succeeded, then writes `final.json` and completes the
-    /// request; on a stage's final failure the request is FAILED with its code.
-    pub async fn drive(&self, t: &mut Tracked) -> Result<(), DriveError> {
-        if t.state.status.is_terminal() {
+    /// Drives a request to a terminal state, or until `stop` fires (superseded, shutdown).
+    /// Runs a heartbeat that renews the lease while the driver waits.
+    pub async fn run(
+        &self,
+        tracked: Tracked,
+        prefetched: Option<Fetched>,
+        stop: CancellationToken,
+    ) -> (RequestState, Step) {
+        let ttl = tracked.holder.ttl;
+        let t = Arc::new(Mutex::new(tracked));
+        let heartbeat = tokio::spawn(heartbeat(t.clone(), ttl, stop.clone()));
+        let result = tokio::select! {
+            r = self.drive(&t, prefetched) => r,
+            () = stop.cancelled() => Err(DriveError::Stopped),
+        };
+        stop.cancel();
+        let superseded = matches!(heartbeat.await, Ok(Err(DriveError::Superseded)));
+        let result = if superseded {
+            Err(DriveError::Superseded)
+        } else {
+            result
+        };
+        let t = t.lock().await;
+        (t.state.clone(), result)
+    }
+
+    async fn drive(&self, t: &Mutex<Tracked>, prefetched: Option<Fetched>) -> Step {
+        if t.lock().await.state.status.is_terminal() {
             return Ok(());
         }
-        if t.state.status == RequestStatus::Init {
-            t.state.apply(RequestEvent::Start, Utc::now())?;
-            t.commit().await?;
+        if !self.copy_input_in(t, prefetched).await? {
+            return Ok(());
+        }
+        {
+            let mut t = t.lock().await;
+            if t.state.status == RequestStatus::Init {
+                t.state.apply(RequestEvent::Start, Utc::now())?;
+                t.commit().await?;
+            }
         }
         let started = Instant::now();
         for spec in self.stages {
-            let name: StageName = spec.name.parse().map_err(|e| IllegalTransition {
-                from: "pipeline".into(),
-                event: format!("{e}"),
-            })?;
-            if t.state.stage(&name).is_some_and(|s| s.status.is_terminal()) {
+            let name: StageName = spec
+                .name
+                .parse()
+                .map_err(|e| illegal("pipeline", format!("{e}")))?;
+            let done = t
+                .lock()
+                .await
+                .state
+                .stage(&name)
+                .is_some_and(|s| s.status.is_terminal());
+            if done {
                 continue;
             }
             if let Err(failure) = self.run_stage(t, spec, &name).await? {
+                let mut t = t.lock().await;
+                let detail = format!("{}: {failure}", spec.name);
                 t.state.apply(
                     RequestEvent::Fail {
                         code: failure.code(),
-                        detail: format!("{}: {failure}", spec.name),
+                        detail,
                     },
                     Utc::now(),
                 )?;
                 t.commit().await?;
-                return Ok(());
+                return self.forget(&t.state.request_id).await;
             }
         }
+        let mut t = t.lock().await;
         let result = aggregate(&t.state, started.elapsed());
         let result_key = RequestKeys::new(&t.state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
         t.state.result_key = Some(result_key);
         t.state.apply(RequestEvent::Complete, Utc::now())?;
         t.commit().await?;
+        self.forget(&t.state.request_id).await
+    }
+
+    /// Removes a terminal request from the active index.
+    async fn forget(&self, id: &RequestId) -> Step {
+        self.storage.delete(&keys::active_marker(id)).await?;
         Ok(())
+    }
+
+    /// Copies the video into `requests/{id}/input/` unless it is there already, using the
+    /// file fetched at submission or fetching it again (a resumed request). Returns false if
+    /// the request failed because the video can no longer be had.
+    async fn copy_input_in(
+        &self,
+        t: &Mutex<Tracked>,
+        prefetched: Option<Fetched>,
+    ) -> Result<bool, DriveError> {
+        let mut t = t.lock().await;
+        if t.state.input.is_some() {
+            return Ok(true);
+        }
+        let source = Source::parse(&t.state.submission.video_uri, self.local_mode);
+        let fetched = match (prefetched, source) {
+            (Some(f), Ok(source)) => Ok((f, source)),
+            (None, Ok(source)) => input::fetch(&source, self.storage, self.http, self.input_limits)
+                .await
+                .map(|f| (f, source)),
+            (_, Err(e)) => Err(e),
+        };
+        let (fetched, source) = match fetched {
+            Ok(ok) => ok,
+            Err(e) if e.retryable => return Err(DriveError::Storage(storage_trouble(e))),
+            Err(e) => {
+                t.state.apply(
+                    RequestEvent::Fail {
+                        code: e.code.into(),
+                        detail: e.message,
+                    },
+                    Utc::now(),
+                )?;
+                t.commit().await?;
+                self.forget(&t.state.request_id).await?;
+                return Ok(false);
+            }
+        };
+        let key = RequestKeys::new(&t.state.request_id).input(&source.extension());
+        let stored = self
+            .storage
+            .put_file(&key, fetched.path(), "application/octet-stream")
+            .await?;
+        t.state.input = Some(InputObject {
+            key: stored.key,
+            bytes: stored.bytes,
+            sha256: stored.sha256,
+        });
+        t.commit().await?;
+        Ok(true)
     }
 
     /// Calls one stage until it succeeds, fails for good, or runs out of attempts. The outer
     /// `Result` is the driver's own trouble; the inner one the stage's final failure.
     async fn run_stage(
         &self,
-        t: &mut Tracked,
+        t: &Mutex<Tracked>,
         spec: &StageSpec,
         name: &StageName,
     ) -> Result<Result<(), InvokeError>, DriveError> {
-        let input = (spec.input)(&t.state).map_err(|e| IllegalTransition {
-            from: format!("{:?}", t.state.status),
-            event: format!("building the input of {}: {e}", spec.name),
-        })?;
-        let call = StageCall {
-            request_id: t.state.request_id.clone(),
-            stage: name.clone(),
-            clip: None,
-            idempotency_key: idempotency_key(
-                &t.state.request_id.to_string(),
-                spec.name,
-                None,
-                &input,
-            ),
-            input,
+        let call = {
+            let t = t.lock().await;
+            let input = (spec.input)(&t.state)
+                .map_err(|e| illegal("building a stage input", format!("{}: {e}", spec.name)))?;
+            StageCall {
+                request_id: t.state.request_id.clone(),
+                stage: name.clone(),
+                clip: None,
+                idempotency_key: idempotency_key(
+                    t.state.request_id.as_str(),
+                    spec.name,
+                    None,
+                    &input,
+                ),
+                input,
+            }
         };
         let timeout = spec.timeout.min(self.max_stage_timeout);
         let mut delays = spec.retry.delays();
         loop {
-            stage_mut(t, name)?.apply(StageEvent::Start, Utc::now())?;
-            t.commit().await?;
+            {
+                let mut t = t.lock().await;
+                let stage = stage_mut(&mut t, name)?;
+                if stage.status == StageStatus::Running {
+                    // A driver that is gone left this attempt open: close it as lost, then
+                    // try again. The stage's manifest, if it got that far, makes it quick.
+                    let detail =
+                        "the driver of this attempt stopped before its answer was recorded".into();
+                    stage.apply(
+                        StageEvent::Retry {
+                            code: "driver_lost".into(),
+                            detail,
+                        },
+                        Utc::now(),
+                    )?;
+                }
+                stage.apply(StageEvent::Start, Utc::now())?;
+                t.commit().await?;
+            }
             let outcome = {
                 let _permit = self.invocations.acquire().await;
                 self.gateway.invoke(spec.function, &call, timeout).await
             };
+            let mut t = t.lock().await;
             let now = Utc::now();
-            let stage = stage_mut(t, name)?;
-            match outcome {
-                Ok(invocation) => {
+            let stage = stage_mut(&mut t, name)?;
+            let failure = match outcome.map(|inv| {
+                let manifest = serde_json::from_slice::<Manifest<Value>>(&inv.body);
+                (inv, manifest)
+            }) {
+                Ok((invocation, Ok(manifest))) => {
                     if let Some(a) = stage.current_attempt() {
                         a.call_id = invocation.call_id.clone();
                         a.http_status = Some(invocation.status);
                     }
-                    let manifest: Manifest<Value> = match serde_json::from_slice(&invocation.body) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            let failure = InvokeError::Status {
-                                function: spec.function.to_owned(),
-                                status: invocation.status,
-                                call_id: invocation.call_id,
-                                code: "bad_stage_answer".into(),
-                                message: format!("the answer is not a manifest: {e}"),
-                                openfaas_internal: false,
-                            };
-                            stage.apply(
-                                StageEvent::Fail {
-                                    code: failure.code(),
-                                    detail: failure.to_string(),
-                                },
-                                now,
-                            )?;
-                            t.commit().await?;
-                            return Ok(Err(failure));
-                        }
-                    };
                     stage
                         .metrics
                         .insert("work_ms".into(), json!(manifest.work_ms));
@@ -208,46 +384,82 @@ impl Driver<'_> {
                     t.commit().await?;
                     return Ok(Ok(()));
                 }
-                Err(failure) => {
-                    if let Some(a) = stage.current_attempt() {
-                        a.call_id = failure.call_id().map(str::to_owned);
-                        a.http_status = failure.http_status();
-                    }
-                    let event_detail = failure.to_string();
-                    let delay = if failure.is_transient() {
-                        delays.next()
-                    } else {
-                        None
-                    };
-                    match delay {
-                        Some(delay) => {
-                            tracing::warn!(stage = spec.name, error = %failure, ?delay, "stage attempt failed; retrying");
-                            stage.apply(
-                                StageEvent::Retry {
-                                    code: failure.code(),
-                                    detail: event_detail,
-                                },
-                                now,
-                            )?;
-                            t.commit().await?;
-                            tokio::time::sleep(delay).await;
-                        }
-                        None => {
-                            tracing::warn!(stage = spec.name, error = %failure, "stage failed");
-                            stage.apply(
-                                StageEvent::Fail {
-                                    code: failure.code(),
-                                    detail: event_detail,
-                                },
-                                now,
-                            )?;
-                            t.commit().await?;
-                            return Ok(Err(failure));
-                        }
-                    }
+                Ok((invocation, Err(e))) => InvokeError::Status {
+                    function: spec.function.to_owned(),
+                    status: invocation.status,
+                    call_id: invocation.call_id,
+                    code: "bad_stage_answer".into(),
+                    message: format!("the answer is not a manifest: {e}"),
+                    openfaas_internal: false,
+                },
+                Err(failure) => failure,
+            };
+            if let Some(a) = stage.current_attempt() {
+                a.call_id = failure.call_id().map(str::to_owned);
+                a.http_status = failure.http_status();
+            }
+            let (code, detail) = (failure.code(), failure.to_string());
+            match failure.is_transient().then(|| delays.next()).flatten() {
+                Some(delay) => {
+                    tracing::warn!(stage = spec.name, error = %failure, ?delay, "stage attempt failed; retrying");
+                    stage.apply(StageEvent::Retry { code, detail }, now)?;
+                    t.commit().await?;
+                    drop(t);
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    tracing::warn!(stage = spec.name, error = %failure, "stage failed");
+                    stage.apply(StageEvent::Fail { code, detail }, now)?;
+                    t.commit().await?;
+                    return Ok(Err(failure));
                 }
             }
         }
+    }
+}
+
+/// Renews the lease every third of its time to live until `stop`; a lost write means the
+/// request was taken over (or cancelled), which stops the driver too.
+async fn heartbeat(t: Arc<Mutex<Tracked>>, ttl: Duration, stop: CancellationToken) -> Step {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(ttl / 3) => {}
+        }
+        let mut t = t.lock().await;
+        if stop.is_cancelled() || t.state.status.is_terminal() {
+            return Ok(());
+        }
+        match t.commit().await {
+            Ok(()) => {}
+            Err(e @ DriveError::Superseded) => {
+                tracing::warn!(request_id = %t.state.request_id, "lease lost; stopping");
+                stop.cancel();
+                return Err(e);
+            }
+            // A store that is briefly away: the SDK already retried; try again next beat.
+            Err(e) => {
+                tracing::warn!(request_id = %t.state.request_id, error = %e, "lease renewal failed")
+            }
+        }
+    }
+}
+
+fn illegal(from: &str, event: String) -> IllegalTransition {
+    IllegalTransition {
+        from: from.to_owned(),
+        event,
+    }
+}
+
+/// A retryable trouble fetching the input, as a storage error so the request is resumed.
+fn storage_trouble(e: ApiError) -> StorageError {
+    StorageError::Service {
+        op: "fetch input",
+        key: String::new(),
+        status: Some(e.status.as_u16()),
+        message: e.message,
+        transient: true,
     }
 }
 
@@ -256,9 +468,11 @@ fn stage_mut<'a>(
     name: &StageName,
 ) -> Result<&'a mut fave_common::state::StageState, IllegalTransition> {
     let status = t.state.status;
-    t.state.stage_mut(name).ok_or_else(|| IllegalTransition {
-        from: format!("{status:?}"),
-        event: format!("a stage {name} that the request does not have"),
+    t.state.stage_mut(name).ok_or_else(|| {
+        illegal(
+            &format!("{status:?}"),
+            format!("a stage {name} that the request does not have"),
+        )
     })
 }
 

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod input;
 pub mod pipeline;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,16 +25,18 @@ use fave_common::config::OrchestratorConfig;
 use fave_common::error::{ApiError, JsonBody};
 use fave_common::gateway::GatewayClient;
 use fave_common::ids::{RequestId, StageName};
-use fave_common::keys::RequestKeys;
+use fave_common::keys::{self, RequestKeys};
 use fave_common::state::{
-    InputObject, Profile, RequestEvent, RequestState, RequestStatus, StageState, Submission,
+    Profile, RequestEvent, RequestState, RequestStatus, StageState, Submission, Transition,
 };
 use fave_common::storage::{Storage, StorageError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::driver::{DriveError, Driver, Tracked};
+use crate::driver::{DriveError, Driver, LeaseHolder, Tracked};
 use crate::input::{Fetched, Limits, Source};
 use crate::pipeline::StageSpec;
 
@@ -45,6 +48,12 @@ pub struct App {
     http: reqwest::Client,
     stages: Vec<StageSpec>,
     invocations: Semaphore,
+    /// Fired by SIGTERM: drivers persist their state, release their leases and stop.
+    pub shutdown: CancellationToken,
+    /// Every driver this process runs, so shutdown can wait for them.
+    pub drivers: TaskTracker,
+    /// Requests this process drives now; the resumer skips them.
+    driving: std::sync::Mutex<HashSet<RequestId>>,
 }
 
 impl App {
@@ -64,18 +73,193 @@ impl App {
             http,
             stages: pipeline::stages(),
             invocations,
+            shutdown: CancellationToken::new(),
+            drivers: TaskTracker::new(),
+            driving: std::sync::Mutex::new(HashSet::new()),
         })
+    }
+
+    fn holder(&self) -> LeaseHolder {
+        LeaseHolder {
+            owner: self.config.replica_id.clone(),
+            ttl: self.config.lease_ttl,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.config.max_input_bytes,
+            timeout: self.config.input_timeout,
+        }
     }
 
     fn driver(&self) -> Driver<'_> {
         Driver {
             storage: &self.storage,
             gateway: &self.gateway,
+            http: &self.http,
             stages: &self.stages,
             invocations: &self.invocations,
             max_stage_timeout: self.config.stage_timeout,
+            local_mode: self.config.local_mode,
+            input_limits: self.limits(),
         }
     }
+
+    /// Drives a request in the background (it outlives the HTTP call that started it) and
+    /// returns a handle to its end. `None` if this process already drives it.
+    fn spawn_driver(
+        self: &Arc<Self>,
+        tracked: Tracked,
+        prefetched: Option<Fetched>,
+    ) -> Option<tokio::task::JoinHandle<(RequestState, Result<(), DriveError>)>> {
+        let id = tracked.state.request_id.clone();
+        if !self
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone())
+        {
+            return None;
+        }
+        let app = self.clone();
+        Some(self.drivers.spawn(async move {
+            let (mut state, result) = app
+                .driver()
+                .run(tracked, prefetched, app.shutdown.child_token())
+                .await;
+            match &result {
+                Err(DriveError::Stopped) => {
+                    // Shutdown: hand the request over now rather than after the lease expires.
+                    if let Ok(Some(mut t)) =
+                        Tracked::load(app.storage.clone(), &id, app.holder()).await
+                        && t.state
+                            .lease
+                            .as_ref()
+                            .is_some_and(|l| l.owner == app.config.replica_id)
+                        && t.release().await.is_ok()
+                    {
+                        state = t.state;
+                        tracing::info!(request_id = %id, "lease released for another replica");
+                    }
+                }
+                Err(DriveError::Illegal(bug)) => {
+                    // A bug, not a passing trouble: resuming would only repeat it, so the
+                    // request ends FAILED and says why.
+                    tracing::error!(request_id = %id, error = %bug, "driver bug");
+                    if let Ok(Some(mut t)) =
+                        Tracked::load(app.storage.clone(), &id, app.holder()).await
+                    {
+                        let failed = t.state.apply(
+                            RequestEvent::Fail {
+                                code: "internal".into(),
+                                detail: bug.to_string(),
+                            },
+                            Utc::now(),
+                        );
+                        if failed.is_ok() && t.commit().await.is_ok() {
+                            let _ = app.storage.delete(&keys::active_marker(&id)).await;
+                            state = t.state;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(request_id = %id, error = %e, "driver stopped"),
+                Ok(()) => tracing::info!(request_id = %id, status = ?state.status, "request ended"),
+            }
+            app.driving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            (state, result)
+        }))
+    }
+
+    /// Takes the lease of a non-terminal request whose lease is free, and drives it.
+    /// Returns what happened, for the resume route and the log.
+    pub async fn resume(self: &Arc<Self>, id: &RequestId) -> Result<Resumed, DriveError> {
+        if self
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            return Ok(Resumed::AlreadyDrivenHere);
+        }
+        let Some(mut t) = Tracked::load(self.storage.clone(), id, self.holder()).await? else {
+            return Ok(Resumed::NoSuchRequest);
+        };
+        if t.state.status.is_terminal() {
+            self.storage.delete(&keys::active_marker(id)).await?;
+            return Ok(Resumed::Terminal(t.state.status));
+        }
+        if !t.lease_is_free(Utc::now()) {
+            return Ok(Resumed::LeaseHeld(
+                t.state.lease.map(|l| l.owner).unwrap_or_default(),
+            ));
+        }
+        t.commit().await?;
+        tracing::info!(request_id = %id, "resuming");
+        Ok(match self.spawn_driver(t, None) {
+            Some(_) => Resumed::Resumed,
+            None => Resumed::AlreadyDrivenHere,
+        })
+    }
+
+    /// One pass over the active index: resume every request whose lease is free.
+    pub async fn resume_pass(
+        self: &Arc<Self>,
+        orphans: &mut HashSet<String>,
+    ) -> Result<usize, StorageError> {
+        let mut resumed = 0;
+        for key in self.storage.list_keys(keys::ACTIVE_PREFIX).await? {
+            let Some(id) = key
+                .strip_prefix(keys::ACTIVE_PREFIX)
+                .and_then(|s| s.parse::<RequestId>().ok())
+            else {
+                continue;
+            };
+            match self.resume(&id).await {
+                Ok(Resumed::Resumed) => resumed += 1,
+                // A marker is written just before its state.json; one still alone a whole
+                // pass later belongs to a submission that died in between.
+                Ok(Resumed::NoSuchRequest) if !orphans.insert(key.clone()) => {
+                    self.storage.delete(&key).await?;
+                    orphans.remove(&key);
+                }
+                Ok(_) | Err(DriveError::Superseded) => {}
+                Err(e) => tracing::warn!(request_id = %id, error = %e, "could not resume"),
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+/// What a resume attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    Resumed,
+    AlreadyDrivenHere,
+    NoSuchRequest,
+    Terminal(RequestStatus),
+    LeaseHeld(String),
+}
+
+/// Resumes requests at start and then every `resume_interval`, until shutdown.
+pub fn spawn_resumer(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut orphans = HashSet::new();
+        loop {
+            match app.resume_pass(&mut orphans).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(resumed = n, "resumed requests"),
+                Err(e) => tracing::warn!(error = %e, "resume pass failed"),
+            }
+            tokio::select! {
+                () = app.shutdown.cancelled() => return,
+                () = tokio::time::sleep(app.config.resume_interval) => {}
+            }
+        }
+    })
 }
 
 /// The orchestrator's routes.
@@ -85,6 +269,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", post(submit))
         .route("/requests/{id}", get(get_state))
         .route("/requests/{id}/result", get(get_result))
+        .route("/requests/{id}/resume", post(resume))
+        .route("/requests/{id}/cancel", post(cancel))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -105,13 +291,16 @@ pub struct SubmitBody {
 /// The longest query accepted.
 pub const MAX_QUERY_LEN: usize = 1000;
 
-/// How long `POST /` waits for the request to finish before answering 202.
-const SYNC_WINDOW: Duration = Duration::from_secs(300);
-
 async fn submit(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, ApiError> {
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "this replica is shutting down",
+        ));
+    }
     let query = body
         .query
         .map(|q| q.trim().to_owned())
@@ -126,12 +315,8 @@ async fn submit(
         ));
     }
     let source = Source::parse(&body.video_uri, app.config.local_mode)?;
-    let limits = Limits {
-        max_bytes: app.config.max_input_bytes,
-        timeout: app.config.input_timeout,
-    };
     // Nothing is written before the video is known to exist and be within limits.
-    let fetched = input::fetch(&source, &app.storage, &app.http, limits).await?;
+    let fetched = input::fetch(&source, &app.storage, &app.http, app.limits()).await?;
 
     let id = RequestId::generate();
     let stages = app
@@ -150,7 +335,15 @@ async fn submit(
         profile: body.profile.unwrap_or_default(),
     };
     let state = RequestState::new(id.clone(), submission, stages, Utc::now());
-    let tracked = Tracked::create(app.storage.clone(), state)
+    // The index marker first: a crash between the two leaves a marker the resumer clears,
+    // never a request the resumer cannot find.
+    app.storage
+        .put_json(&keys::active_marker(&id), &json!({}))
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
+        })?;
+    let tracked = Tracked::create(app.storage.clone(), state, app.holder())
         .await
         .map_err(|e| {
             ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
@@ -158,59 +351,23 @@ async fn submit(
     tracing::info!(request_id = %id, "request accepted");
 
     // Accepted: from here the request runs to its end even if the caller goes away.
-    let task = tokio::spawn({
-        let app = app.clone();
-        let ext = source.extension();
-        async move { copy_in_and_drive(&app, tracked, &ext, fetched).await }
-    });
-    match tokio::time::timeout(SYNC_WINDOW, task).await {
-        Ok(Ok(Ok(state))) => answer(&app, &state).await,
-        Ok(Ok(Err(e))) => Err(ApiError::unavailable(
+    let Some(task) = app.spawn_driver(tracked, Some(fetched)) else {
+        return Ok(accepted(&id));
+    };
+    match tokio::time::timeout(app.config.sync_window, task).await {
+        Ok(Ok((state, Ok(())))) => answer(&app, &state).await,
+        Ok(Ok((state, Err(e)))) => Err(ApiError::unavailable(
             "driver_interrupted",
-            format!("request {id} was accepted but could not be driven to its end: {e}"),
+            format!(
+                "request {} was accepted and is {:?}; it will be resumed: {e}",
+                state.request_id, state.status
+            ),
         )),
         Ok(Err(join)) => Err(ApiError::internal(format!(
             "request {id}: the driver panicked: {join}"
         ))),
         Err(_) => Ok(accepted(&id)),
     }
-}
-
-async fn copy_in_and_drive(
-    app: &App,
-    mut t: Tracked,
-    ext: &str,
-    fetched: Fetched,
-) -> Result<RequestState, DriveError> {
-    let key = RequestKeys::new(&t.state.request_id).input(ext);
-    match app
-        .storage
-        .put_file(&key, fetched.path(), "application/octet-stream")
-        .await
-    {
-        Ok(stored) => {
-            t.state.input = Some(InputObject {
-                key: stored.key,
-                bytes: stored.bytes,
-                sha256: stored.sha256,
-            });
-            t.commit().await?;
-        }
-        Err(e) => {
-            t.state.apply(
-                RequestEvent::Fail {
-                    code: "storage_unavailable".into(),
-                    detail: format!("copying the input in: {e}"),
-                },
-                Utc::now(),
-            )?;
-            t.commit().await?;
-            return Ok(t.state);
-        }
-    }
-    drop(fetched);
-    app.driver().drive(&mut t).await?;
-    Ok(t.state)
 }
 
 /// The answer for a request that reached a terminal state within the sync window.
@@ -230,7 +387,7 @@ async fn answer(app: &App, state: &RequestState) -> Result<Response, ApiError> {
                 .map(|f| (f.error_code.clone(), f.error_detail.clone()))
                 .unwrap_or_else(|| ("cancelled".into(), "the request was cancelled".into()));
             let status = match code.as_str() {
-                "invalid_media" | "invalid_input" | "input_missing" => {
+                "invalid_media" | "invalid_input" | "input_missing" | "input_not_found" => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 "cancelled" => StatusCode::CONFLICT,
@@ -289,6 +446,21 @@ fn storage_error(e: StorageError) -> ApiError {
     }
 }
 
+fn drive_error(e: DriveError) -> ApiError {
+    match e {
+        DriveError::Storage(e) => storage_error(e),
+        DriveError::Superseded => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the request changed meanwhile; try again",
+        ),
+        DriveError::Stopped => {
+            ApiError::unavailable("shutting_down", "this replica is shutting down")
+        }
+        DriveError::Illegal(e) => ApiError::internal(e.to_string()),
+    }
+}
+
 async fn load_state(app: &App, id: &RequestId) -> Result<RequestState, ApiError> {
     app.storage
         .get_json::<RequestState>(&RequestKeys::new(id).state())
@@ -324,6 +496,23 @@ async fn get_state(
     load_state(&app, &id).await.map(Json)
 }
 
+fn conflict(
+    id: &RequestId,
+    status: RequestStatus,
+    code: &'static str,
+    message: String,
+) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(json!({
+            "error": {"code": code, "message": message, "retryable": !status.is_terminal()},
+            "request_id": id,
+            "status": status,
+        })),
+    )
+        .into_response()
+}
+
 async fn get_result(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -331,21 +520,75 @@ async fn get_result(
     let id = parse_id(&id)?;
     let state = load_state(&app, &id).await?;
     if state.status != RequestStatus::Completed {
-        return Ok((
-            StatusCode::CONFLICT,
-            Json(json!({
-                "error": {
-                    "code": "not_completed",
-                    "message": format!("request {id} is {:?}", state.status),
-                    "retryable": !state.status.is_terminal(),
-                },
-                "request_id": id,
-                "status": state.status,
-            })),
-        )
-            .into_response());
+        let message = format!("request {id} is {:?}", state.status);
+        return Ok(conflict(&id, state.status, "not_completed", message));
     }
     Ok(Json(read_result(&app, &state).await?).into_response())
+}
+
+/// `POST /requests/{id}/resume`: drive a request whose driver is gone, now.
+async fn resume(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match app.resume(&id).await.map_err(drive_error)? {
+        Resumed::Resumed | Resumed::AlreadyDrivenHere => Ok(accepted(&id)),
+        Resumed::NoSuchRequest => Err(ApiError::not_found(format!("no request {id}"))),
+        Resumed::Terminal(status) => Ok(conflict(
+            &id,
+            status,
+            "already_ended",
+            format!("request {id} is {status:?}"),
+        )),
+        Resumed::LeaseHeld(owner) => Ok(conflict(
+            &id,
+            RequestStatus::Running,
+            "lease_held",
+            format!("request {id} is being driven by {owner}"),
+        )),
+    }
+}
+
+/// `POST /requests/{id}/cancel`: the request ends CANCELLED; its driver's next write loses
+/// the race and stops, and stage answers that arrive later change nothing.
+async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    for _ in 0..8 {
+        let mut t = Tracked::load(app.storage.clone(), &id, app.holder())
+            .await
+            .map_err(drive_error)?
+            .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
+        if t.state.status.on(&RequestEvent::Cancel) == Transition::Ignored {
+            let status = t.state.status;
+            return Ok(conflict(
+                &id,
+                status,
+                "already_ended",
+                format!("request {id} is {status:?}"),
+            ));
+        }
+        t.state
+            .apply(RequestEvent::Cancel, Utc::now())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match t.commit().await {
+            Ok(()) => {
+                app.storage
+                    .delete(&keys::active_marker(&id))
+                    .await
+                    .map_err(storage_error)?;
+                tracing::info!(request_id = %id, "request cancelled");
+                return Ok(
+                    Json(json!({"request_id": id, "status": t.state.status})).into_response()
+                );
+            }
+            // The driver wrote meanwhile: read again and retry.
+            Err(DriveError::Superseded) => continue,
+            Err(e) => return Err(drive_error(e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the request kept changing; try again",
+    ))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! server (CI runs them a second time against moto that way).
 
 mod bad_input;
+mod durability;
 mod gateway;
 mod pipeline;
 mod s3_race;

@@ -30,6 +30,7 @@ async fn race_store() -> RaceStore {
                 access_key_id: Some(Secret::new(var("AWS_ACCESS_KEY_ID"))),
                 secret_access_key: Some(Secret::new(var("AWS_SECRET_ACCESS_KEY"))),
                 force_path_style: true,
+                max_attempts: 3,
             };
             (settings, None)
         }
@@ -49,6 +50,7 @@ async fn race_store() -> RaceStore {
                 access_key_id: Some(Secret::new("race")),
                 secret_access_key: Some(Secret::new("race-secret")),
                 force_path_style: true,
+                max_attempts: 3,
             };
             (settings, Some(server))
         }

@@ -1,6 +1,5 @@
 //! Starting the real local stack for a test, on ephemeral ports, with its own data directory.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,7 +107,21 @@ pub struct TestStack {
 
 impl TestStack {
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
+        Self::start_with(&[]).await
+    }
+
+    /// A stack whose functions get `env` on top of everything else.
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        // FAVE_KEEP_TEST_DIRS=1 keeps each stack's data and logs for a look after a failure.
+        let keep = std::env::var_os("FAVE_KEEP_TEST_DIRS").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("fave-test-")
+            .disable_cleanup(keep)
+            .tempdir()
+            .expect("a temp dir");
+        if keep {
+            eprintln!("stack data and logs in {}", dir.path().display());
+        }
         let (store, bucket) = store_choice();
         let stack = Stack::start(StackOptions {
             stack_file: repo_root().join("stack.yml"),
@@ -118,7 +131,10 @@ impl TestStack {
             store,
             bucket,
             log_to_files: true,
-            extra_env: BTreeMap::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
         .await
         .expect("the stack starts");
@@ -228,4 +244,52 @@ pub fn duration(probe: &Value) -> f64 {
         .as_str()
         .and_then(|d| d.parse().ok())
         .expect("a duration")
+}
+
+/// Whether the stack runs the embedded store (tests that stop the store need it).
+pub fn embedded_store() -> bool {
+    std::env::var("AWS_ENDPOINT_URL").map_or(true, |e| e.is_empty())
+}
+
+/// Sends a signal to a function's current process.
+pub fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    let _ = rustix::process::kill_process(pid, signal);
+}
+
+/// Every request's state, read from the store.
+pub async fn all_states(store: &Storage) -> Vec<fave_common::state::RequestState> {
+    let mut states = Vec::new();
+    for key in store.list_keys("requests/").await.expect("listing works") {
+        if key.ends_with("/metadata/state.json")
+            && let Some((s, _)) = store.get_json(&key).await.expect("readable")
+        {
+            states.push(s);
+        }
+    }
+    states
+}
+
+/// Polls until `done` holds for the states in the store, or panics after `secs`.
+pub async fn wait_for_states(
+    store: &Storage,
+    secs: u64,
+    done: impl Fn(&[fave_common::state::RequestState]) -> bool,
+) -> Vec<fave_common::state::RequestState> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let states = all_states(store).await;
+        if done(&states) {
+            return states;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; states: {:#?}",
+            states
+                .iter()
+                .map(|s| (&s.request_id, s.status))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

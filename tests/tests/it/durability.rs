@@ -1,0 +1,360 @@
+//! An accepted request is never lost, finished work is never redone: proven by killing,
+//! stopping and cancelling things under the real local stack. Tests that inject a fault are
+//! named `fault_…`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fave_common::keys::{self, ACTIVE_PREFIX, RequestKeys};
+use fave_common::state::{RequestState, RequestStatus, StageStatus};
+use rustix::process::Signal;
+use serde_json::{Value, json};
+
+use crate::util::{TestStack, embedded_store, file_uri, read, sample, signal, wait_for_states};
+
+/// Settings that make resuming quick enough to test.
+const FAST_RESUME: &[(&str, &str)] =
+    &[("FAVE_RESUME_INTERVAL_MS", "200"), ("FAVE_LEASE_SECS", "3")];
+
+/// How many times stage-ffmpeg-0 finished real work for each request, from its own log.
+fn stage_runs(t: &TestStack) -> BTreeMap<String, usize> {
+    let log =
+        std::fs::read_to_string(t.dir.path().join("logs/stage-ffmpeg-0.log")).unwrap_or_default();
+    let mut runs = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("stage done")) {
+        if let Some(id) = line
+            .split("request_id=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        {
+            *runs.entry(id.to_owned()).or_insert(0) += 1;
+        }
+    }
+    runs
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator, seeded from the clock and printed, so a failing run can
+/// be told apart from another.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+async fn assert_complete_and_whole(t: &TestStack, states: &[RequestState]) {
+    for s in states {
+        assert_eq!(
+            s.status,
+            RequestStatus::Completed,
+            "{}: {:?}",
+            s.request_id,
+            s.failure
+        );
+        let keys = RequestKeys::new(&s.request_id);
+        assert!(
+            t.store().exists(&keys.result()).await.expect("head"),
+            "final.json of {}",
+            s.request_id
+        );
+        for stage in &s.stages {
+            assert!(
+                t.store()
+                    .exists(&keys::manifest(&keys.stage_prefix(&stage.name)))
+                    .await
+                    .expect("head")
+            );
+            for key in stage.outputs.values() {
+                assert!(t.store().exists(key).await.expect("head"), "lost {key}");
+            }
+        }
+    }
+    let active = t.store().list_keys(ACTIVE_PREFIX).await.expect("listing");
+    assert!(
+        active.is_empty(),
+        "ended requests stay in the active index: {active:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_nothing() {
+    let requests = env_number("FAVE_KILL_TEST_REQUESTS", 4);
+    let kills = env_number("FAVE_KILL_TEST_KILLS", 6);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    eprintln!("kill test: {requests} requests, {kills} kills, seed {seed}");
+    let mut rng = Lcg(seed);
+    let t = TestStack::start_with(FAST_RESUME).await;
+    let orchestrator = t
+        .stack
+        .supervisor()
+        .get("orchestrator")
+        .expect("deployed")
+        .clone();
+    let uri = file_uri(&sample("bikes.mp4"));
+
+    let mut posts = Vec::new();
+    for _ in 0..requests {
+        let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
+        posts.push(tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .json(&json!({ "video_uri": uri }))
+                .send()
+                .await;
+            match response {
+                Ok(r) => read(r).await.0,
+                Err(_) => 0,
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+    }
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(900))).await;
+        if let Some(pid) = orchestrator.pid() {
+            signal(pid, Signal::KILL);
+        }
+        // Wait for the restart, so the next kill hits a process doing work.
+        orchestrator
+            .wait_ready(Duration::from_secs(20))
+            .await
+            .expect("restarted");
+    }
+    let mut accepted = 0;
+    for post in posts {
+        if matches!(post.await.expect("the task runs"), 200 | 202) {
+            accepted += 1;
+        }
+    }
+    let states = wait_for_states(t.store(), 180, |states| {
+        !states.is_empty() && states.iter().all(|s| s.status.is_terminal())
+    })
+    .await;
+    eprintln!(
+        "kill test: {} POSTs answered 2xx, {} requests recorded, orchestrator started {} times",
+        accepted,
+        states.len(),
+        orchestrator.starts()
+    );
+    assert!(states.len() >= accepted, "an accepted request was lost");
+    assert_complete_and_whole(&t, &states).await;
+    let runs = stage_runs(&t);
+    for s in &states {
+        assert_eq!(
+            runs.get(s.request_id.as_str()),
+            Some(&1),
+            "stage-ffmpeg-0 ran {:?} times for {}",
+            runs.get(s.request_id.as_str()),
+            s.request_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
+    let t = TestStack::start_with(FAST_RESUME).await;
+    let orchestrator = t
+        .stack
+        .supervisor()
+        .get("orchestrator")
+        .expect("deployed")
+        .clone();
+    let post = {
+        let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
+        let body = json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) });
+        tokio::spawn(async move {
+            read(http.post(url).json(&body).send().await.expect("answers")).await
+        })
+    };
+    // Once the stage is running, ask the orchestrator to stop.
+    wait_for_states(t.store(), 30, |s| {
+        s.iter().any(|s| s.stages[0].status == StageStatus::Running)
+    })
+    .await;
+    let pid = orchestrator.pid().expect("running");
+    let stopped = Instant::now();
+    signal(pid, Signal::TERM);
+    let (status, _, body) = post.await.expect("the task runs");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("driver_interrupted")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resumed")),
+        "{body}"
+    );
+    // It exits within the drain window (the supervisor then starts it again).
+    while orchestrator.pid() == Some(pid) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(12),
+            "did not exit within the drain window"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log =
+        std::fs::read_to_string(t.dir.path().join("logs/orchestrator.log")).unwrap_or_default();
+    assert!(log.contains("lease released for another replica"), "{log}");
+    let states = wait_for_states(t.store(), 60, |s| s.iter().all(|s| s.status.is_terminal())).await;
+    assert_complete_and_whole(&t, &states).await;
+    assert_eq!(states.len(), 1);
+    // The stage was running when the signal came: either it finished and its manifest was
+    // reused, or it was abandoned and ran once more; it never finished twice.
+    assert_eq!(stage_runs(&t).get(states[0].request_id.as_str()), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_cancel_mid_run_stays_cancelled_when_the_stage_answers_late() {
+    let t = TestStack::start_with(FAST_RESUME).await;
+    let post = {
+        let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
+        let body = json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) });
+        tokio::spawn(async move {
+            read(http.post(url).json(&body).send().await.expect("answers")).await
+        })
+    };
+    let states = wait_for_states(t.store(), 30, |s| {
+        s.iter().any(|s| s.stages[0].status == StageStatus::Running)
+    })
+    .await;
+    let id = states[0].request_id.clone();
+    let (status, _, body) = read(
+        t.http
+            .post(t.url("orchestrator", &format!("/requests/{id}/cancel")))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("CANCELLED")),
+        "{body}"
+    );
+    // The submitter learns its request was cancelled.
+    let (status, _, body) = post.await.expect("the task runs");
+    assert!(status == 409 || status == 503, "{status} {body}");
+    // Let the stage finish and any late answer arrive; the request stays cancelled.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (state, _) = t
+        .store()
+        .get_json::<RequestState>(&RequestKeys::new(&id).state())
+        .await
+        .expect("readable")
+        .expect("present");
+    assert_eq!(state.status, RequestStatus::Cancelled);
+    assert!(state.lease.is_none());
+    assert!(
+        !t.store()
+            .exists(&RequestKeys::new(&id).result())
+            .await
+            .expect("head"),
+        "no final.json after cancel"
+    );
+    assert!(
+        t.store()
+            .list_keys(ACTIVE_PREFIX)
+            .await
+            .expect("listing")
+            .is_empty()
+    );
+    // Cancelling again, or resuming, is refused with the status.
+    for action in ["cancel", "resume"] {
+        let (status, _, body) = read(
+            t.http
+                .post(t.url("orchestrator", &format!("/requests/{id}/{action}")))
+                .send()
+                .await
+                .expect("answers"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str(), &body["status"]),
+            (409, Some("already_ended"), &json!("CANCELLED")),
+            "{action}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_store_down_for_a_while_mid_run_and_the_request_still_completes() {
+    if !embedded_store() {
+        eprintln!("skipped: stopping the store needs the embedded one");
+        return;
+    }
+    let mut t = TestStack::start_with(FAST_RESUME).await;
+    let post = {
+        let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
+        let body = json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) });
+        tokio::spawn(async move {
+            read(http.post(url).json(&body).send().await.expect("answers")).await
+        })
+    };
+    wait_for_states(t.store(), 30, |s| {
+        s.iter().any(|s| s.stages[0].status == StageStatus::Running)
+    })
+    .await;
+    t.stack.stop_store();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    t.stack
+        .restart_store()
+        .await
+        .expect("the store starts again on its port");
+    let (status, _, body) = post.await.expect("the task runs");
+    // Either the first driver rode the outage out, or it gave up and the resumer finished.
+    let states = wait_for_states(t.store(), 90, |s| s.iter().all(|s| s.status.is_terminal())).await;
+    assert_complete_and_whole(&t, &states).await;
+    if status == 200 {
+        assert_eq!(body["status"], "COMPLETED");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_route_refuses_what_it_cannot_resume() {
+    let t = TestStack::start().await;
+    let (status, _, body) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["request_id"].as_str().expect("an id");
+    let (status, _, body) = read(
+        t.http
+            .post(t.url("orchestrator", &format!("/requests/{id}/resume")))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_ended")),
+        "{body}"
+    );
+    let (status, _, body): (u16, _, Value) = read(
+        t.http
+            .post(t.url(
+                "orchestrator",
+                "/requests/0123456789abcdef0123456789abcdef/resume",
+            ))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+}
