@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod durability;
+mod faults;
 mod gateway;
 mod pipeline;
 mod s3_race;

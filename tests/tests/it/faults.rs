@@ -1,0 +1,189 @@
+//! Transient faults between the orchestrator and the gateway: a fault-injecting proxy (a
+//! test fixture, named as such) answers some calls with 502/503/429 or breaks the answer off
+//! mid-body, and forwards the rest to the real gateway.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fave_common::state::{RequestStatus, StageStatus};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::util::{TestStack, file_uri, sample, wait_for_states};
+
+/// Which calls the proxy breaks.
+#[derive(Clone, Copy)]
+enum Plan {
+    /// Every `n`th call to any function, cycling through the kinds of fault.
+    EveryNth(u64),
+    /// Every call to stage-ffmpeg-0 gets a 503.
+    AlwaysFailStage,
+}
+
+struct FaultProxy {
+    upstream: OnceCell<String>,
+    plan: Plan,
+    calls: AtomicU64,
+    faults: AtomicU64,
+    http: reqwest::Client,
+}
+
+async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
+    let n = p.calls.fetch_add(1, Ordering::Relaxed) + 1;
+    let path = req.uri().path().to_owned();
+    let fault = match p.plan {
+        Plan::EveryNth(k) => (n % k == 0).then_some((n / k) % 4),
+        Plan::AlwaysFailStage => path.starts_with("/function/stage-ffmpeg-0").then_some(1),
+    };
+    if let Some(kind) = fault {
+        p.faults.fetch_add(1, Ordering::Relaxed);
+        return match kind {
+            0 => (StatusCode::BAD_GATEWAY, "injected fault").into_response(),
+            1 => (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response(),
+            2 => (StatusCode::TOO_MANY_REQUESTS, "injected fault").into_response(),
+            // A 200 whose body breaks off: the connection dropped mid-answer.
+            _ => {
+                let broken = futures::stream::iter([
+                    Ok(bytes::Bytes::from_static(b"{\"stage\":")),
+                    Err(std::io::Error::other("injected: connection dropped")),
+                ]);
+                Response::new(Body::from_stream(broken))
+            }
+        };
+    }
+    let upstream = p.upstream.get().cloned().unwrap_or_default();
+    let url = format!("{}{}", upstream.trim_end_matches('/'), req.uri());
+    let method = req.method().clone();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    match p
+        .http
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status();
+            let mut response = Response::builder().status(status);
+            for (k, v) in r.headers() {
+                response = response.header(k, v);
+            }
+            let bytes = r.bytes().await.unwrap_or_default();
+            response
+                .body(Body::from(bytes))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+/// Starts the proxy, then a stack whose orchestrator calls the gateway through it.
+async fn stack_behind_fault_proxy(plan: Plan) -> (TestStack, Arc<FaultProxy>) {
+    let proxy_state = Arc::new(FaultProxy {
+        upstream: OnceCell::new(),
+        plan,
+        calls: AtomicU64::new(0),
+        faults: AtomicU64::new(0),
+        http: reqwest::Client::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let proxy_url = format!("http://{}", listener.local_addr().expect("an address"));
+    let app = axum::Router::new()
+        .fallback(proxy)
+        .with_state(proxy_state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let t = TestStack::start_with(&[("GATEWAY_URL", &proxy_url)]).await;
+    proxy_state
+        .upstream
+        .set(t.stack.gateway_url.to_string())
+        .expect("set once");
+    (t, proxy_state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_one_call_in_five_failing_transiently_still_completes_every_request() {
+    let (t, proxy) = stack_behind_fault_proxy(Plan::EveryNth(5)).await;
+    let uri = file_uri(&sample("bikes.mp4"));
+    let mut posts = Vec::new();
+    for _ in 0..6 {
+        let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
+        posts.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({ "video_uri": uri }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for post in posts {
+        assert_eq!(post.await.expect("runs").expect("answers"), 200);
+    }
+    let states = wait_for_states(t.store(), 60, |s| {
+        s.len() == 6 && s.iter().all(|s| s.status.is_terminal())
+    })
+    .await;
+    let retries: usize = states.iter().map(|s| s.stages[0].attempts.len() - 1).sum();
+    let (calls, faults) = (
+        proxy.calls.load(Ordering::Relaxed),
+        proxy.faults.load(Ordering::Relaxed),
+    );
+    eprintln!("faults: {faults} of {calls} stage calls failed; {retries} retries; all 6 completed");
+    assert!(faults >= 1, "the proxy injected nothing");
+    assert_eq!(retries as u64, faults, "every fault cost exactly one retry");
+    for s in &states {
+        assert_eq!(s.status, RequestStatus::Completed);
+        for failed in s.stages[0].attempts.iter().filter(|a| a.failure.is_some()) {
+            let code = &failed.failure.as_ref().expect("checked").error_code;
+            assert!(
+                ["http_502", "http_503", "http_429", "gateway_unreachable"]
+                    .contains(&code.as_str()),
+                "{code}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_a_stage_that_always_fails_exhausts_its_budget_and_fails_the_request() {
+    let (t, proxy) = stack_behind_fault_proxy(Plan::AlwaysFailStage).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("http_503")),
+        "{body}"
+    );
+    let states = wait_for_states(t.store(), 10, |s| s.len() == 1).await;
+    let s = &states[0];
+    assert_eq!(s.status, RequestStatus::Failed);
+    let failure = s.failure.as_ref().expect("recorded");
+    assert_eq!(failure.error_code, "http_503");
+    assert!(
+        failure.error_detail.starts_with("stage-ffmpeg-0: "),
+        "{}",
+        failure.error_detail
+    );
+    let stage = &s.stages[0];
+    assert_eq!(stage.status, StageStatus::Failed);
+    // The default policy: four attempts, backoff 0.2 s doubling with jitter, capped at 5 s.
+    assert_eq!(stage.attempts.len(), 4);
+    assert_eq!(proxy.faults.load(Ordering::Relaxed), 4);
+    assert!(stage.attempts.iter().all(|a| a.http_status == Some(503)));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the budget bounds the time: {:?}",
+        started.elapsed()
+    );
+}
