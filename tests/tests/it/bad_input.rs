@@ -1,7 +1,7 @@
 //! Bad input gets a JSON error with a fitting status, and writes nothing half-done.
 
-use fave_common::keys::RequestKeys;
-use fave_common::state::{RequestState, RequestStatus, StageStatus};
+use fave_common::ids::RequestId;
+use fave_common::state::{RequestStatus, StageStatus};
 use serde_json::{Value, json};
 
 use crate::util::{TestStack, file_uri, read};
@@ -139,14 +139,7 @@ async fn rejected_submissions_write_nothing() {
         "rejected submissions wrote something"
     );
     // The service keeps serving.
-    let (status, _, _) = read(
-        t.http
-            .get(t.url("orchestrator", "/healthz"))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, _) = t.get("/healthz").await;
     assert_eq!(status, 200);
 }
 
@@ -162,18 +155,12 @@ async fn a_text_file_posing_as_a_video_fails_cleanly() {
     assert_eq!(answer["status"], "FAILED");
 
     // The request is terminal and says why; nothing claims to be done.
-    let id = answer["request_id"]
+    let id: RequestId = answer["request_id"]
         .as_str()
         .expect("the failed request is named")
         .parse()
         .expect("valid");
-    let keys = RequestKeys::new(&id);
-    let (state, _) = t
-        .store()
-        .get_json::<RequestState>(&keys.state())
-        .await
-        .expect("readable")
-        .expect("present");
+    let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Failed);
     let failure = state.failure.as_ref().expect("a failure is recorded");
     assert_eq!(failure.error_code, "invalid_media");
@@ -196,14 +183,7 @@ async fn a_text_file_posing_as_a_video_fails_cleanly() {
         !written.iter().any(|k| k.ends_with("final.json")),
         "{written:?}"
     );
-    let (status, _, result) = read(
-        t.http
-            .get(t.url("orchestrator", &format!("/requests/{id}/result")))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, result) = t.get(&format!("/requests/{id}/result")).await;
     assert_error(status, &result, 409, "not_completed");
 }
 
@@ -228,14 +208,7 @@ async fn hostile_and_unknown_request_ids_are_refused() {
         ),
         ("/no/such/route", 404, "not_found"),
     ] {
-        let (status, _, body) = read(
-            t.http
-                .get(t.url("orchestrator", path))
-                .send()
-                .await
-                .expect("answers"),
-        )
-        .await;
+        let (status, _, body) = t.get(path).await;
         assert_error(status, &body, want_status, want_code);
     }
 }

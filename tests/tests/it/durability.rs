@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fave_common::keys::{self, ACTIVE_PREFIX, RequestKeys};
-use fave_common::state::{RequestState, RequestStatus, StageStatus};
+use fave_common::state::{RequestState, RequestStatus};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
@@ -98,12 +98,7 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
     eprintln!("kill test: {requests} requests, {kills} kills, seed {seed}");
     let mut rng = Lcg(seed);
     let t = TestStack::start_with(FAST_RESUME).await;
-    let orchestrator = t
-        .stack
-        .supervisor()
-        .get("orchestrator")
-        .expect("deployed")
-        .clone();
+    let orchestrator = t.function("orchestrator");
     let uri = file_uri(&sample("bikes.mp4"));
 
     let mut posts = Vec::new();
@@ -166,24 +161,10 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
     let t = TestStack::start_with(FAST_RESUME).await;
-    let orchestrator = t
-        .stack
-        .supervisor()
-        .get("orchestrator")
-        .expect("deployed")
-        .clone();
-    let post = {
-        let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
-        let body = json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) });
-        tokio::spawn(async move {
-            read(http.post(url).json(&body).send().await.expect("answers")).await
-        })
-    };
+    let orchestrator = t.function("orchestrator");
+    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"));
     // Once the stage is running, ask the orchestrator to stop.
-    wait_for_states(t.store(), 30, |s| {
-        s.iter().any(|s| s.stages[0].status == StageStatus::Running)
-    })
-    .await;
+    t.wait_for_running_stage().await;
     let pid = orchestrator.pid().expect("running");
     let stopped = Instant::now();
     signal(pid, Signal::TERM);
@@ -221,26 +202,10 @@ async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_cancel_mid_run_stays_cancelled_when_the_stage_answers_late() {
     let t = TestStack::start_with(FAST_RESUME).await;
-    let post = {
-        let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
-        let body = json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) });
-        tokio::spawn(async move {
-            read(http.post(url).json(&body).send().await.expect("answers")).await
-        })
-    };
-    let states = wait_for_states(t.store(), 30, |s| {
-        s.iter().any(|s| s.stages[0].status == StageStatus::Running)
-    })
-    .await;
+    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"));
+    let states = t.wait_for_running_stage().await;
     let id = states[0].request_id.clone();
-    let (status, _, body) = read(
-        t.http
-            .post(t.url("orchestrator", &format!("/requests/{id}/cancel")))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, body) = t.post(&format!("/requests/{id}/cancel")).await;
     assert_eq!(
         (status, &body["status"]),
         (200, &json!("CANCELLED")),
@@ -251,12 +216,7 @@ async fn fault_cancel_mid_run_stays_cancelled_when_the_stage_answers_late() {
     assert!(status == 409 || status == 503, "{status} {body}");
     // Let the stage finish and any late answer arrive; the request stays cancelled.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (state, _) = t
-        .store()
-        .get_json::<RequestState>(&RequestKeys::new(&id).state())
-        .await
-        .expect("readable")
-        .expect("present");
+    let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Cancelled);
     assert!(state.lease.is_none());
     assert!(
@@ -275,14 +235,7 @@ async fn fault_cancel_mid_run_stays_cancelled_when_the_stage_answers_late() {
     );
     // Cancelling again, or resuming, is refused with the status.
     for action in ["cancel", "resume"] {
-        let (status, _, body) = read(
-            t.http
-                .post(t.url("orchestrator", &format!("/requests/{id}/{action}")))
-                .send()
-                .await
-                .expect("answers"),
-        )
-        .await;
+        let (status, _, body) = t.post(&format!("/requests/{id}/{action}")).await;
         assert_eq!(
             (status, body["error"]["code"].as_str(), &body["status"]),
             (409, Some("already_ended"), &json!("CANCELLED")),
@@ -298,17 +251,8 @@ async fn fault_store_down_for_a_while_mid_run_and_the_request_still_completes() 
         return;
     }
     let mut t = TestStack::start_with(FAST_RESUME).await;
-    let post = {
-        let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
-        let body = json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) });
-        tokio::spawn(async move {
-            read(http.post(url).json(&body).send().await.expect("answers")).await
-        })
-    };
-    wait_for_states(t.store(), 30, |s| {
-        s.iter().any(|s| s.stages[0].status == StageStatus::Running)
-    })
-    .await;
+    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"));
+    t.wait_for_running_stage().await;
     t.stack.stop_store();
     tokio::time::sleep(Duration::from_secs(8)).await;
     t.stack
@@ -332,14 +276,7 @@ async fn resume_route_refuses_what_it_cannot_resume() {
         .await;
     assert_eq!(status, 200, "{body}");
     let id = body["request_id"].as_str().expect("an id");
-    let (status, _, body) = read(
-        t.http
-            .post(t.url("orchestrator", &format!("/requests/{id}/resume")))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, body) = t.post(&format!("/requests/{id}/resume")).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("already_ended")),

@@ -95,26 +95,14 @@ async fn system_routes_and_errors_follow_openfaas() {
         "{body}"
     );
     assert!(!headers.contains_key("x-openfaas-internal"));
-    let (status, _, body) = read(
-        t.http
-            .get(t.url("orchestrator", "/healthz"))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, body) = t.get("/healthz").await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_that_dies_is_restarted_and_calls_wait_for_it() {
     let t = TestStack::start().await;
-    let function = t
-        .stack
-        .supervisor()
-        .get("stage-ffmpeg-0")
-        .expect("deployed")
-        .clone();
+    let function = t.function("stage-ffmpeg-0");
     assert_eq!(function.starts(), 1);
     let pid = function.pid().expect("running");
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");

@@ -74,12 +74,7 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
 
     // state.json records the whole story.
     let keys = RequestKeys::new(&id);
-    let (state, _) = t
-        .store()
-        .get_json::<RequestState>(&keys.state())
-        .await
-        .expect("readable")
-        .expect("present");
+    let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Completed);
     assert_eq!(
         state.submission.query.as_deref(),
@@ -210,25 +205,11 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
     );
 
     // GET /requests/{id} and /result through the gateway agree with the store.
-    let (status, _, got) = read(
-        t.http
-            .get(t.url("orchestrator", &format!("/requests/{id}")))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, got) = t.get(&format!("/requests/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(got["status"], "COMPLETED");
     assert_eq!(got["revision"], state.revision);
-    let (status, _, result) = read(
-        t.http
-            .get(t.url("orchestrator", &format!("/requests/{id}/result")))
-            .send()
-            .await
-            .expect("answers"),
-    )
-    .await;
+    let (status, _, result) = t.get(&format!("/requests/{id}/result")).await;
     assert_eq!((status, result), (200, answer));
 }
 

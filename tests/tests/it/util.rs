@@ -165,6 +165,77 @@ impl TestStack {
         read(response).await
     }
 
+    /// A request's `state.json`, which must exist.
+    pub async fn state(
+        &self,
+        id: &fave_common::ids::RequestId,
+    ) -> fave_common::state::RequestState {
+        let key = fave_common::keys::RequestKeys::new(id).state();
+        self.store()
+            .get_json(&key)
+            .await
+            .expect("readable")
+            .expect("state.json exists")
+            .0
+    }
+
+    /// One of the stack's functions.
+    pub fn function(&self, name: &str) -> std::sync::Arc<fave_local::supervisor::Function> {
+        self.stack.supervisor().get(name).expect("deployed").clone()
+    }
+
+    /// `GET /function/orchestrator{path}`
+    pub async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        read(
+            self.http
+                .get(self.url("orchestrator", path))
+                .send()
+                .await
+                .expect("the gateway answers"),
+        )
+        .await
+    }
+
+    /// `POST /function/orchestrator{path}` with no body.
+    pub async fn post(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        read(
+            self.http
+                .post(self.url("orchestrator", path))
+                .send()
+                .await
+                .expect("the gateway answers"),
+        )
+        .await
+    }
+
+    /// Submits a video without waiting for the answer.
+    pub fn submit_in_background(
+        &self,
+        video: &Path,
+    ) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap, Value)> {
+        let (http, url) = (self.http.clone(), self.url("orchestrator", ""));
+        let body = serde_json::json!({ "video_uri": file_uri(video) });
+        tokio::spawn(async move {
+            read(
+                http.post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("the gateway answers"),
+            )
+            .await
+        })
+    }
+
+    /// Waits until some request's first stage is running; returns the states then.
+    pub async fn wait_for_running_stage(&self) -> Vec<fave_common::state::RequestState> {
+        wait_for_states(self.store(), 30, |s| {
+            s.iter()
+                .any(|s| s.stages[0].status == fave_common::state::StageStatus::Running)
+        })
+        .await
+    }
+
     /// Every key under `requests/`.
     pub async fn request_keys(&self) -> Vec<String> {
         self.store()
