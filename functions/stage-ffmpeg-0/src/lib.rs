@@ -157,9 +157,12 @@ impl Stage for Ffmpeg0 {
     }
 }
 
-/// Runs a command, returning stdout; a failure carries the tail of stderr.
-async fn run_tool(command: &mut Command, what: &str) -> Result<Vec<u8>, String> {
+/// Runs a command in `dir` (where its files are, so they are named relative to it and no
+/// absolute temp path reaches an error message), returning stdout; a failure carries the
+/// tail of stderr.
+async fn run_tool(command: &mut Command, dir: &Path, what: &str) -> Result<Vec<u8>, String> {
     let out = command
+        .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -180,6 +183,14 @@ async fn run_tool(command: &mut Command, what: &str) -> Result<Vec<u8>, String> 
     Err(format!("{what} failed ({}): {}", out.status, tail.trim()))
 }
 
+/// A file's directory and name, to run a tool beside it.
+fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
+    (
+        path.parent().unwrap_or(Path::new(".")),
+        path.file_name().unwrap_or(path.as_os_str()),
+    )
+}
+
 /// ffprobe's JSON description of a file. A file ffprobe cannot read is not media.
 pub async fn ffprobe(path: &Path) -> Result<serde_json::Value, StageError> {
     let stdout = run_tool(
@@ -192,7 +203,8 @@ pub async fn ffprobe(path: &Path) -> Result<serde_json::Value, StageError> {
                 "-show_format",
                 "-show_streams",
             ])
-            .arg(path),
+            .arg(split(path).1),
+        split(path).0,
         "ffprobe",
     )
     .await
@@ -244,8 +256,9 @@ async fn normalize(
     input: &Input,
 ) -> Result<(), StageError> {
     let mut cmd = Command::new("ffmpeg");
+    // All three files are in the work directory; they are named relative to it.
     cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
-        .arg(source)
+        .arg(split(source).1)
         .args([
             "-map",
             "0:v:0",
@@ -278,14 +291,14 @@ async fn normalize(
             "-movflags",
             "+faststart",
         ])
-        .arg(video);
+        .arg(split(video).1);
     if let Some(audio) = audio {
         cmd.args(["-map", "0:a:0", "-vn", "-ac", "1", "-ar"])
             .arg(input.sample_rate.to_string())
             .args(["-c:a", "pcm_s16le"])
-            .arg(audio);
+            .arg(split(audio).1);
     }
-    run_tool(&mut cmd, "ffmpeg")
+    run_tool(&mut cmd, split(source).0, "ffmpeg")
         .await
         .map_err(StageError::InvalidMedia)?;
     Ok(())

@@ -169,6 +169,11 @@ async fn a_text_file_posing_as_a_video_fails_cleanly() {
         "{}",
         failure.error_detail
     );
+    assert!(
+        !failure.error_detail.contains("/tmp"),
+        "no internal paths: {}",
+        failure.error_detail
+    );
     let stage = &state.stages[0];
     assert_eq!(stage.status, StageStatus::Failed);
     assert_eq!(stage.attempts.len(), 1, "bad media is not retried");
