@@ -223,6 +223,7 @@ fn stack_options(
         bucket: args.bucket.clone(),
         log_to_files,
         extra_env: BTreeMap::new(),
+        replicas: BTreeMap::new(),
     })
 }
 

@@ -89,10 +89,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body extractor whose every failure is an [`ApiError`]: unreadable or too large →
-/// 413/400, not JSON → 400 `malformed_json`, JSON of the wrong shape → 422 `invalid_request`.
-/// It does not insist on a `Content-Type`, because `faas-cli invoke` and `curl -d` send none
-/// or the wrong one.
+/// The largest body [`JsonBody`] accepts, set per router with `Extension(BodyLimit(n))`
+/// (1 MiB where none is set).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// How much of an over-long body is read and thrown away before answering 413. Answering
+/// while the caller is still sending makes the server close the connection under it, and a
+/// proxy in between (the gateway) then sees a reset instead of the 413.
+const DRAIN_CAP: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A JSON body extractor whose every failure is an [`ApiError`]: too large → 413
+/// `body_too_large`, unreadable → 400, not JSON → 400 `malformed_json`, JSON of the wrong
+/// shape → 422 `invalid_request`. It does not insist on a `Content-Type`, because `faas-cli
+/// invoke` and `curl -d` send none or the wrong one. Chunked bodies without a length are
+/// read like any other.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -102,17 +114,36 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| {
-                let status = rejection.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(status, "body_too_large", "the request body is too large")
-                } else {
-                    ApiError::bad_request("unreadable_body", rejection.body_text())
-                }
-            })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(1024 * 1024, |l| l.0);
+        let mut body = req.into_body();
+        let mut bytes = Vec::new();
+        let mut seen = 0usize;
+        let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len();
+            if seen <= limit {
+                bytes.extend_from_slice(&data);
+            } else if seen > DRAIN_CAP || tokio::time::Instant::now() > drain_until {
+                break;
+            }
+        }
+        if seen > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
         parse_json(&bytes).map(JsonBody)
     }
 }

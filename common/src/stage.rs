@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::config::{StageConfig, env_lookup};
-use crate::error::{ApiError, JsonBody};
+use crate::error::{ApiError, BodyLimit, JsonBody};
 use crate::ids::{ClipId, RequestId, StageName};
 use crate::keys::{self, RequestKeys};
 use crate::storage::{Storage, StorageError};
@@ -150,7 +150,7 @@ pub fn router<S: Stage>(stage: S, storage: Storage, body_limit: usize) -> Router
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
         .with_state(harness)
 }
 

@@ -170,6 +170,9 @@ pub struct Attempt {
     pub duration_ms: Option<u64>,
     /// The gateway's `X-Call-Id` for this attempt.
     pub call_id: Option<String>,
+    /// The lease owner that made this attempt.
+    #[serde(default)]
+    pub driver: Option<String>,
     pub http_status: Option<u16>,
     #[serde(flatten)]
     pub failure: Option<Failure>,
@@ -234,6 +237,7 @@ impl StageState {
                     ended_at: None,
                     duration_ms: None,
                     call_id: None,
+                    driver: None,
                     http_status: None,
                     failure: None,
                 });
@@ -307,6 +311,13 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// One tenure of a driver: from when it took the lease (created the request, or resumed it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverRecord {
+    pub owner: String,
+    pub since: DateTime<Utc>,
+}
+
 /// `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestState {
@@ -324,6 +335,9 @@ pub struct RequestState {
     #[serde(flatten)]
     pub failure: Option<Failure>,
     pub lease: Option<Lease>,
+    /// Every driver that took the lease, in order: who drove the request when.
+    #[serde(default)]
+    pub drivers: Vec<DriverRecord>,
     /// The key of `final.json`, once completed.
     pub result_key: Option<String>,
 }
@@ -348,6 +362,7 @@ impl RequestState {
             stages,
             failure: None,
             lease: None,
+            drivers: Vec::new(),
             result_key: None,
         }
     }

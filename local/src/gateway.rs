@@ -257,14 +257,13 @@ fn with_call_headers(
 
 /// A function as OpenFaaS's `/system/functions` describes it.
 fn describe(f: &Function) -> serde_json::Value {
-    let ready = u64::from(f.ready_port().is_some());
     json!({
         "name": f.name,
         "image": f.spec.image,
         "namespace": "openfaas-fn",
         "invocationCount": f.invocations(),
-        "replicas": 1,
-        "availableReplicas": ready,
+        "replicas": f.replicas.len(),
+        "availableReplicas": f.available(),
         "envProcess": f.name,
         "envVars": f.spec.environment,
         "labels": f.spec.labels,

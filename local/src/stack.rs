@@ -50,6 +50,8 @@ pub struct StackOptions {
     pub log_to_files: bool,
     /// Extra environment for every function, after everything else.
     pub extra_env: BTreeMap<String, String>,
+    /// Replicas per function, overriding stack.yml's `com.openfaas.scale.min`.
+    pub replicas: BTreeMap<String, usize>,
 }
 
 /// A running stack. Dropping it stops everything; [`Stack::shutdown`] does so gracefully.
@@ -147,6 +149,7 @@ impl Stack {
                 extra_env: env,
                 log_dir: options.log_to_files.then(|| options.data_dir.join("logs")),
                 health_timeout: Duration::from_secs(20),
+                replicas: options.replicas.clone(),
             },
         )
         .await?;

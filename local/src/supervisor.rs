@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
@@ -28,6 +28,8 @@ pub struct SupervisorOptions {
     pub log_dir: Option<PathBuf>,
     /// How long a process may take to answer its health check before it is restarted.
     pub health_timeout: Duration,
+    /// Replicas per function, overriding stack.yml's `com.openfaas.scale.min` label.
+    pub replicas: BTreeMap<String, usize>,
 }
 
 /// Why the stack's functions could not be started.
@@ -47,33 +49,73 @@ pub enum SupervisorError {
     Io(#[from] std::io::Error),
 }
 
-/// One function of the stack and its process.
+/// One replica of a function: one process at a time, restarted when it exits.
 #[derive(Debug)]
-pub struct Function {
-    pub name: String,
-    pub spec: FunctionSpec,
+pub struct Replica {
+    pub index: usize,
     /// `Some(port)` while a healthy process is serving.
     ready: watch::Sender<Option<u16>>,
-    invocations: AtomicU64,
     starts: AtomicU64,
     /// The process id of the current process (0 when none).
     pid: AtomicU32,
 }
 
-impl Function {
-    /// The port of a healthy process, waiting up to `timeout` for one (after a crash the
-    /// process is being restarted).
-    pub async fn wait_ready(&self, timeout: Duration) -> Option<u16> {
-        let mut rx = self.ready.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
-            .await
-            .ok()?
-            .ok()
-            .and_then(|port| *port)
+impl Replica {
+    /// The current process's id, e.g. for a test that kills it.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
     }
 
     pub fn ready_port(&self) -> Option<u16> {
         *self.ready.borrow()
+    }
+
+    /// How many times a process was started (1 + restarts).
+    pub fn starts(&self) -> u64 {
+        self.starts.load(Ordering::Relaxed)
+    }
+}
+
+/// One function of the stack and its replicas.
+#[derive(Debug)]
+pub struct Function {
+    pub name: String,
+    pub spec: FunctionSpec,
+    pub replicas: Vec<Replica>,
+    invocations: AtomicU64,
+    /// Round-robin position for spreading calls over healthy replicas.
+    next: AtomicUsize,
+}
+
+impl Function {
+    /// The port of a healthy replica, taking them in turn; waits up to `timeout` for one
+    /// when none is healthy (starting, or restarting after a crash).
+    pub async fn wait_ready(&self, timeout: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = self.replicas.len();
+            let first = self.next.fetch_add(1, Ordering::Relaxed);
+            if let Some(port) = (0..n).find_map(|i| self.replicas[(first + i) % n].ready_port()) {
+                return Some(port);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A healthy replica's port, if any.
+    pub fn ready_port(&self) -> Option<u16> {
+        self.replicas.iter().find_map(Replica::ready_port)
+    }
+
+    /// How many replicas are healthy now.
+    pub fn available(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|r| r.ready_port().is_some())
+            .count()
     }
 
     pub fn count_invocation(&self) {
@@ -84,14 +126,14 @@ impl Function {
         self.invocations.load(Ordering::Relaxed)
     }
 
-    /// The current process's id, e.g. for a test that kills it.
+    /// The first replica's process id.
     pub fn pid(&self) -> Option<u32> {
-        Some(self.pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
+        self.replicas.first().and_then(Replica::pid)
     }
 
-    /// How many times a process was started (1 + restarts).
+    /// Processes started over all replicas (replicas + restarts).
     pub fn starts(&self) -> u64 {
-        self.starts.load(Ordering::Relaxed)
+        self.replicas.iter().map(Replica::starts).sum()
     }
 }
 
@@ -125,49 +167,72 @@ impl Supervisor {
                     path: binary.display().to_string(),
                 });
             }
+            let count = options.replicas.get(name).copied().unwrap_or_else(|| {
+                spec.labels
+                    .get("com.openfaas.scale.min")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1)
+            });
             let function = Arc::new(Function {
                 name: name.clone(),
                 spec: spec.clone(),
-                ready: watch::channel(None).0,
+                replicas: (0..count.max(1))
+                    .map(|index| Replica {
+                        index,
+                        ready: watch::channel(None).0,
+                        starts: AtomicU64::new(0),
+                        pid: AtomicU32::new(0),
+                    })
+                    .collect(),
                 invocations: AtomicU64::new(0),
-                starts: AtomicU64::new(0),
-                pid: AtomicU32::new(0),
+                next: AtomicUsize::new(0),
             });
-            let port = free_port()?;
-            let mut env = spec.environment.clone();
-            env.extend(options.extra_env.clone());
-            env.insert("FAVE_LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-            // Like a pod's name: stable across restarts of this replica, unique among live ones.
-            env.insert("FAVE_REPLICA_ID".into(), format!("{name}-0"));
-            let runner = Runner {
-                function: function.clone(),
-                binary,
-                env,
-                port,
-                log_file: options
-                    .log_dir
-                    .as_ref()
-                    .map(|d| d.join(format!("{name}.log"))),
-                health_timeout: options.health_timeout,
-                shutdown: supervisor.shutdown.subscribe(),
-            };
-            supervisor.tasks.spawn(runner.run());
+            for replica in &function.replicas {
+                let port = free_port()?;
+                let mut env = spec.environment.clone();
+                env.extend(options.extra_env.clone());
+                env.insert("FAVE_LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+                // Like a pod's name: stable across restarts of this replica, unique among
+                // live ones.
+                env.insert(
+                    "FAVE_REPLICA_ID".into(),
+                    format!("{name}-{}", replica.index),
+                );
+                let log_name = match replica.index {
+                    0 => format!("{name}.log"),
+                    i => format!("{name}-{i}.log"),
+                };
+                let runner = Runner {
+                    function: function.clone(),
+                    replica: replica.index,
+                    binary: binary.clone(),
+                    env,
+                    port,
+                    log_file: options.log_dir.as_ref().map(|d| d.join(log_name)),
+                    health_timeout: options.health_timeout,
+                    shutdown: supervisor.shutdown.subscribe(),
+                };
+                supervisor.tasks.spawn(runner.run());
+            }
             supervisor.functions.insert(name.clone(), function);
         }
         for function in supervisor.functions.values() {
-            if function.wait_ready(options.health_timeout).await.is_none() {
-                let log_hint = match &options.log_dir {
-                    Some(dir) => format!(
-                        "; see {}",
-                        dir.join(format!("{}.log", function.name)).display()
-                    ),
-                    None => String::new(),
-                };
-                return Err(SupervisorError::Unhealthy {
-                    function: function.name.clone(),
-                    timeout: options.health_timeout,
-                    log_hint,
-                });
+            for replica in &function.replicas {
+                let mut ready = replica.ready.subscribe();
+                let healthy =
+                    tokio::time::timeout(options.health_timeout, ready.wait_for(Option::is_some))
+                        .await;
+                if !matches!(healthy, Ok(Ok(_))) {
+                    let log_hint = match &options.log_dir {
+                        Some(dir) => format!("; see the logs in {}", dir.display()),
+                        None => String::new(),
+                    };
+                    return Err(SupervisorError::Unhealthy {
+                        function: function.name.clone(),
+                        timeout: options.health_timeout,
+                        log_hint,
+                    });
+                }
             }
         }
         Ok(supervisor)
@@ -205,6 +270,7 @@ fn free_port() -> std::io::Result<u16> {
 
 struct Runner {
     function: Arc<Function>,
+    replica: usize,
     binary: PathBuf,
     env: BTreeMap<String, String>,
     port: u16,
@@ -216,6 +282,10 @@ struct Runner {
 const GRACE: Duration = Duration::from_secs(5);
 
 impl Runner {
+    fn replica(&self) -> &Replica {
+        &self.function.replicas[self.replica]
+    }
+
     async fn run(mut self) {
         let name = self.function.name.clone();
         let mut backoff = Duration::from_millis(100);
@@ -229,21 +299,21 @@ impl Runner {
                     continue;
                 }
             };
-            self.function.starts.fetch_add(1, Ordering::Relaxed);
-            self.function
+            self.replica().starts.fetch_add(1, Ordering::Relaxed);
+            self.replica()
                 .pid
                 .store(child.id().unwrap_or(0), Ordering::Relaxed);
             if self.wait_healthy(&mut child).await {
                 tracing::info!(function = %name, port = self.port, "function healthy");
-                self.function.ready.send_replace(Some(self.port));
+                self.replica().ready.send_replace(Some(self.port));
                 backoff = Duration::from_millis(100);
                 tokio::select! {
                     status = child.wait() => {
-                        self.function.ready.send_replace(None);
+                        self.replica().ready.send_replace(None);
                         tracing::warn!(function = %name, ?status, "function exited; restarting");
                     }
                     _ = self.shutdown.changed() => {
-                        self.function.ready.send_replace(None);
+                        self.replica().ready.send_replace(None);
                         terminate(&mut child).await;
                         return;
                     }

@@ -21,8 +21,8 @@ use fave_common::ids::{RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
 use fave_common::stage::{Manifest, StageCall};
 use fave_common::state::{
-    IllegalTransition, InputObject, Lease, RequestEvent, RequestState, RequestStatus, StageEvent,
-    StageStatus,
+    DriverRecord, IllegalTransition, InputObject, Lease, RequestEvent, RequestState, RequestStatus,
+    StageEvent, StageStatus,
 };
 use fave_common::storage::{Storage, StorageError};
 use serde_json::{Value, json};
@@ -81,7 +81,12 @@ impl Tracked {
         holder: LeaseHolder,
     ) -> Result<Self, DriveError> {
         let key = RequestKeys::new(&state.request_id).state();
-        state.lease = Some(lease(&holder, Utc::now()));
+        let now = Utc::now();
+        state.lease = Some(lease(&holder, now));
+        state.drivers.push(DriverRecord {
+            owner: holder.owner.clone(),
+            since: now,
+        });
         let etag = storage.create_json(&key, &state).await?;
         Ok(Self {
             storage,
@@ -118,6 +123,16 @@ impl Tracked {
             None => true,
             Some(l) => l.expires_at <= now || l.owner == self.holder.owner,
         }
+    }
+
+    /// Takes the lease (which must be free) and records the new tenure.
+    pub async fn take_lease(&mut self) -> Result<(), DriveError> {
+        let record = DriverRecord {
+            owner: self.holder.owner.clone(),
+            since: Utc::now(),
+        };
+        self.state.drivers.push(record);
+        self.commit().await
     }
 
     /// Writes the current state over the copy we last saw, renewing our lease.
@@ -349,6 +364,10 @@ impl Driver<'_> {
                     )?;
                 }
                 stage.apply(StageEvent::Start, Utc::now())?;
+                let owner = t.holder.owner.clone();
+                if let Some(attempt) = stage_mut(&mut t, name)?.current_attempt() {
+                    attempt.driver = Some(owner);
+                }
                 t.commit().await?;
             }
             let outcome = {

@@ -15,14 +15,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use fave_common::config::OrchestratorConfig;
-use fave_common::error::{ApiError, JsonBody};
+use fave_common::error::{ApiError, BodyLimit, JsonBody};
 use fave_common::gateway::GatewayClient;
 use fave_common::ids::{RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
@@ -197,7 +197,7 @@ impl App {
                 t.state.lease.map(|l| l.owner).unwrap_or_default(),
             ));
         }
-        t.commit().await?;
+        t.take_lease().await?;
         tracing::info!(request_id = %id, "resuming");
         Ok(match self.spawn_driver(t, None) {
             Some(_) => Resumed::Resumed,
@@ -273,7 +273,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/requests/{id}/cancel", post(cancel))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
         .with_state(app)
 }
 

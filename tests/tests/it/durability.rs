@@ -148,6 +148,7 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
     assert_complete_and_whole(&t, &states).await;
     let runs = stage_runs(&t);
     for s in &states {
+        assert_one_driver_at_a_time(s);
         assert_eq!(
             runs.get(s.request_id.as_str()),
             Some(&1),
@@ -294,4 +295,103 @@ async fn resume_route_refuses_what_it_cannot_resume() {
     )
     .await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// Checks, from what `state.json` recorded, that the request was driven by one driver at a
+/// time: every stage attempt was made by the driver whose tenure it falls in, and tenures
+/// follow one another.
+fn assert_one_driver_at_a_time(s: &RequestState) {
+    assert!(
+        !s.drivers.is_empty(),
+        "{}: no driver recorded",
+        s.request_id
+    );
+    assert!(
+        s.drivers.windows(2).all(|w| w[0].since <= w[1].since),
+        "{:?}",
+        s.drivers
+    );
+    for stage in &s.stages {
+        for attempt in &stage.attempts {
+            let tenure = s
+                .drivers
+                .iter()
+                .rev()
+                .find(|d| d.since <= attempt.started_at)
+                .expect("a tenure");
+            assert_eq!(
+                attempt.driver.as_deref(),
+                Some(tenure.owner.as_str()),
+                "{}: attempt {} of {} made outside its driver's tenure: {:?}",
+                s.request_id,
+                attempt.number,
+                stage.name,
+                s.drivers
+            );
+        }
+        for pair in stage.attempts.windows(2) {
+            let ended = pair[0].ended_at.expect("an earlier attempt is closed");
+            assert!(
+                ended <= pair[1].started_at,
+                "{}: attempts overlap",
+                s.request_id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
+    let requests = env_number("FAVE_REPLICA_TEST_REQUESTS", 9);
+    let t = TestStack::start_with_replicas(FAST_RESUME, &[("orchestrator", 3)]).await;
+    let orchestrator = t.function("orchestrator");
+    assert_eq!(orchestrator.available(), 3);
+    let video = sample("bikes.mp4");
+    // The gateway spreads the submissions over the three replicas.
+    let posts: Vec<_> = (0..requests)
+        .map(|_| t.submit_in_background(&video))
+        .collect();
+    let mut rng = Lcg(7);
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+        let replica = &orchestrator.replicas[1 + round % 2];
+        if let Some(pid) = replica.pid() {
+            signal(pid, Signal::KILL);
+        }
+    }
+    for post in posts {
+        let _ = post.await;
+    }
+    let states = wait_for_states(t.store(), 120, |s| {
+        s.len() >= requests && s.iter().all(|s| s.status.is_terminal())
+    })
+    .await;
+    assert_eq!(states.len(), requests, "every submission was recorded once");
+    assert_complete_and_whole(&t, &states).await;
+    let runs = stage_runs(&t);
+    let mut owners = std::collections::BTreeSet::new();
+    for s in &states {
+        assert_eq!(
+            runs.get(s.request_id.as_str()),
+            Some(&1),
+            "stage-ffmpeg-0 runs for {}",
+            s.request_id
+        );
+        assert_one_driver_at_a_time(s);
+        owners.extend(s.drivers.iter().map(|d| d.owner.clone()));
+    }
+    let takeovers: usize = states.iter().map(|s| s.drivers.len() - 1).sum();
+    eprintln!(
+        "replicas: {} requests over owners {owners:?}, {takeovers} takeovers, replica starts {:?}",
+        states.len(),
+        orchestrator
+            .replicas
+            .iter()
+            .map(|r| r.starts())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        owners.len() >= 2,
+        "the submissions were spread over the replicas: {owners:?}"
+    );
 }

@@ -112,6 +112,11 @@ impl TestStack {
 
     /// A stack whose functions get `env` on top of everything else.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_with_replicas(env, &[]).await
+    }
+
+    /// A stack with `env` and several replicas of some functions.
+    pub async fn start_with_replicas(env: &[(&str, &str)], replicas: &[(&str, usize)]) -> Self {
         // FAVE_KEEP_TEST_DIRS=1 keeps each stack's data and logs for a look after a failure.
         let keep = std::env::var_os("FAVE_KEEP_TEST_DIRS").is_some();
         let dir = tempfile::Builder::new()
@@ -135,6 +140,7 @@ impl TestStack {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            replicas: replicas.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         })
         .await
         .expect("the stack starts");
