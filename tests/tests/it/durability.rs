@@ -395,3 +395,93 @@ async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
         "the submissions were spread over the replicas: {owners:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
+    let t = TestStack::start().await;
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let id: fave_common::ids::RequestId = answer["request_id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("valid");
+    let state = t.state(&id).await;
+    let input = state.input.as_ref().expect("copied in");
+    // The call the orchestrator made, sent again, as at-least-once delivery would.
+    let call = json!({
+        "request_id": id,
+        "stage": "stage-ffmpeg-0",
+        "idempotency_key": orchestrator::driver::idempotency_key(id.as_str(), "stage-ffmpeg-0", None, &json!({"source_key": input.key})),
+        "input": {"source_key": input.key},
+    });
+    let response = t
+        .http
+        .post(t.url("stage-ffmpeg-0", ""))
+        .json(&call)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        response
+            .headers()
+            .get("x-fave-reused")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let (status, _, manifest) = read(response).await;
+    assert_eq!(status, 200, "{manifest}");
+    assert_eq!(manifest["outputs"], json!(state.stages[0].outputs));
+    assert_eq!(
+        stage_runs(&t).get(id.as_str()),
+        Some(&1),
+        "the repeat did not run ffmpeg"
+    );
+    // A different key (other parameters) is new work, and runs.
+    let mut other = call.clone();
+    other["idempotency_key"] = json!("another-key");
+    let response = t
+        .http
+        .post(t.url("stage-ffmpeg-0", ""))
+        .json(&other)
+        .send()
+        .await
+        .expect("answers");
+    assert!(response.headers().get("x-fave-reused").is_none());
+    assert_eq!(response.status(), 200);
+    assert_eq!(stage_runs(&t).get(id.as_str()), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_a_stage_past_its_timeout_counts_as_a_failed_attempt() {
+    let t = TestStack::start_with(&[("FAVE_STAGE_TIMEOUT_SECS", "1")]).await;
+    let (status, _, body) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) }))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("stage_timeout")),
+        "{body}"
+    );
+    let id: fave_common::ids::RequestId = body["request_id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("valid");
+    let state = t.state(&id).await;
+    assert_eq!(state.status, RequestStatus::Failed);
+    let attempts = &state.stages[0].attempts;
+    assert_eq!(attempts.len(), 4, "timeouts are retried within the budget");
+    for a in attempts {
+        assert_eq!(
+            a.failure.as_ref().map(|f| f.error_code.as_str()),
+            Some("stage_timeout")
+        );
+        assert!(
+            a.duration_ms.is_some_and(|d| (1000..2500).contains(&d)),
+            "{a:?}"
+        );
+    }
+}
