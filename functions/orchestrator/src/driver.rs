@@ -277,12 +277,19 @@ impl Driver<'_> {
         t: &Mutex<Tracked>,
         prefetched: Option<Fetched>,
     ) -> Result<bool, DriveError> {
-        let mut t = t.lock().await;
-        if t.state.input.is_some() {
-            return Ok(true);
-        }
-        let source = Source::parse(&t.state.submission.video_uri, self.local_mode);
-        let fetched = match (prefetched, source) {
+        // The lock is not held while the video is fetched and uploaded (minutes, for a large
+        // one), so the heartbeat keeps the lease meanwhile.
+        let (id, uri) = {
+            let t = t.lock().await;
+            if t.state.input.is_some() {
+                return Ok(true);
+            }
+            (
+                t.state.request_id.clone(),
+                t.state.submission.video_uri.clone(),
+            )
+        };
+        let fetched = match (prefetched, Source::parse(&uri, self.local_mode)) {
             (Some(f), Ok(source)) => Ok((f, source)),
             (None, Ok(source)) => input::fetch(&source, self.storage, self.http, self.input_limits)
                 .await
@@ -293,23 +300,23 @@ impl Driver<'_> {
             Ok(ok) => ok,
             Err(e) if e.retryable => return Err(DriveError::Storage(storage_trouble(e))),
             Err(e) => {
-                t.state.apply(
-                    RequestEvent::Fail {
-                        code: e.code.into(),
-                        detail: e.message,
-                    },
-                    Utc::now(),
-                )?;
+                let mut t = t.lock().await;
+                let failure = RequestEvent::Fail {
+                    code: e.code.into(),
+                    detail: e.message,
+                };
+                t.state.apply(failure, Utc::now())?;
                 t.commit().await?;
-                self.forget(&t.state.request_id).await?;
+                self.forget(&id).await?;
                 return Ok(false);
             }
         };
-        let key = RequestKeys::new(&t.state.request_id).input(&source.extension());
+        let key = RequestKeys::new(&id).input(&source.extension());
         let stored = self
             .storage
             .put_file(&key, fetched.path(), "application/octet-stream")
             .await?;
+        let mut t = t.lock().await;
         t.state.input = Some(InputObject {
             key: stored.key,
             bytes: stored.bytes,
