@@ -1,0 +1,258 @@
+//! stage-detect: a pretrained COCO object detector (Darknet yolov3-tiny) that
+//! runs on the CPU in pure Rust.
+//!
+//! The network runs in [tract](https://crates.io/crates/tract-onnx) from an
+//! ONNX file that `scripts/fetch-model` converts once, at set-up, from the
+//! original Darknet `.cfg`/`.weights` (`scripts/darknet_to_onnx.py`).  Nothing
+//! is downloaded at run time.  A model directory holds:
+//!
+//! - `model.onnx`: input `input` (1×3×416×416 RGB in 0..1), outputs `yolo_0`,
+//!   `yolo_1`: the raw outputs of the two YOLO heads (13×13 and 26×26);
+//! - `yolov3-tiny.cfg`: the Darknet cfg, read here for the input size and each
+//!   head's anchors (the ONNX file has no place for them);
+//! - `coco.names`: one label per line, by class id.
+//!
+//! Layout: [`Detector`] (this file) loads the model and runs one image through
+//! letterboxing (`letterbox.rs`), the network, head decoding and per-class
+//! NMS (`postprocess.rs`); `cfg.rs` parses the cfg.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), stage_detect::DetectError> {
+//! let detector = stage_detect::Detector::load("/root/.cache/fave-tools/models/yolov3-tiny")?;
+//! let img = image::open("frame.png").map_err(stage_detect::DetectError::Image)?.to_rgb8();
+//! for d in detector.detect(&img, &stage_detect::DetectOptions::default())? {
+//!     println!("{} {:.2} {:?}", d.label, d.score, d.bbox);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod cfg;
+mod letterbox;
+mod postprocess;
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use tract_onnx::prelude::*;
+
+pub use postprocess::{iou, nms};
+
+use cfg::NetSpec;
+use letterbox::Letterbox;
+
+/// File names inside a model directory.
+pub const MODEL_FILE: &str = "model.onnx";
+/// Darknet cfg kept next to the model for anchors and input size.
+pub const CFG_FILE: &str = "yolov3-tiny.cfg";
+/// Class labels, one per line.
+pub const LABELS_FILE: &str = "coco.names";
+
+/// Everything that can go wrong loading the model or detecting.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A model-directory file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Darknet cfg is malformed or lacks what we need.
+    #[error("bad Darknet cfg: {0}")]
+    Cfg(String),
+    /// The ONNX model, the cfg and the labels do not agree with each other.
+    #[error("model does not match its cfg/labels: {0}")]
+    Mismatch(String),
+    /// tract failed to load, optimise or run the network.
+    #[error("tract: {0}")]
+    Tract(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Image decoding failed (only produced by callers' convenience paths).
+    #[error("image: {0}")]
+    Image(#[from] image::ImageError),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = DetectError> = std::result::Result<T, E>;
+
+fn tract_err(e: TractError) -> DetectError {
+    DetectError::Tract(e.into())
+}
+
+/// Tuning knobs for [`Detector::detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DetectOptions {
+    /// Keep a (box, class) when objectness × class probability exceeds this.
+    pub score_threshold: f32,
+    /// Per-class NMS drops a box whose IoU with a better one exceeds this.
+    pub nms_iou: f32,
+}
+
+impl Default for DetectOptions {
+    /// Darknet's defaults for `detector test`: 0.25 and 0.45.
+    fn default() -> Self {
+        DetectOptions {
+            score_threshold: 0.25,
+            nms_iou: 0.45,
+        }
+    }
+}
+
+/// One detected object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// COCO label, e.g. `"person"`.
+    pub label: String,
+    /// Index of `label` in `coco.names`.
+    pub class_id: usize,
+    /// Objectness × class probability, in 0..1.
+    pub score: f32,
+    /// `[x1, y1, x2, y2]` in pixels of the image given to `detect`, clipped to it.
+    pub bbox: [f32; 4],
+}
+
+/// A loaded yolov3-tiny network, ready to run on any number of images.
+///
+/// Loading parses and optimises the graph once (for a fixed 1×3×H×W input);
+/// `detect` takes `&self`, so one `Detector` can be shared between threads.
+#[derive(Debug)]
+pub struct Detector {
+    plan: Arc<TypedRunnableModel>,
+    spec: NetSpec,
+    labels: Vec<String>,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| DetectError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Detector {
+    /// Load `model.onnx`, `yolov3-tiny.cfg` and `coco.names` from `model_dir`
+    /// and build an optimised tract plan.
+    pub fn load(model_dir: impl AsRef<Path>) -> Result<Detector> {
+        let dir = model_dir.as_ref();
+        let spec = cfg::parse(&read_text(&dir.join(CFG_FILE))?)?;
+        let labels: Vec<String> = read_text(&dir.join(LABELS_FILE))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for (i, head) in spec.heads.iter().enumerate() {
+            if head.classes != labels.len() {
+                return Err(DetectError::Mismatch(format!(
+                    "head {i} has {} classes but {LABELS_FILE} has {} labels",
+                    head.classes,
+                    labels.len()
+                )));
+            }
+        }
+
+        let model_path = dir.join(MODEL_FILE);
+        // tract would report a missing file as a generic error; say which file.
+        if !model_path.is_file() {
+            return Err(DetectError::Io {
+                path: model_path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let input_fact = f32::fact([1, 3, spec.height, spec.width]);
+        let plan = tract_onnx::onnx()
+            .model_for_path(&model_path)
+            .and_then(|m| m.with_input_fact(0, input_fact.into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err)?;
+
+        let outputs = plan.model().outputs.len();
+        if outputs != spec.heads.len() {
+            return Err(DetectError::Mismatch(format!(
+                "model has {outputs} outputs, cfg has {} [yolo] sections",
+                spec.heads.len()
+            )));
+        }
+        Ok(Detector { plan, spec, labels })
+    }
+
+    /// Class labels, indexed by `Detection::class_id`.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Network input size `(width, height)`; images are letterboxed to it.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.spec.width, self.spec.height)
+    }
+
+    /// Detect objects in `img`.  Returns detections sorted by descending score.
+    pub fn detect(&self, img: &RgbImage, opts: &DetectOptions) -> Result<Vec<Detection>> {
+        let (net_w, net_h) = self.input_size();
+        let lb = Letterbox::new(img.width(), img.height(), net_w as u32, net_h as u32);
+        let input = Tensor::from_shape(&[1, 3, net_h, net_w], &lb.render(img, net_w, net_h))
+            .map_err(tract_err)?;
+        let outputs = self.plan.run(tvec!(input.into())).map_err(tract_err)?;
+
+        let mut dets = Vec::new();
+        for (i, (out, head)) in outputs.iter().zip(&self.spec.heads).enumerate() {
+            let shape = out.shape();
+            let want_c = head.anchors.len() * (5 + head.classes);
+            if shape.len() != 4 || shape[0] != 1 || shape[1] != want_c {
+                return Err(DetectError::Mismatch(format!(
+                    "output {i} has shape {shape:?}, expected [1, {want_c}, h, w]"
+                )));
+            }
+            let view = out.try_as_plain_ram().map_err(tract_err)?;
+            let data = view.as_slice::<f32>().map_err(tract_err)?;
+            let found = postprocess::decode_head(
+                data,
+                (shape[2], shape[3]),
+                head,
+                (net_w, net_h),
+                opts.score_threshold,
+            );
+            dets.extend(found.into_iter().map(|c| Detection {
+                // class_id < classes == labels.len(), checked at load.
+                label: self.labels[c.class_id].clone(),
+                class_id: c.class_id,
+                score: c.score,
+                bbox: lb.source_box(c.bbox),
+            }));
+        }
+        Ok(nms(dets, opts.nms_iou))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detector_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Detector>();
+    }
+
+    #[test]
+    fn missing_model_dir_is_an_io_error() {
+        let err = Detector::load("/nonexistent/stage-detect-model").expect_err("must fail");
+        assert!(matches!(err, DetectError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn detection_serde_roundtrip() {
+        let d = Detection {
+            label: "person".into(),
+            class_id: 0,
+            score: 0.5,
+            bbox: [1.0, 2.0, 3.0, 4.0],
+        };
+        let json = serde_json::to_string(&d).expect("serialize");
+        assert_eq!(
+            serde_json::from_str::<Detection>(&json).expect("deserialize"),
+            d
+        );
+    }
+}
