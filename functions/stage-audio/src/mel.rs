@@ -5,13 +5,20 @@
 //! is stored sparsely (first bin + weights) and applying it costs about two
 //! multiply-adds per FFT bin instead of `n_mels × n_bins`.
 
+/// The Slaney scale's constants: linear at `F_SP` Hz per mel below `MIN_LOG_HZ`,
+/// logarithmic with step `logstep()` above.
+const F_SP: f64 = 200.0 / 3.0;
+const MIN_LOG_HZ: f64 = 1000.0;
+const MIN_LOG_MEL: f64 = MIN_LOG_HZ / F_SP;
+
+fn logstep() -> f64 {
+    6.4f64.ln() / 27.0
+}
+
 /// Hz → mel on the Slaney scale (linear below 1 kHz, logarithmic above),
 /// exactly `librosa.hz_to_mel(htk=False)`.
 fn hz_to_mel(f: f64) -> f64 {
-    const F_SP: f64 = 200.0 / 3.0;
-    const MIN_LOG_HZ: f64 = 1000.0;
-    let min_log_mel = MIN_LOG_HZ / F_SP;
-    let logstep = 6.4f64.ln() / 27.0;
+    let (min_log_mel, logstep) = (MIN_LOG_MEL, logstep());
     if f >= MIN_LOG_HZ {
         min_log_mel + (f / MIN_LOG_HZ).ln() / logstep
     } else {
@@ -21,10 +28,7 @@ fn hz_to_mel(f: f64) -> f64 {
 
 /// Inverse of [`hz_to_mel`], exactly `librosa.mel_to_hz(htk=False)`.
 fn mel_to_hz(m: f64) -> f64 {
-    const F_SP: f64 = 200.0 / 3.0;
-    const MIN_LOG_HZ: f64 = 1000.0;
-    let min_log_mel = MIN_LOG_HZ / F_SP;
-    let logstep = 6.4f64.ln() / 27.0;
+    let (min_log_mel, logstep) = (MIN_LOG_MEL, logstep());
     if m >= min_log_mel {
         MIN_LOG_HZ * (logstep * (m - min_log_mel)).exp()
     } else {
