@@ -106,24 +106,32 @@ impl App {
         }
     }
 
-    /// Drives a request in the background (it outlives the HTTP call that started it) and
-    /// returns a handle to its end. `None` if this process already drives it.
-    fn spawn_driver(
-        self: &Arc<Self>,
-        tracked: Tracked,
-        prefetched: Option<Fetched>,
-    ) -> Option<tokio::task::JoinHandle<(RequestState, Result<(), DriveError>)>> {
-        let id = tracked.state.request_id.clone();
-        if !self
+    /// Claims a request for this process: while the claim lives, nothing else here (the
+    /// resumer, the resume route) starts driving it. `None` if it is claimed already.
+    fn claim(self: &Arc<Self>, id: &RequestId) -> Option<Claim> {
+        let fresh = self
             .driving
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone())
-        {
-            return None;
-        }
+            .insert(id.clone());
+        fresh.then(|| Claim {
+            app: self.clone(),
+            id: id.clone(),
+        })
+    }
+
+    /// Drives a claimed request in the background (it outlives the HTTP call that started
+    /// it) and returns a handle to its end; the claim ends with the driver.
+    fn spawn_driver(
+        self: &Arc<Self>,
+        claim: Claim,
+        tracked: Tracked,
+        prefetched: Option<Fetched>,
+    ) -> tokio::task::JoinHandle<(RequestState, Result<(), DriveError>)> {
+        let id = tracked.state.request_id.clone();
         let app = self.clone();
-        Some(self.drivers.spawn(async move {
+        self.drivers.spawn(async move {
+            let _claim = claim;
             let (mut state, result) = app
                 .driver()
                 .run(tracked, prefetched, app.shutdown.child_token())
@@ -166,25 +174,16 @@ impl App {
                 Err(e) => tracing::warn!(request_id = %id, error = %e, "driver stopped"),
                 Ok(()) => tracing::info!(request_id = %id, status = ?state.status, "request ended"),
             }
-            app.driving
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
             (state, result)
-        }))
+        })
     }
 
     /// Takes the lease of a non-terminal request whose lease is free, and drives it.
     /// Returns what happened, for the resume route and the log.
     pub async fn resume(self: &Arc<Self>, id: &RequestId) -> Result<Resumed, DriveError> {
-        if self
-            .driving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
-        {
+        let Some(claim) = self.claim(id) else {
             return Ok(Resumed::AlreadyDrivenHere);
-        }
+        };
         let Some(mut t) = Tracked::load(self.storage.clone(), id, self.holder()).await? else {
             return Ok(Resumed::NoSuchRequest);
         };
@@ -199,10 +198,8 @@ impl App {
         }
         t.take_lease().await?;
         tracing::info!(request_id = %id, "resuming");
-        Ok(match self.spawn_driver(t, None) {
-            Some(_) => Resumed::Resumed,
-            None => Resumed::AlreadyDrivenHere,
-        })
+        self.spawn_driver(claim, t, None);
+        Ok(Resumed::Resumed)
     }
 
     /// One pass over the active index: resume every request whose lease is free.
@@ -231,6 +228,23 @@ impl App {
             }
         }
         Ok(resumed)
+    }
+}
+
+/// A request this process drives (or is about to); dropping it lets the resumer see the
+/// request again.
+struct Claim {
+    app: Arc<App>,
+    id: RequestId,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.app
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -319,6 +333,11 @@ async fn submit(
     let fetched = input::fetch(&source, &app.storage, &app.http, app.limits()).await?;
 
     let id = RequestId::generate();
+    // Claimed before anything is written, so the resumer cannot take the new request over
+    // between its index marker and its driver.
+    let claim = app
+        .claim(&id)
+        .ok_or_else(|| ApiError::internal(format!("request id {id} is already in use")))?;
     let stages = app
         .stages
         .iter()
@@ -351,9 +370,7 @@ async fn submit(
     tracing::info!(request_id = %id, "request accepted");
 
     // Accepted: from here the request runs to its end even if the caller goes away.
-    let Some(task) = app.spawn_driver(tracked, Some(fetched)) else {
-        return Ok(accepted(&id));
-    };
+    let task = app.spawn_driver(claim, tracked, Some(fetched));
     match tokio::time::timeout(app.config.sync_window, task).await {
         Ok(Ok((state, Ok(())))) => answer(&app, &state).await,
         Ok(Ok((state, Err(e)))) => Err(ApiError::unavailable(
