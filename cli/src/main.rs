@@ -45,9 +45,9 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
         /// The video to run; defaults to the sample fetched by scripts/setup.
-        #[arg(long, default_value = "samples/bigbuckbunny.mp4")]
+        #[arg(long, default_value = "samples/vtest.avi")]
         video: PathBuf,
-        #[arg(long, default_value = "find scenes with a rabbit")]
+        #[arg(long, default_value = "find scenes with cars")]
         query: String,
     },
 }
@@ -282,21 +282,100 @@ async fn demo(args: StackArgs, video: &Path, query: &str) -> anyhow::Result<Exit
         println!("{}", serde_json::to_string_pretty(&body)?);
         bail!("the request failed with HTTP {status}");
     }
-    println!("{}", serde_json::to_string_pretty(&body)?);
+    let result_path = args.data_dir.join("final.json");
+    std::fs::write(&result_path, serde_json::to_vec_pretty(&body)?)?;
     println!(
         "\nrequest {} COMPLETED in {request_ms} ms",
         body["request_id"].as_str().unwrap_or("?")
     );
-    let t = &body["timings"];
+    print_summary(&body);
     println!(
-        "  stage calls {} ms (ffmpeg {} ms), orchestration {} ms",
-        t["stage_calls_ms"], body["media"]["ffmpeg_ms"], t["orchestration_ms"]
-    );
-    println!(
-        "  artifacts in s3://{}/requests/{}/ (data dir {})",
+        "  final.json: {} (artifacts in s3://{}/requests/{}/)",
+        result_path.display(),
         args.bucket,
         body["request_id"].as_str().unwrap_or("?"),
-        args.data_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A completed request's clips, answer and times, for a person to read.
+fn print_summary(body: &Value) {
+    let empty = Vec::new();
+    println!("  clips:");
+    for c in body["clips"].as_array().unwrap_or(&empty) {
+        let mut labels: Vec<(&String, &Value)> = c["labels"]
+            .as_object()
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        labels.sort_by(|a, b| {
+            let score = |v: &Value| v["best_score"].as_f64().unwrap_or(0.0);
+            score(b.1).total_cmp(&score(a.1))
+        });
+        let seen: Vec<String> = labels
+            .iter()
+            .map(|(l, v)| {
+                format!(
+                    "{l} {:.2} ({} fr)",
+                    v["best_score"].as_f64().unwrap_or(0.0),
+                    v["frames"]
+                )
+            })
+            .collect();
+        println!(
+            "    {} {:>7.2}–{:<7.2} s  {:>3} frames  {}",
+            c["clip"].as_str().unwrap_or("?"),
+            c["start_s"].as_f64().unwrap_or(0.0),
+            c["end_s"].as_f64().unwrap_or(0.0),
+            c["frames"],
+            seen.join(", ")
+        );
+    }
+    let answer = &body["answer"];
+    if !answer.is_null() {
+        println!(
+            "  answer to {}: {}",
+            answer["query"],
+            answer["message"].as_str().unwrap_or("")
+        );
+        for (i, m) in answer["clips"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .enumerate()
+        {
+            println!(
+                "    {}. {} {:.2}–{:.2} s  score {}  {}",
+                i + 1,
+                m["clip"].as_str().unwrap_or("?"),
+                m["start_s"].as_f64().unwrap_or(0.0),
+                m["end_s"].as_f64().unwrap_or(0.0),
+                m["score"],
+                m["why"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+    }
+    println!("  stages (call time, summed over clips for per-clip stages):");
+    if let Some(stages) = body["stages"].as_object() {
+        for (name, s) in stages {
+            let clips = s["clips"]
+                .as_u64()
+                .map(|n| format!(", {n} clips"))
+                .unwrap_or_default();
+            println!(
+                "    {name:<15} {:>6} ms{clips}, {} attempts",
+                s["call_ms"], s["attempts"]
+            );
+        }
+    }
+    let t = &body["timings"];
+    println!(
+        "  drive {} ms = stages {} ms + orchestration {} ms",
+        t["drive_ms"], t["stage_ms"], t["orchestration_ms"]
+    );
 }

@@ -212,6 +212,12 @@ pub struct OrchestratorConfig {
     pub drain_window: Duration,
     /// How long `POST /` waits for a result before answering 202.
     pub sync_window: Duration,
+    /// Clip lengths the cuts aim for: at least this (when the video allows) …
+    pub clip_min_s: f64,
+    /// … and at most this.
+    pub clip_max_s: f64,
+    /// Frames per second of each clip that object detection looks at.
+    pub frames_per_second: f64,
 }
 
 impl OrchestratorConfig {
@@ -223,6 +229,23 @@ impl OrchestratorConfig {
             return Err(ConfigError {
                 var: "MAX_CONCURRENT_INVOCATIONS",
                 reason: "must be at least 1".into(),
+            });
+        }
+        let clip_min_s: f64 = parse(lookup, "FAVE_CLIP_MIN_SECS", 5.0)?;
+        let clip_max_s: f64 = parse(lookup, "FAVE_CLIP_MAX_SECS", 20.0)?;
+        let lengths_ok = clip_min_s >= 0.0 && clip_min_s <= clip_max_s;
+        if !(lengths_ok && clip_max_s >= 1.0 && clip_max_s.is_finite()) {
+            return Err(ConfigError {
+                var: "FAVE_CLIP_MAX_SECS",
+                reason: "need 0 ≤ FAVE_CLIP_MIN_SECS ≤ FAVE_CLIP_MAX_SECS, and the maximum ≥ 1"
+                    .into(),
+            });
+        }
+        let frames_per_second: f64 = parse(lookup, "FAVE_FRAMES_PER_SEC", 1.0)?;
+        if !(0.01..=30.0).contains(&frames_per_second) {
+            return Err(ConfigError {
+                var: "FAVE_FRAMES_PER_SEC",
+                reason: "must be within 0.01..=30".into(),
             });
         }
         Ok(Self {
@@ -242,6 +265,9 @@ impl OrchestratorConfig {
             ),
             drain_window: Duration::from_secs(parse(lookup, "FAVE_DRAIN_SECS", 10u64)?),
             sync_window: Duration::from_secs(parse(lookup, "FAVE_SYNC_WINDOW_SECS", 300u64)?),
+            clip_min_s,
+            clip_max_s,
+            frames_per_second,
         })
     }
 }
@@ -311,6 +337,10 @@ mod tests {
             ("FAVE_LOCAL_MODE", "maybe"),
             ("FAVE_BUCKET", "Bad_Bucket"),
             ("FAVE_BUCKET", "../x"),
+            ("FAVE_CLIP_MIN_SECS", "five"),
+            ("FAVE_CLIP_MAX_SECS", "0.5"),
+            ("FAVE_CLIP_MAX_SECS", "3"),
+            ("FAVE_FRAMES_PER_SEC", "0"),
         ];
         for (var, value) in cases {
             let err = OrchestratorConfig::from_lookup(&lookup(&[(var, value)])).unwrap_err();

@@ -10,6 +10,7 @@
 //! - [`gateway`]: the client that invokes functions through the OpenFaaS gateway.
 //! - [`retry`]: the one retry policy type.
 //! - [`server`], [`telemetry`]: serving a router with graceful shutdown; logging set-up.
+//! - [`tool`]: running ffmpeg and friends.
 
 pub mod config;
 pub mod error;
@@ -23,3 +24,4 @@ pub mod stage;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod tool;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{RequestId, StageName};
+use crate::ids::{ClipId, RequestId, StageName};
 
 /// Bumped when the layout of `state.json` changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -296,6 +296,27 @@ fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> u64 {
     (b - a).num_milliseconds().max(0) as u64
 }
 
+/// One clip of the video and its per-clip tasks, in pipeline order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipState {
+    pub clip: ClipId,
+    pub start_s: f64,
+    pub end_s: f64,
+    /// The clip's video.
+    pub key: String,
+    pub tasks: Vec<StageState>,
+}
+
+impl ClipState {
+    pub fn task(&self, name: &StageName) -> Option<&StageState> {
+        self.tasks.iter().find(|s| &s.name == name)
+    }
+
+    pub fn task_mut(&mut self, name: &StageName) -> Option<&mut StageState> {
+        self.tasks.iter_mut().find(|s| &s.name == name)
+    }
+}
+
 /// The copy of the user's video in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputObject {
@@ -332,6 +353,9 @@ pub struct RequestState {
     pub submission: Submission,
     pub input: Option<InputObject>,
     pub stages: Vec<StageState>,
+    /// The clips, once the stage that cuts them has run; each with its per-clip tasks.
+    #[serde(default)]
+    pub clips: Vec<ClipState>,
     #[serde(flatten)]
     pub failure: Option<Failure>,
     pub lease: Option<Lease>,
@@ -360,6 +384,7 @@ impl RequestState {
             submission,
             input: None,
             stages,
+            clips: Vec::new(),
             failure: None,
             lease: None,
             drivers: Vec::new(),

@@ -10,28 +10,28 @@
 //! - Finished steps are never redone: the input is copied in once, stages that succeeded are
 //!   skipped, and a stage that already wrote its manifest returns it (the stage harness).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fave_common::error::ApiError;
 use fave_common::gateway::{GatewayClient, InvokeError};
-use fave_common::ids::{RequestId, StageName};
+use fave_common::ids::{ClipId, RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
 use fave_common::stage::{Manifest, StageCall};
 use fave_common::state::{
-    DriverRecord, IllegalTransition, InputObject, Lease, RequestEvent, RequestState, RequestStatus,
-    StageEvent, StageStatus,
+    ClipState, DriverRecord, IllegalTransition, InputObject, Lease, RequestEvent, RequestState,
+    RequestStatus, StageEvent, StageState, StageStatus,
 };
 use fave_common::storage::{Storage, StorageError};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::input::{self, Fetched, Limits, Source};
-use crate::pipeline::StageSpec;
+use crate::pipeline::{self, FanOut, InputContext, Params, StageSpec};
 
 /// Why driving stopped without reaching a terminal state.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +174,9 @@ pub struct Driver<'a> {
     pub http: &'a reqwest::Client,
     pub stages: &'a [StageSpec],
     pub invocations: &'a Semaphore,
+    /// At most this many clips move through the per-clip chain at once.
+    pub fan_out: usize,
+    pub params: &'a Params,
     /// Caps every stage's own timeout.
     pub max_stage_timeout: Duration,
     pub local_mode: bool,
@@ -225,42 +228,130 @@ impl Driver<'_> {
             }
         }
         let started = Instant::now();
-        for spec in self.stages {
-            let name: StageName = spec
-                .name
-                .parse()
-                .map_err(|e| illegal("pipeline", format!("{e}")))?;
-            let done = t
-                .lock()
-                .await
-                .state
-                .stage(&name)
-                .is_some_and(|s| s.status.is_terminal());
+        let (once, per_clip): (Vec<&StageSpec>, Vec<&StageSpec>) =
+            self.stages.iter().partition(|s| s.fan_out == FanOut::Once);
+        for spec in once {
+            let task = Task::request_wide(spec)?;
+            let done = task_done(&t.lock().await.state, &task);
             if done {
                 continue;
             }
-            if let Err(failure) = self.run_stage(t, spec, &name).await? {
-                let mut t = t.lock().await;
-                let detail = format!("{}: {failure}", spec.name);
-                t.state.apply(
-                    RequestEvent::Fail {
-                        code: failure.code(),
-                        detail,
-                    },
-                    Utc::now(),
-                )?;
-                t.commit().await?;
-                return self.forget(&t.state.request_id).await;
+            if let Err(failure) = self.run_stage(t, spec, &task).await? {
+                return self.fail(t, &task, failure).await;
+            }
+        }
+        if !per_clip.is_empty() {
+            self.make_clips(t, &per_clip).await?;
+            if let Err((task, failure)) = self.run_clips(t, &per_clip).await? {
+                return self.fail(t, &task, failure).await;
             }
         }
         let mut t = t.lock().await;
-        let result = aggregate(&t.state, started.elapsed());
+        let result = crate::result::build(self.storage, &t.state, started.elapsed()).await?;
         let result_key = RequestKeys::new(&t.state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
         t.state.result_key = Some(result_key);
         t.state.apply(RequestEvent::Complete, Utc::now())?;
         t.commit().await?;
         self.forget(&t.state.request_id).await
+    }
+
+    /// Fails the request for good: `task` ran out of attempts or failed for good.
+    async fn fail(&self, t: &Mutex<Tracked>, task: &Task, failure: InvokeError) -> Step {
+        let mut t = t.lock().await;
+        let detail = format!("{task}: {failure}");
+        t.state.apply(
+            RequestEvent::Fail {
+                code: failure.code(),
+                detail,
+            },
+            Utc::now(),
+        )?;
+        t.commit().await?;
+        self.forget(&t.state.request_id).await
+    }
+
+    /// Records the clips that the clip source cut, each with its per-clip tasks pending;
+    /// once only, so a resumed request keeps its clips and what they have done.
+    async fn make_clips(&self, t: &Mutex<Tracked>, per_clip: &[&StageSpec]) -> Step {
+        let mut t = t.lock().await;
+        if !t.state.clips.is_empty() {
+            return Ok(());
+        }
+        let listed = pipeline::data(&t.state, pipeline::CLIP_SOURCE)
+            .map(|d| d["clips"].clone())
+            .map_err(|e| illegal("making clips", e))?;
+        #[derive(serde::Deserialize)]
+        struct Cut {
+            clip: ClipId,
+            start_s: f64,
+            end_s: f64,
+            key: String,
+        }
+        let cuts: Vec<Cut> = serde_json::from_value(listed)
+            .map_err(|e| illegal("making clips", format!("a bad clip list: {e}")))?;
+        let mut clips = Vec::with_capacity(cuts.len());
+        for cut in cuts {
+            let tasks = per_clip
+                .iter()
+                .map(|spec| {
+                    Ok(StageState::new(
+                        Task::request_wide(spec)?.name,
+                        spec.function,
+                    ))
+                })
+                .collect::<Result<Vec<_>, IllegalTransition>>()?;
+            clips.push(ClipState {
+                clip: cut.clip,
+                start_s: cut.start_s,
+                end_s: cut.end_s,
+                key: cut.key,
+                tasks,
+            });
+        }
+        t.state.clips = clips;
+        t.commit().await
+    }
+
+    /// Runs every clip through the per-clip chain, `fan_out` clips at a time, each clip
+    /// going on to its next task as soon as its previous one is done. Stops at the first
+    /// task that fails for good, and returns it.
+    async fn run_clips(
+        &self,
+        t: &Mutex<Tracked>,
+        chain: &[&StageSpec],
+    ) -> Result<Result<(), (Task, InvokeError)>, DriveError> {
+        let clips: Vec<ClipId> = t
+            .lock()
+            .await
+            .state
+            .clips
+            .iter()
+            .map(|c| c.clip.clone())
+            .collect();
+        let run_chain = |clip: ClipId| async move {
+            for spec in chain {
+                let task = Task::for_clip(spec, &clip)?;
+                if task_done(&t.lock().await.state, &task) {
+                    continue;
+                }
+                if let Err(failure) = self.run_stage(t, spec, &task).await? {
+                    return Ok(Err((task, failure)));
+                }
+            }
+            Ok::<_, DriveError>(Ok(()))
+        };
+        // The driver's own trouble and the first task that failed for good both end the
+        // fan-out; the clips still in flight are dropped with it.
+        let mut running = futures::stream::iter(clips)
+            .map(run_chain)
+            .buffer_unordered(self.fan_out.max(1));
+        while let Some(ended) = running.next().await {
+            if let Err(failed) = ended? {
+                return Ok(Err(failed));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Removes a terminal request from the active index.
@@ -332,31 +423,44 @@ impl Driver<'_> {
         &self,
         t: &Mutex<Tracked>,
         spec: &StageSpec,
-        name: &StageName,
+        task: &Task,
     ) -> Result<Result<(), InvokeError>, DriveError> {
-        let call = {
-            let t = t.lock().await;
-            let input = (spec.input)(&t.state)
-                .map_err(|e| illegal("building a stage input", format!("{}: {e}", spec.name)))?;
-            StageCall {
-                request_id: t.state.request_id.clone(),
-                stage: name.clone(),
-                clip: None,
-                idempotency_key: idempotency_key(
-                    t.state.request_id.as_str(),
-                    spec.name,
-                    None,
-                    &input,
-                ),
-                input,
-            }
-        };
+        let call =
+            {
+                let t = t.lock().await;
+                let clip =
+                    match &task.clip {
+                        Some(id) => Some(t.state.clips.iter().find(|c| &c.clip == id).ok_or_else(
+                            || illegal("building a stage input", format!("no {id}")),
+                        )?),
+                        None => None,
+                    };
+                let cx = InputContext {
+                    state: &t.state,
+                    clip,
+                    params: self.params,
+                };
+                let input = (spec.input)(&cx)
+                    .map_err(|e| illegal("building a stage input", format!("{task}: {e}")))?;
+                StageCall {
+                    request_id: t.state.request_id.clone(),
+                    stage: task.name.clone(),
+                    clip: task.clip.clone(),
+                    idempotency_key: idempotency_key(
+                        t.state.request_id.as_str(),
+                        spec.name,
+                        task.clip.as_ref().map(ClipId::as_str),
+                        &input,
+                    ),
+                    input,
+                }
+            };
         let timeout = spec.timeout.min(self.max_stage_timeout);
         let mut delays = spec.retry.delays();
         loop {
             {
                 let mut t = t.lock().await;
-                let stage = stage_mut(&mut t, name)?;
+                let stage = task_mut(&mut t, task)?;
                 if stage.status == StageStatus::Running {
                     // A driver that is gone left this attempt open: close it as lost, then
                     // try again. The stage's manifest, if it got that far, makes it quick.
@@ -372,7 +476,7 @@ impl Driver<'_> {
                 }
                 stage.apply(StageEvent::Start, Utc::now())?;
                 let owner = t.holder.owner.clone();
-                if let Some(attempt) = stage_mut(&mut t, name)?.current_attempt() {
+                if let Some(attempt) = task_mut(&mut t, task)?.current_attempt() {
                     attempt.driver = Some(owner);
                 }
                 t.commit().await?;
@@ -383,7 +487,7 @@ impl Driver<'_> {
             };
             let mut t = t.lock().await;
             let now = Utc::now();
-            let stage = stage_mut(&mut t, name)?;
+            let stage = task_mut(&mut t, task)?;
             let failure = match outcome.map(|inv| {
                 let manifest = serde_json::from_slice::<Manifest<Value>>(&inv.body);
                 (inv, manifest)
@@ -427,14 +531,14 @@ impl Driver<'_> {
             let (code, detail) = (failure.code(), failure.to_string());
             match failure.is_transient().then(|| delays.next()).flatten() {
                 Some(delay) => {
-                    tracing::warn!(stage = spec.name, error = %failure, ?delay, "stage attempt failed; retrying");
+                    tracing::warn!(%task, error = %failure, ?delay, "stage attempt failed; retrying");
                     stage.apply(StageEvent::Retry { code, detail }, now)?;
                     t.commit().await?;
                     drop(t);
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    tracing::warn!(stage = spec.name, error = %failure, "stage failed");
+                    tracing::warn!(%task, error = %failure, "stage failed");
                     stage.apply(StageEvent::Fail { code, detail }, now)?;
                     t.commit().await?;
                     return Ok(Err(failure));
@@ -489,15 +593,66 @@ fn storage_trouble(e: ApiError) -> StorageError {
     }
 }
 
-fn stage_mut<'a>(
-    t: &'a mut Tracked,
-    name: &StageName,
-) -> Result<&'a mut fave_common::state::StageState, IllegalTransition> {
+/// One unit of work: a request-wide stage, or a stage of one clip.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: StageName,
+    pub clip: Option<ClipId>,
+}
+
+impl Task {
+    fn request_wide(spec: &StageSpec) -> Result<Self, IllegalTransition> {
+        let name = spec
+            .name
+            .parse()
+            .map_err(|e| illegal("pipeline", format!("{e}")))?;
+        Ok(Self { name, clip: None })
+    }
+
+    fn for_clip(spec: &StageSpec, clip: &ClipId) -> Result<Self, IllegalTransition> {
+        Ok(Self {
+            clip: Some(clip.clone()),
+            ..Self::request_wide(spec)?
+        })
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.clip {
+            Some(clip) => write!(f, "{} on {clip}", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+fn task_state<'a>(state: &'a RequestState, task: &Task) -> Option<&'a StageState> {
+    match &task.clip {
+        Some(id) => state.clips.iter().find(|c| &c.clip == id)?.task(&task.name),
+        None => state.stage(&task.name),
+    }
+}
+
+/// Whether a task has ended (succeeded, or skipped): finished work is never redone.
+fn task_done(state: &RequestState, task: &Task) -> bool {
+    task_state(state, task).is_some_and(|s| s.status.is_terminal())
+}
+
+fn task_mut<'a>(t: &'a mut Tracked, task: &Task) -> Result<&'a mut StageState, IllegalTransition> {
     let status = t.state.status;
-    t.state.stage_mut(name).ok_or_else(|| {
+    let found = match &task.clip {
+        Some(id) => t
+            .state
+            .clips
+            .iter_mut()
+            .find(|c| &c.clip == id)
+            .and_then(|c| c.task_mut(&task.name)),
+        None => t.state.stage_mut(&task.name),
+    };
+    found.ok_or_else(|| {
         illegal(
             &format!("{status:?}"),
-            format!("a stage {name} that the request does not have"),
+            format!("a task {task} that the request does not have"),
         )
     })
 }
@@ -512,51 +667,6 @@ pub fn idempotency_key(request: &str, stage: &str, clip: Option<&str>, input: &V
     // serde_json's Value keeps object keys sorted, so equal inputs serialise equally.
     h.update(input.to_string().as_bytes());
     hex::encode(&h.finalize()[..16])
-}
-
-/// `final.json`: what the request produced, and where its time went.
-pub fn aggregate(state: &RequestState, drive_time: Duration) -> Value {
-    let mut stages = BTreeMap::new();
-    let mut stage_call_ms = 0u64;
-    for s in &state.stages {
-        let call_ms = s
-            .metrics
-            .get("call_ms")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        stage_call_ms += call_ms;
-        stages.insert(
-            s.name.to_string(),
-            json!({
-                "status": s.status,
-                "outputs": s.outputs,
-                "attempts": s.attempts.len(),
-                "call_ms": call_ms,
-                "work_ms": s.metrics.get("work_ms"),
-            }),
-        );
-    }
-    let media = state
-        .stages
-        .iter()
-        .find(|s| s.name.as_str() == "stage-ffmpeg-0")
-        .and_then(|s| s.metrics.get("data"))
-        .cloned();
-    let drive_ms = drive_time.as_millis() as u64;
-    json!({
-        "request_id": state.request_id,
-        "status": RequestStatus::Completed,
-        "submission": state.submission,
-        "input": state.input,
-        "media": media,
-        "stages": stages,
-        "timings": {
-            "drive_ms": drive_ms,
-            "stage_calls_ms": stage_call_ms,
-            // State writes, scheduling and everything else that is not a stage call.
-            "orchestration_ms": drive_ms.saturating_sub(stage_call_ms),
-        },
-    })
 }
 
 #[cfg(test)]

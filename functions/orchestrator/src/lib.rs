@@ -10,6 +10,8 @@
 pub mod driver;
 pub mod input;
 pub mod pipeline;
+pub mod query;
+pub mod result;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub struct App {
     pub gateway: GatewayClient,
     http: reqwest::Client,
     stages: Vec<StageSpec>,
+    params: pipeline::Params,
     invocations: Semaphore,
     /// Fired by SIGTERM: drivers persist their state, release their leases and stop.
     pub shutdown: CancellationToken,
@@ -66,12 +69,18 @@ impl App {
             .build()
             .expect("a client with a connect timeout and a redirect limit always builds");
         let invocations = Semaphore::new(config.max_concurrent_invocations);
+        let params = pipeline::Params {
+            clip_min_s: config.clip_min_s,
+            clip_max_s: config.clip_max_s,
+            frames_per_second: config.frames_per_second,
+        };
         Arc::new(Self {
             config,
             storage,
             gateway,
             http,
             stages: pipeline::stages(),
+            params,
             invocations,
             shutdown: CancellationToken::new(),
             drivers: TaskTracker::new(),
@@ -100,6 +109,8 @@ impl App {
             http: &self.http,
             stages: &self.stages,
             invocations: &self.invocations,
+            fan_out: self.config.max_concurrent_invocations,
+            params: &self.params,
             max_stage_timeout: self.config.stage_timeout,
             local_mode: self.config.local_mode,
             input_limits: self.limits(),

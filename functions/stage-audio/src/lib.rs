@@ -29,6 +29,7 @@
 //! * `onset` — onset envelope and librosa's peak picker;
 //! * `split` — non-silent intervals from RMS;
 //! * `cuts` — [`propose_cuts`];
+//! * [`function`] — the `stage-audio` function serving all this to the pipeline;
 //! * this file — the result types, errors and wav entry points.
 //!
 //! # Precision
@@ -61,6 +62,7 @@ use std::path::Path;
 
 mod cuts;
 mod extractor;
+pub mod function;
 mod mel;
 mod onset;
 mod spectrum;

@@ -14,7 +14,9 @@
 //!
 //! Layout: [`Detector`] (this file) loads the model and runs one image through
 //! letterboxing (`letterbox.rs`), the network, head decoding and per-class
-//! NMS (`postprocess.rs`); `cfg.rs` parses the cfg.
+//! NMS (`postprocess.rs`); `cfg.rs` parses the cfg; [`function`] serves it as the
+//! `stage-detect` function of the pipeline, with the model loaded once per process
+//! ([`model_dir`] says where from).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), stage_detect::DetectError> {
@@ -27,6 +29,7 @@
 //! ```
 
 mod cfg;
+pub mod function;
 mod letterbox;
 mod postprocess;
 
@@ -47,6 +50,22 @@ pub const MODEL_FILE: &str = "model.onnx";
 pub const CFG_FILE: &str = "yolov3-tiny.cfg";
 /// Class labels, one per line.
 pub const LABELS_FILE: &str = "coco.names";
+
+/// Where the model directory is: `FAVE_MODEL_DIR`, else `$FAVE_MODELS/yolov3-tiny`, else
+/// `~/.cache/fave-tools/models/yolov3-tiny` (where `scripts/fetch-model` puts it).
+pub fn model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FAVE_MODEL_DIR") {
+        return PathBuf::from(dir);
+    }
+    let models = std::env::var_os("FAVE_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/fave-tools/models"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/openfaas/models"));
+    models.join("yolov3-tiny")
+}
 
 /// Everything that can go wrong loading the model or detecting.
 #[derive(Debug, thiserror::Error)]

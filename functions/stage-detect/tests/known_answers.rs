@@ -15,13 +15,6 @@ use std::sync::OnceLock;
 
 use stage_detect::{DetectOptions, Detection, Detector, iou};
 
-fn model_dir() -> PathBuf {
-    let root = std::env::var_os("FAVE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/fave-tools/models"));
-    root.join("yolov3-tiny")
-}
-
 fn sample(name: &str) -> image::RgbImage {
     let dir = std::env::var_os("FAVE_SAMPLES")
         .map(PathBuf::from)
@@ -35,7 +28,8 @@ fn sample(name: &str) -> image::RgbImage {
 fn detector() -> &'static Detector {
     static DET: OnceLock<Detector> = OnceLock::new();
     DET.get_or_init(|| {
-        Detector::load(model_dir()).unwrap_or_else(|e| panic!("{e} (run scripts/fetch-model)"))
+        Detector::load(stage_detect::model_dir())
+            .unwrap_or_else(|e| panic!("{e} (run scripts/fetch-model)"))
     })
 }
 

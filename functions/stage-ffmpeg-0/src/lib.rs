@@ -4,9 +4,12 @@
 //! - `probe.json`: ffprobe's view of the input;
 //! - `video.mp4`: the canonical H.264 mp4 (yuv420p, at most 1280 px wide) with a keyframe
 //!   forced every `keyframe_interval_s`, so later cuts by stream copy land exactly on them;
-//! - `audio.wav`: mono 16-bit PCM at `sample_rate` Hz, when the input has sound.
+//! - `audio.wav`: mono 16-bit PCM at `sample_rate` Hz, when the input has sound;
+//! - in its result, the times of the scene changes ffmpeg's `scene` score finds above
+//!   `scene_threshold` (the cut candidates that stage-audio combines with the sound's).
 //!
-//! One ffmpeg process decodes the input once and writes both outputs. A file ffprobe cannot
+//! One ffmpeg process decodes the input once and writes every output, so scene detection
+//! costs no second decode. A file ffprobe cannot
 //! read, or one with no video stream, is `invalid_media` (422, final).
 
 use std::collections::BTreeMap;
@@ -16,6 +19,7 @@ use std::time::Instant;
 use fave_common::ids::StageName;
 use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::tool::{self, dir_and_name as split};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
@@ -31,6 +35,9 @@ pub struct Input {
     pub keyframe_interval_s: f64,
     #[serde(default = "default_sample_rate")]
     pub sample_rate: u32,
+    /// ffmpeg's scene score (0..1) above which a frame starts a new scene.
+    #[serde(default = "default_scene_threshold")]
+    pub scene_threshold: f64,
 }
 
 fn default_keyframe_interval() -> f64 {
@@ -40,6 +47,13 @@ fn default_keyframe_interval() -> f64 {
 fn default_sample_rate() -> u32 {
     22_050
 }
+
+fn default_scene_threshold() -> f64 {
+    0.3
+}
+
+/// At most this many scene changes are kept (a strobing video must not bloat the result).
+const MAX_SCENE_CHANGES: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
@@ -52,6 +66,8 @@ pub struct Output {
     pub source_bytes: u64,
     pub keyframe_interval_s: f64,
     pub sample_rate: u32,
+    /// Times (s) where a new scene starts, increasing.
+    pub scene_changes: Vec<f64>,
     /// Time spent in ffprobe and ffmpeg, the rest being storage.
     pub ffmpeg_ms: u64,
 }
@@ -94,6 +110,11 @@ impl Stage for Ffmpeg0 {
                 "keyframe_interval_s must be within 0.1..=10".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&input.scene_threshold) {
+            return Err(StageError::InvalidInput(
+                "scene_threshold must be within 0..=1".into(),
+            ));
+        }
         if !(8_000..=48_000).contains(&input.sample_rate) {
             return Err(StageError::InvalidInput(
                 "sample_rate must be within 8000..=48000".into(),
@@ -113,13 +134,17 @@ impl Stage for Ffmpeg0 {
             .map_err(|e| StageError::Internal(format!("writing probe.json: {e}")))?;
         let video = ctx.workdir.join("video.mp4");
         let audio = ctx.workdir.join("audio.wav");
+        let scenes = ctx.workdir.join("scenes.txt");
         normalize(
             &source,
             &video,
             info.has_audio.then_some(audio.as_path()),
+            &scenes,
             input,
         )
         .await?;
+        let scene_log = tokio::fs::read_to_string(&scenes).await.unwrap_or_default();
+        let scene_changes = parse_scene_log(&scene_log);
         let canonical = media_info(&ffprobe(&video).await?)?;
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
@@ -151,49 +176,16 @@ impl Stage for Ffmpeg0 {
                 source_bytes,
                 keyframe_interval_s: input.keyframe_interval_s,
                 sample_rate: input.sample_rate,
+                scene_changes,
                 ffmpeg_ms,
             },
         })
     }
 }
 
-/// Runs a command in `dir` (where its files are, so they are named relative to it and no
-/// absolute temp path reaches an error message), returning stdout; a failure carries the
-/// tail of stderr.
-async fn run_tool(command: &mut Command, dir: &Path, what: &str) -> Result<Vec<u8>, String> {
-    let out = command
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("could not run {what}: {e}"))?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: String = stderr
-        .chars()
-        .rev()
-        .take(400)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(format!("{what} failed ({}): {}", out.status, tail.trim()))
-}
-
-/// A file's directory and name, to run a tool beside it.
-fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
-    (
-        path.parent().unwrap_or(Path::new(".")),
-        path.file_name().unwrap_or(path.as_os_str()),
-    )
-}
-
 /// ffprobe's JSON description of a file. A file ffprobe cannot read is not media.
 pub async fn ffprobe(path: &Path) -> Result<serde_json::Value, StageError> {
-    let stdout = run_tool(
+    let stdout = tool::run(
         Command::new("ffprobe")
             .args([
                 "-v",
@@ -248,20 +240,51 @@ pub fn media_info(probe: &serde_json::Value) -> Result<MediaInfo, StageError> {
     })
 }
 
-/// One ffmpeg run: the canonical mp4 and, if wanted, the mono wav.
+/// The times of ffmpeg's `metadata=print` log: one `frame:N pts:P pts_time:T` line per
+/// selected frame (followed by its metadata lines).
+pub fn parse_scene_log(log: &str) -> Vec<f64> {
+    let mut times: Vec<f64> = log
+        .lines()
+        .filter(|l| l.starts_with("frame:"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("pts_time:"))
+        })
+        .filter_map(|t| t.parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .take(MAX_SCENE_CHANGES)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    times
+}
+
+/// One ffmpeg run: the canonical mp4, the mono wav if wanted, and the scene-change log.
 async fn normalize(
     source: &Path,
     video: &Path,
     audio: Option<&Path>,
+    scenes: &Path,
     input: &Input,
 ) -> Result<(), StageError> {
     let mut cmd = Command::new("ffmpeg");
-    // All three files are in the work directory; they are named relative to it.
+    // The decoded video is scaled to even dimensions (yuv420p needs them) at most 1280
+    // wide, then split: one branch is encoded, the other (shrunk, which is plenty for a
+    // scene score) goes through `select` and logs the frames that start a scene. Every
+    // file is in the work directory and named relative to it.
+    let graph = format!(
+        "[0:v:0]scale='trunc(min(1280,iw)/2)*2':-2,split=2[v][s];\
+         [s]scale=160:-2,select='gt(scene,{})',metadata=print:file={},nullsink",
+        input.scene_threshold,
+        split(scenes).1.to_string_lossy(),
+    );
     cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
         .arg(split(source).1)
+        .arg("-filter_complex")
+        .arg(graph)
         .args([
             "-map",
-            "0:v:0",
+            "[v]",
             "-map",
             "0:a:0?",
             "-c:v",
@@ -272,9 +295,6 @@ async fn normalize(
             "23",
             "-pix_fmt",
             "yuv420p",
-            // Even dimensions (yuv420p needs them), at most 1280 wide.
-            "-vf",
-            "scale='trunc(min(1280,iw)/2)*2':-2",
             "-force_key_frames",
         ])
         .arg(format!(
@@ -298,7 +318,7 @@ async fn normalize(
             .args(["-c:a", "pcm_s16le"])
             .arg(split(audio).1);
     }
-    run_tool(&mut cmd, split(source).0, "ffmpeg")
+    tool::run(&mut cmd, split(source).0, "ffmpeg")
         .await
         .map_err(StageError::InvalidMedia)?;
     Ok(())
@@ -324,6 +344,15 @@ mod tests {
         assert_eq!(info.duration_s, 12.5);
         assert!(info.has_audio);
         assert_eq!(info.video_codec, "h264");
+    }
+
+    #[test]
+    fn scene_log_gives_sorted_positive_times() {
+        let log = "frame:0    pts:4096    pts_time:12.32\nlavfi.scene_score=0.4\n\
+                   frame:1    pts:16    pts_time:3.5\nlavfi.scene_score=0.9\n\
+                   frame:2    pts:0    pts_time:0\nframe:3 pts:1 pts_time:nan\n";
+        assert_eq!(parse_scene_log(log), vec![3.5, 12.32]);
+        assert!(parse_scene_log("").is_empty());
     }
 
     #[test]

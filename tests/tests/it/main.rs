@@ -3,6 +3,7 @@
 //! They use the embedded S3 server unless `AWS_ENDPOINT_URL` names another S3-compatible
 //! server (CI runs them a second time against moto that way).
 
+mod analysis;
 mod bad_input;
 mod durability;
 mod faults;

@@ -240,6 +240,20 @@ async fn a_video_without_sound_completes_without_a_wav() {
     let outputs = &answer["stages"]["stage-ffmpeg-0"]["outputs"];
     assert!(outputs.get("audio").is_none(), "{outputs}");
     assert!(outputs.get("video").is_some());
+    // No sound: the audio stage still runs and proposes no cut. Shorter than the shortest
+    // clip: the whole video is one clip, the canonical video itself, with frames looked at.
+    assert_eq!(answer["audio"]["has_audio"], false);
+    assert_eq!(answer["audio"]["cuts"], json!([]));
+    let clips = answer["clips"].as_array().expect("clips");
+    assert_eq!(clips.len(), 1, "{clips:?}");
+    assert_eq!(clips[0]["start_s"], 0.0);
+    assert!((clips[0]["end_s"].as_f64().expect("a number") - 2.5).abs() < 0.1);
+    assert_eq!(clips[0]["key"], outputs["video"]);
+    assert_eq!(
+        clips[0]["frames"], 3,
+        "1 frame a second of 2.5 s: at 0, 1 and 2 s"
+    );
+    assert!(answer["answer"].is_null(), "no query, no answer");
     assert_eq!(
         answer["submission"]["profile"], "warm",
         "the default profile"

@@ -253,7 +253,14 @@ impl TestStack {
     /// What the functions logged, for a failing assertion's message.
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        for name in ["orchestrator", "stage-ffmpeg-0"] {
+        for name in [
+            "orchestrator",
+            "stage-ffmpeg-0",
+            "stage-audio",
+            "stage-ffmpeg-1",
+            "stage-ffmpeg-2",
+            "stage-detect",
+        ] {
             let path = self.dir.path().join("logs").join(format!("{name}.log"));
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();

@@ -1,0 +1,314 @@
+//! `final.json`: what a completed request produced, gathered from `state.json` and the
+//! per-clip detections, with the answer to the request's query.
+//!
+//! ```text
+//! request_id, status, submission, input
+//! media        stage-ffmpeg-0's facts (duration, size, fps, sound, scene changes)
+//! audio        stage-audio's summary and cuts
+//! clips[]      clip, start_s, end_s, key, frames, labels{label: best_score, frames,
+//!              best_time_s}, detections[] {time_s, label, score, bbox}  (times in the video)
+//! answer       query, terms, labels, unknown words, clips[] ranked with why, message
+//! stages       per stage: status, outputs, attempts, call and work time (summed over clips)
+//! timings      drive_ms, stage_ms (request-wide calls + the clips' wall time), orchestration_ms
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use fave_common::state::{RequestState, RequestStatus, StageState};
+use fave_common::storage::{Storage, StorageError};
+use serde_json::{Value, json};
+
+use crate::query;
+
+/// The stage whose per-clip output is `detections.json`.
+const DETECT: &str = "stage-detect";
+
+/// Builds `final.json` for a request whose stages have all succeeded.
+pub async fn build(
+    storage: &Storage,
+    state: &RequestState,
+    drive_time: Duration,
+) -> Result<Value, StorageError> {
+    let mut clips = Vec::with_capacity(state.clips.len());
+    for clip in &state.clips {
+        let detect = clip.tasks.iter().find(|t| t.name.as_str() == DETECT);
+        let summary = detect.and_then(|t| t.metrics.get("data"));
+        let detections = match detect.and_then(|t| t.outputs.get("detections")) {
+            Some(key) => storage
+                .get_json::<Vec<Value>>(key)
+                .await?
+                .map(|(frames, _)| flatten(&frames, clip.start_s))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let labels: BTreeMap<String, Value> = summary
+            .and_then(|d| d["labels"].as_object())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(label, s)| {
+                        let mut s = s.clone();
+                        if let Some(t) = s["best_time_s"].as_f64() {
+                            s["best_time_s"] = json!(round3(clip.start_s + t));
+                        }
+                        (label.clone(), s)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        clips.push(json!({
+            "clip": clip.clip,
+            "start_s": clip.start_s,
+            "end_s": clip.end_s,
+            "key": clip.key,
+            "frames": summary.and_then(|d| d["frames"].as_u64()).unwrap_or(0),
+            "labels": labels,
+            "detections": detections,
+        }));
+    }
+    let answer = state.submission.query.as_deref().map(|q| answer(q, &clips));
+    let request_wide = |name: &str| {
+        state
+            .stages
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .and_then(|s| s.metrics.get("data"))
+            .cloned()
+    };
+    let (stages, stage_ms) = stage_summary(state);
+    let drive_ms = drive_time.as_millis() as u64;
+    Ok(json!({
+        "request_id": state.request_id,
+        "status": RequestStatus::Completed,
+        "submission": state.submission,
+        "input": state.input,
+        "media": request_wide("stage-ffmpeg-0"),
+        "audio": request_wide("stage-audio"),
+        "clips": clips,
+        "answer": answer,
+        "stages": stages,
+        "timings": {
+            "drive_ms": drive_ms,
+            "stage_ms": stage_ms,
+            // State writes, scheduling and everything else that is not a stage call.
+            "orchestration_ms": drive_ms.saturating_sub(stage_ms),
+        },
+    }))
+}
+
+/// One clip's frames (`detections.json`) as a flat list, times moved into the video's.
+fn flatten(frames: &[Value], clip_start: f64) -> Vec<Value> {
+    frames
+        .iter()
+        .flat_map(|frame| {
+            let time = round3(clip_start + frame["time_s"].as_f64().unwrap_or(0.0));
+            frame["detections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |d| {
+                    json!({
+                        "time_s": time,
+                        "label": d["label"],
+                        "score": d["score"],
+                        "bbox": d["bbox"],
+                    })
+                })
+        })
+        .collect()
+}
+
+fn round3(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
+}
+
+/// The clips that answer `text`, ranked, and what the query was understood as.
+fn answer(text: &str, clips: &[Value]) -> Value {
+    let plan = query::understand(text);
+    let evidence: Vec<query::ClipEvidence<'_>> = clips
+        .iter()
+        .map(|c| query::ClipEvidence {
+            clip: c["clip"].as_str().unwrap_or_default(),
+            start_s: c["start_s"].as_f64().unwrap_or(0.0),
+            end_s: c["end_s"].as_f64().unwrap_or(0.0),
+            labels: c["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(label, s)| {
+                    (
+                        label.as_str(),
+                        s["best_score"].as_f64().unwrap_or(0.0) as f32,
+                        s["frames"].as_u64().unwrap_or(0) as usize,
+                    )
+                })
+                .collect(),
+            frames: c["frames"].as_u64().unwrap_or(0) as usize,
+        })
+        .collect();
+    let matches = query::rank(&plan, &evidence);
+    let message = if plan.terms.is_empty() {
+        format!(
+            "nothing in the query names an object the detector knows{}",
+            unknown_suffix(&plan.unknown)
+        )
+    } else if matches.is_empty() {
+        format!(
+            "no clip shows {}{}",
+            plan.labels().join(", "),
+            unknown_suffix(&plan.unknown)
+        )
+    } else {
+        format!(
+            "{} of {} clips show {}{}",
+            matches.len(),
+            clips.len(),
+            plan.labels().join(", "),
+            unknown_suffix(&plan.unknown)
+        )
+    };
+    json!({
+        "query": text,
+        "terms": plan.terms.iter().map(|t| json!({"word": t.word, "labels": t.labels})).collect::<Vec<_>>(),
+        "labels": plan.labels(),
+        "unknown": plan.unknown,
+        "message": message,
+        "clips": matches.iter().map(|m| json!({
+            "clip": m.clip,
+            "start_s": m.start_s,
+            "end_s": m.end_s,
+            "score": (m.score * 1000.0).round() / 1000.0,
+            "matched": m.matched,
+            "why": m.why,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn unknown_suffix(unknown: &[String]) -> String {
+    if unknown.is_empty() {
+        String::new()
+    } else {
+        format!(" (words not understood: {})", unknown.join(", "))
+    }
+}
+
+/// Per stage (per-clip tasks summed over the clips): status, outputs, attempts and times;
+/// and the time spent in stages: request-wide calls plus the per-clip phase's wall time.
+fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
+    let mut stages = BTreeMap::new();
+    let mut stage_ms = 0;
+    for s in &state.stages {
+        let call_ms = metric(s, "call_ms");
+        stage_ms += call_ms;
+        stages.insert(
+            s.name.to_string(),
+            json!({
+                "status": s.status,
+                "outputs": s.outputs,
+                "attempts": s.attempts.len(),
+                "call_ms": call_ms,
+                "work_ms": metric(s, "work_ms"),
+            }),
+        );
+    }
+    let tasks: Vec<&StageState> = state.clips.iter().flat_map(|c| &c.tasks).collect();
+    let mut per_clip: BTreeMap<String, (usize, usize, u64, u64)> = BTreeMap::new();
+    for t in &tasks {
+        let e = per_clip.entry(t.name.to_string()).or_default();
+        e.0 += 1;
+        e.1 += t.attempts.len();
+        e.2 += metric(t, "call_ms");
+        e.3 += metric(t, "work_ms");
+    }
+    for (name, (clips, attempts, call_ms, work_ms)) in per_clip {
+        stages.insert(
+            name,
+            json!({
+                "clips": clips,
+                "attempts": attempts,
+                "call_ms": call_ms,
+                "work_ms": work_ms,
+            }),
+        );
+    }
+    let first: Option<DateTime<Utc>> = tasks.iter().filter_map(|t| t.started_at).min();
+    let last: Option<DateTime<Utc>> = tasks.iter().filter_map(|t| t.ended_at).max();
+    if let (Some(a), Some(b)) = (first, last) {
+        stage_ms += (b - a).num_milliseconds().max(0) as u64;
+    }
+    (stages, stage_ms)
+}
+
+fn metric(s: &StageState, name: &str) -> u64 {
+    s.metrics.get(name).and_then(Value::as_u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(id: &str, start: f64, labels: Value, frames: u64) -> Value {
+        json!({"clip": id, "start_s": start, "end_s": start + 10.0, "labels": labels, "frames": frames})
+    }
+
+    #[test]
+    fn the_answer_ranks_clips_with_the_object_and_explains() {
+        let clips = vec![
+            clip(
+                "clip-0000",
+                0.0,
+                json!({"person": {"best_score": 0.9, "frames": 5}}),
+                5,
+            ),
+            clip(
+                "clip-0001",
+                10.0,
+                json!({"car": {"best_score": 0.8, "frames": 4}}),
+                5,
+            ),
+        ];
+        let a = answer("find scenes with cars", &clips);
+        assert_eq!(a["labels"], json!(["car"]));
+        assert_eq!(a["clips"].as_array().map(Vec::len), Some(1));
+        assert_eq!(a["clips"][0]["clip"], "clip-0001");
+        assert!(
+            a["clips"][0]["why"][0]
+                .as_str()
+                .is_some_and(|w| w.contains("car"))
+        );
+        assert!(
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("1 of 2"))
+        );
+
+        let none = answer("find scenes with zebras", &clips);
+        assert_eq!(none["clips"], json!([]));
+        assert!(
+            none["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no clip shows zebra"))
+        );
+
+        let unknown = answer("find scenes with unicorns", &clips);
+        assert_eq!(unknown["unknown"], json!(["unicorns"]));
+        assert!(
+            unknown["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unicorns"))
+        );
+    }
+
+    #[test]
+    fn detections_move_into_the_videos_time() {
+        let frames = vec![json!({"time_s": 2.0, "detections": [
+            {"label": "car", "score": 0.5, "bbox": [1, 2, 3, 4], "class_id": 2}
+        ]})];
+        let flat = flatten(&frames, 20.0);
+        assert_eq!(flat.len(), 1);
+        assert_eq!(flat[0]["time_s"], 22.0);
+        assert_eq!(flat[0]["label"], "car");
+    }
+}

@@ -1,0 +1,214 @@
+//! The `stage-audio` function: the features of stage-ffmpeg-0's wav, and the clip cuts
+//! they propose together with the video's scene changes.
+//!
+//! It writes `features.json` (the per-frame series, onsets and non-silent intervals, for
+//! whoever wants the detail) and returns a summary and the cuts, which is all the
+//! pipeline needs. A video without sound is cut on its scene changes alone.
+
+use std::collections::BTreeMap;
+
+use fave_common::keys::RequestKeys;
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{AudioError, AudioFeatures, analyze_wav, propose_cuts};
+
+/// This stage's name, which is its function's name.
+pub const NAME: &str = "stage-audio";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// stage-ffmpeg-0's wav; absent when the video has no sound.
+    #[serde(default)]
+    pub audio_key: Option<String>,
+    /// The video's duration in seconds.
+    pub duration_s: f64,
+    /// Scene-change times (s) from stage-ffmpeg-0.
+    #[serde(default)]
+    pub scene_changes: Vec<f64>,
+    pub min_clip_s: f64,
+    pub max_clip_s: f64,
+}
+
+/// The summary of the features, and the cuts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub has_audio: bool,
+    /// Proposed cut times (s), increasing.
+    pub cuts: Vec<f64>,
+    pub audio_duration_s: f64,
+    pub frames: usize,
+    pub onsets: usize,
+    /// Seconds of sound (within 60 dB of the loudest frame).
+    pub non_silent_s: f64,
+    pub rms_mean: f32,
+    pub rms_max: f32,
+    pub spectral_centroid_mean_hz: f32,
+    pub zero_crossing_rate_mean: f32,
+    /// Time spent computing features and cuts, the rest being storage.
+    pub analysis_ms: u64,
+}
+
+pub struct Audio;
+
+impl Stage for Audio {
+    type Input = Input;
+    type Output = Output;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn run(
+        &self,
+        ctx: &StageContext<'_>,
+        call: &StageCall<Input>,
+    ) -> Result<Produced<Output>, StageError> {
+        let input = call.input.clone();
+        let root = RequestKeys::new(&call.request_id).root().to_owned();
+        if let Some(key) = &input.audio_key
+            && (!key.starts_with(&root) || key.contains(".."))
+        {
+            return Err(StageError::InvalidInput(format!(
+                "audio_key must be under {root}"
+            )));
+        }
+        let lengths_ok = input.min_clip_s >= 0.0
+            && input.max_clip_s > 0.0
+            && input.min_clip_s <= input.max_clip_s
+            && input.max_clip_s.is_finite();
+        if !(lengths_ok && input.duration_s > 0.0 && input.duration_s.is_finite()) {
+            return Err(StageError::InvalidInput(
+                "need 0 ≤ min_clip_s ≤ max_clip_s and a positive duration_s".into(),
+            ));
+        }
+        let wav = ctx.workdir.join("audio.wav");
+        if let Some(key) = &input.audio_key {
+            ctx.storage.get_to_file(key, &wav).await?;
+        }
+        let clock = std::time::Instant::now();
+        let has_audio = input.audio_key.is_some();
+        // The analysis is CPU-bound: off the async threads.
+        let (features, cuts) = tokio::task::spawn_blocking(move || {
+            let features = if has_audio {
+                analyze_wav(&wav)?
+            } else {
+                silence()
+            };
+            let cuts = propose_cuts(
+                &features,
+                &input.scene_changes,
+                input.duration_s,
+                input.min_clip_s,
+                input.max_clip_s,
+            );
+            Ok::<_, AudioError>((features, cuts))
+        })
+        .await
+        .map_err(|e| StageError::Internal(format!("the analysis panicked: {e}")))?
+        .map_err(|e| match e {
+            AudioError::Io(e) => StageError::Internal(format!("reading the wav: {e}")),
+            other => StageError::InvalidMedia(other.to_string()),
+        })?;
+        let analysis_ms = clock.elapsed().as_millis() as u64;
+
+        let path = ctx.workdir.join("features.json");
+        let detail = serde_json::to_vec(&detail_json(&features))
+            .map_err(|e| StageError::Internal(format!("writing features.json: {e}")))?;
+        tokio::fs::write(&path, detail)
+            .await
+            .map_err(|e| StageError::Internal(format!("writing features.json: {e}")))?;
+        let key = format!("{}features.json", call.output_prefix());
+        ctx.storage
+            .put_file(&key, &path, "application/json")
+            .await?;
+        Ok(Produced {
+            outputs: BTreeMap::from([("features".to_owned(), key)]),
+            data: summary(&features, has_audio, cuts, analysis_ms),
+        })
+    }
+}
+
+/// The features of a video with no sound: no frames, no sound.
+fn silence() -> AudioFeatures {
+    AudioFeatures {
+        sample_rate: 22_050,
+        n_samples: 0,
+        rms: Vec::new(),
+        zero_crossing_rate: Vec::new(),
+        spectral_centroid: Vec::new(),
+        onset_strength: Vec::new(),
+        onsets: Vec::new(),
+        non_silent: Vec::new(),
+    }
+}
+
+fn mean(v: &[f32]) -> f32 {
+    if v.is_empty() {
+        0.0
+    } else {
+        (v.iter().map(|x| f64::from(*x)).sum::<f64>() / v.len() as f64) as f32
+    }
+}
+
+fn summary(f: &AudioFeatures, has_audio: bool, cuts: Vec<f64>, analysis_ms: u64) -> Output {
+    Output {
+        has_audio,
+        cuts,
+        audio_duration_s: f.duration_s(),
+        frames: f.rms.len(),
+        onsets: f.onsets.len(),
+        non_silent_s: f
+            .non_silent
+            .iter()
+            .fold(0.0, |sum, iv| sum + (iv.end_s - iv.start_s)),
+        rms_mean: mean(&f.rms),
+        rms_max: f.rms.iter().copied().fold(0.0, f32::max),
+        spectral_centroid_mean_hz: mean(&f.spectral_centroid),
+        zero_crossing_rate_mean: mean(&f.zero_crossing_rate),
+        analysis_ms,
+    }
+}
+
+/// `features.json`: every series, frame `t` centred at `t · hop / sample_rate` s.
+fn detail_json(f: &AudioFeatures) -> serde_json::Value {
+    json!({
+        "sample_rate": f.sample_rate,
+        "hop_length": crate::HOP_LENGTH,
+        "frame_length": crate::FRAME_LENGTH,
+        "rms": f.rms,
+        "zero_crossing_rate": f.zero_crossing_rate,
+        "spectral_centroid": f.spectral_centroid,
+        "onset_strength": f.onset_strength,
+        "onsets_s": f.onsets,
+        "non_silent_s": f.non_silent.iter().map(|iv| [iv.start_s, iv.end_s]).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_video_is_cut_on_its_scene_changes() {
+        let f = silence();
+        let cuts = propose_cuts(&f, &[12.0, 31.0], 50.0, 5.0, 20.0);
+        assert_eq!(cuts, vec![12.0, 31.0]);
+        let s = summary(&f, false, cuts, 1);
+        assert_eq!((s.frames, s.rms_mean, s.non_silent_s), (0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn the_summary_reads_the_series() {
+        let y: Vec<i16> = (0..22_050)
+            .map(|i| ((i as f64 * 0.2).sin() * 8000.0) as i16)
+            .collect();
+        let f = crate::analyze_samples(&y, 22_050).expect("analysis");
+        let s = summary(&f, true, Vec::new(), 1);
+        assert!(s.rms_mean > 0.1 && s.rms_max >= s.rms_mean, "{s:?}");
+        assert!((s.audio_duration_s - 1.0).abs() < 1e-9);
+        assert!(s.non_silent_s > 0.9, "{s:?}");
+    }
+}

@@ -1,0 +1,237 @@
+//! The `stage-detect` function, one call per clip: object detection on the clip's frames.
+//!
+//! The frames are fetched from the store a few at a time while the detector works through
+//! them in order on a blocking thread, so download and inference overlap. It writes
+//! `detections.json` (every frame's detections) and returns, per label, the best score and
+//! the frames it was seen in: what ranking a query needs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fave_common::keys::RequestKeys;
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::{DetectOptions, Detection, Detector};
+
+/// This stage's name, which is its function's name.
+pub const NAME: &str = "stage-detect";
+
+/// Frames fetched ahead of the detector.
+const PREFETCH: usize = 4;
+
+/// A frame to look at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameRef {
+    /// Seconds from the start of the clip.
+    pub time_s: f64,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub frames: Vec<FrameRef>,
+    #[serde(default)]
+    pub options: Option<DetectOptions>,
+}
+
+/// One frame's detections, as written to `detections.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameDetections {
+    pub time_s: f64,
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<Detection>,
+}
+
+/// What was seen of one label in the clip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelSummary {
+    pub best_score: f32,
+    /// Frames (of `frames`) in which it was detected at least once.
+    pub frames: usize,
+    /// Time (s from the clip start) of the frame with the best score.
+    pub best_time_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub frames: usize,
+    pub labels: BTreeMap<String, LabelSummary>,
+    /// Time spent in the detector, the rest being storage and decoding.
+    pub detect_ms: u64,
+}
+
+pub struct Detect {
+    detector: Arc<Detector>,
+}
+
+impl Detect {
+    pub fn new(detector: Detector) -> Self {
+        Self {
+            detector: Arc::new(detector),
+        }
+    }
+}
+
+impl Stage for Detect {
+    type Input = Input;
+    type Output = Output;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn run(
+        &self,
+        ctx: &StageContext<'_>,
+        call: &StageCall<Input>,
+    ) -> Result<Produced<Output>, StageError> {
+        let root = RequestKeys::new(&call.request_id).root().to_owned();
+        if let Some(f) = call
+            .input
+            .frames
+            .iter()
+            .find(|f| !f.key.starts_with(&root) || f.key.contains(".."))
+        {
+            return Err(StageError::InvalidInput(format!(
+                "frame {} is not under {root}",
+                f.key
+            )));
+        }
+        let options = call.input.options.unwrap_or_default();
+        let mut detect_ms = 0u64;
+        let mut results = Vec::with_capacity(call.input.frames.len());
+        let jobs: Vec<(usize, FrameRef)> = call.input.frames.iter().cloned().enumerate().collect();
+        let mut fetched = futures::stream::iter(jobs)
+            .map(|(i, frame)| fetch(ctx, i, frame))
+            .buffered(PREFETCH);
+        while let Some((frame, path)) = fetched.try_next().await? {
+            let detector = self.detector.clone();
+            let (width, height, detections, ms) = tokio::task::spawn_blocking(move || {
+                let img = image::open(&path)
+                    .map_err(|e| StageError::InvalidMedia(format!("a frame is not an image: {e}")))?
+                    .to_rgb8();
+                let _ = std::fs::remove_file(&path);
+                let clock = std::time::Instant::now();
+                let found = detector
+                    .detect(&img, &options)
+                    .map_err(|e| StageError::Internal(format!("detection: {e}")))?;
+                let ms = clock.elapsed().as_millis() as u64;
+                Ok::<_, StageError>((img.width(), img.height(), found, ms))
+            })
+            .await
+            .map_err(|e| StageError::Internal(format!("detection panicked: {e}")))??;
+            detect_ms += ms;
+            results.push(FrameDetections {
+                time_s: frame.time_s,
+                key: frame.key,
+                width,
+                height,
+                detections,
+            });
+        }
+        drop(fetched);
+
+        let path = ctx.workdir.join("detections.json");
+        let text = serde_json::to_vec(&results)
+            .map_err(|e| StageError::Internal(format!("writing detections.json: {e}")))?;
+        tokio::fs::write(&path, text)
+            .await
+            .map_err(|e| StageError::Internal(format!("writing detections.json: {e}")))?;
+        let key = format!("{}detections.json", call.output_prefix());
+        ctx.storage
+            .put_file(&key, &path, "application/json")
+            .await?;
+        Ok(Produced {
+            outputs: BTreeMap::from([("detections".to_owned(), key)]),
+            data: Output {
+                frames: results.len(),
+                labels: summarize(&results),
+                detect_ms,
+            },
+        })
+    }
+}
+
+/// Downloads frame `i` into the work directory.
+async fn fetch(
+    ctx: &StageContext<'_>,
+    i: usize,
+    frame: FrameRef,
+) -> Result<(FrameRef, PathBuf), StageError> {
+    let path = ctx.workdir.join(format!("frame-{i:06}.jpg"));
+    ctx.storage.get_to_file(&frame.key, &path).await?;
+    Ok((frame, path))
+}
+
+/// Per label: the best score, when, and in how many frames it was seen.
+pub fn summarize(frames: &[FrameDetections]) -> BTreeMap<String, LabelSummary> {
+    let mut labels: BTreeMap<String, LabelSummary> = BTreeMap::new();
+    for frame in frames {
+        let mut seen_here: Vec<&str> = Vec::new();
+        for d in &frame.detections {
+            let entry = labels.entry(d.label.clone()).or_insert(LabelSummary {
+                best_score: d.score,
+                frames: 0,
+                best_time_s: frame.time_s,
+            });
+            if d.score > entry.best_score {
+                entry.best_score = d.score;
+                entry.best_time_s = frame.time_s;
+            }
+            if !seen_here.contains(&d.label.as_str()) {
+                seen_here.push(&d.label);
+                entry.frames += 1;
+            }
+        }
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(label: &str, score: f32) -> Detection {
+        Detection {
+            label: label.into(),
+            class_id: 0,
+            score,
+            bbox: [0.0; 4],
+        }
+    }
+
+    fn frame(time_s: f64, detections: Vec<Detection>) -> FrameDetections {
+        FrameDetections {
+            time_s,
+            key: String::new(),
+            width: 1,
+            height: 1,
+            detections,
+        }
+    }
+
+    #[test]
+    fn summaries_count_frames_once_and_keep_the_best() {
+        let frames = vec![
+            frame(
+                0.0,
+                vec![det("person", 0.6), det("person", 0.7), det("car", 0.4)],
+            ),
+            frame(1.0, vec![det("person", 0.9)]),
+            frame(2.0, vec![]),
+        ];
+        let s = summarize(&frames);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["person"].frames, 2);
+        assert_eq!(s["person"].best_score, 0.9);
+        assert_eq!(s["person"].best_time_s, 1.0);
+        assert_eq!((s["car"].frames, s["car"].best_time_s), (1, 0.0));
+    }
+}

@@ -1,0 +1,213 @@
+//! `stage-ffmpeg-2`, one call per clip: the frames object detection looks at, and the
+//! clip's audio for speech to text.
+//!
+//! One ffmpeg run decodes the clip once and writes:
+//! - `frame-NNNNNN.jpg`: frames at `fps` per second (ffmpeg's `fps` filter: frame `n` is
+//!   the one showing at `n / fps` s into the clip), at most `max_width` px wide and at
+//!   most `max_frames` of them;
+//! - `audio.wav`: mono 16-bit PCM at 16 kHz (what speech models take), when `audio` is set
+//!   and the clip has sound.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use fave_common::keys::RequestKeys;
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::tool::{self, dir_and_name};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+/// This stage's name, which is its function's name.
+pub const NAME: &str = "stage-ffmpeg-2";
+
+/// Sample rate of the clip audio.
+pub const AUDIO_RATE: u32 = 16_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// The clip's video; must be one of the request's own objects.
+    pub clip_key: String,
+    /// Frames per second to extract.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    #[serde(default = "default_max_width")]
+    pub max_width: u32,
+    #[serde(default = "default_max_frames")]
+    pub max_frames: u32,
+    /// Whether to write the clip's audio (the video has sound).
+    #[serde(default)]
+    pub audio: bool,
+}
+
+fn default_fps() -> f64 {
+    1.0
+}
+fn default_max_width() -> u32 {
+    640
+}
+fn default_max_frames() -> u32 {
+    600
+}
+
+/// One extracted frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Seconds from the start of the clip.
+    pub time_s: f64,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub frames: Vec<Frame>,
+    pub fps: f64,
+    /// Whether `audio.wav` was written.
+    pub audio: bool,
+    pub ffmpeg_ms: u64,
+}
+
+pub struct Ffmpeg2;
+
+impl Stage for Ffmpeg2 {
+    type Input = Input;
+    type Output = Output;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn run(
+        &self,
+        ctx: &StageContext<'_>,
+        call: &StageCall<Input>,
+    ) -> Result<Produced<Output>, StageError> {
+        let input = &call.input;
+        let root = RequestKeys::new(&call.request_id).root().to_owned();
+        if !input.clip_key.starts_with(&root) || input.clip_key.contains("..") {
+            return Err(StageError::InvalidInput(format!(
+                "clip_key must be under {root}"
+            )));
+        }
+        if !(0.01..=30.0).contains(&input.fps)
+            || !(16..=4096).contains(&input.max_width)
+            || !(1..=100_000).contains(&input.max_frames)
+        {
+            return Err(StageError::InvalidInput(
+                "fps must be within 0.01..=30, max_width 16..=4096, max_frames 1..=100000".into(),
+            ));
+        }
+        let clip = ctx.workdir.join("clip.mp4");
+        ctx.storage.get_to_file(&input.clip_key, &clip).await?;
+        let has_audio = input.audio && has_audio(&clip).await?;
+
+        let clock = Instant::now();
+        let (dir, name) = dir_and_name(&clip);
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
+            .arg(name)
+            .args(["-map", "0:v:0", "-vf"])
+            .arg(format!(
+                "fps={},scale='min({},iw)':-2",
+                input.fps, input.max_width
+            ))
+            .args(["-frames:v"])
+            .arg(input.max_frames.to_string())
+            .args(["-q:v", "3", "-start_number", "0", "frame-%06d.jpg"]);
+        if has_audio {
+            cmd.args(["-map", "0:a:0", "-vn", "-ac", "1", "-ar"])
+                .arg(AUDIO_RATE.to_string())
+                .args(["-c:a", "pcm_s16le", "audio.wav"]);
+        }
+        tool::run(&mut cmd, dir, "ffmpeg")
+            .await
+            .map_err(StageError::InvalidMedia)?;
+        let ffmpeg_ms = clock.elapsed().as_millis() as u64;
+
+        let prefix = call.output_prefix();
+        let mut names = Vec::new();
+        let mut entries = tokio::fs::read_dir(ctx.workdir)
+            .await
+            .map_err(|e| StageError::Internal(format!("listing frames: {e}")))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| StageError::Internal(format!("listing frames: {e}")))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = frame_number(&name) {
+                names.push((n, name));
+            }
+        }
+        names.sort();
+        let mut outputs = BTreeMap::new();
+        let mut frames = Vec::with_capacity(names.len());
+        for (n, name) in names {
+            let key = format!("{prefix}{name}");
+            ctx.storage
+                .put_file(&key, &ctx.workdir.join(&name), "image/jpeg")
+                .await?;
+            frames.push(Frame {
+                time_s: n as f64 / input.fps,
+                key,
+            });
+        }
+        if frames.is_empty() {
+            return Err(StageError::InvalidMedia("the clip gave no frame".into()));
+        }
+        if has_audio {
+            let key = format!("{prefix}audio.wav");
+            ctx.storage
+                .put_file(&key, &ctx.workdir.join("audio.wav"), "audio/wav")
+                .await?;
+            outputs.insert("audio".to_owned(), key);
+        }
+        outputs.insert("frames".to_owned(), prefix);
+        Ok(Produced {
+            outputs,
+            data: Output {
+                frames,
+                fps: input.fps,
+                audio: has_audio,
+                ffmpeg_ms,
+            },
+        })
+    }
+}
+
+/// `frame-000012.jpg` → 12.
+fn frame_number(name: &str) -> Option<u32> {
+    name.strip_prefix("frame-")?
+        .strip_suffix(".jpg")?
+        .parse()
+        .ok()
+}
+
+/// Whether the clip has an audio stream.
+async fn has_audio(clip: &std::path::Path) -> Result<bool, StageError> {
+    let (dir, name) = dir_and_name(clip);
+    let out = tool::run(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "a"])
+            .args(["-show_entries", "stream=index", "-of", "csv=p=0"])
+            .arg(name),
+        dir,
+        "ffprobe",
+    )
+    .await
+    .map_err(StageError::InvalidMedia)?;
+    Ok(!String::from_utf8_lossy(&out).trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_names_give_their_numbers() {
+        assert_eq!(frame_number("frame-000012.jpg"), Some(12));
+        assert_eq!(frame_number("frame-000000.jpg"), Some(0));
+        assert_eq!(frame_number("audio.wav"), None);
+        assert_eq!(frame_number("frame-x.jpg"), None);
+    }
+}
