@@ -4,6 +4,9 @@
 //! - `fave run VIDEO`: submit one video through a running gateway and print the result.
 //! - `fave status ID`: a request's `state.json`.
 //! - `fave demo`: `up` on free ports, `run` on the sample video, a summary, and stop.
+//! - `fave bench pipeline`: fave against a plain sequential baseline on one video.
+
+mod bench;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,6 +52,25 @@ enum Command {
         video: PathBuf,
         #[arg(long, default_value = "find scenes with cars")]
         query: String,
+    },
+    /// Benchmarks that print figures side by side with a baseline.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The whole pipeline through the local stack against a plain sequential run of the same
+    /// work (ffmpeg CLI, librosa, the same detector), alternating, `--runs` times each.
+    Pipeline {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long, default_value = "samples/vtest.avi")]
+        video: PathBuf,
+        #[arg(long, default_value = "find scenes with cars")]
+        query: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -138,6 +160,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             video,
             query,
         } => demo(stack, &video, &query).await,
+        Command::Bench(Bench::Pipeline {
+            stack,
+            video,
+            query,
+            runs,
+        }) => bench_pipeline(stack, &video, &query, runs).await,
     }
 }
 
@@ -378,4 +406,104 @@ fn print_summary(body: &Value) {
         "  drive {} ms = stages {} ms + orchestration {} ms",
         t["drive_ms"], t["stage_ms"], t["orchestration_ms"]
     );
+}
+
+async fn bench_pipeline(
+    mut args: StackArgs,
+    video: &Path,
+    query: &str,
+    runs: usize,
+) -> anyhow::Result<ExitCode> {
+    if !video.is_file() {
+        bail!(
+            "no video at {} (scripts/setup fetches the samples)",
+            video.display()
+        );
+    }
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    args.data_dir = args.data_dir.join("bench");
+    let stack = Stack::start(stack_options(&args, any_port, any_port, true)?).await?;
+    let uri = to_uri(&video.display().to_string())?;
+    let fps: f64 = std::env::var("FAVE_FRAMES_PER_SEC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    println!(
+        "fave bench pipeline: {} ({runs} runs each, alternating)",
+        video.display()
+    );
+    let (mut fave_ms, mut base_work, mut base_wall) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs.max(1) {
+        let clock = Instant::now();
+        let outcome = submit(stack.gateway_url.as_str(), &uri, Some(query), None).await;
+        let ms = clock.elapsed().as_secs_f64() * 1e3;
+        let body = match outcome {
+            Ok((200, body)) => body,
+            Ok((status, body)) => {
+                stack.shutdown().await;
+                bail!("the request failed with HTTP {status}: {body}");
+            }
+            Err(e) => {
+                stack.shutdown().await;
+                return Err(e);
+            }
+        };
+        fave_ms.push(ms);
+        let stages: Vec<String> = body["stages"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(name, s)| format!("{name} {}", s["call_ms"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "  run {run}: fave     {ms:>8.0} ms  (calls, ms: {})",
+            stages.join(", ")
+        );
+        // The baseline cuts where fave cut, so both do the same work.
+        let cuts: Vec<f64> = body["clips"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .skip(1)
+                    .filter_map(|c| c["start_s"].as_f64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let work = bench::Work {
+            video: video.to_path_buf(),
+            cuts,
+            fps,
+            repo: std::env::current_dir()?,
+        };
+        let b = match tokio::task::spawn_blocking(move || bench::baseline(&work)).await? {
+            Ok(b) => b,
+            Err(e) => {
+                stack.shutdown().await;
+                return Err(e);
+            }
+        };
+        println!(
+            "  run {run}: baseline {:>8.0} ms  ({})",
+            b.wall_ms,
+            b.describe()
+        );
+        base_work.push(b.work_ms());
+        base_wall.push(b.wall_ms);
+    }
+    stack.shutdown().await;
+    let (fave_best, fave_median) = bench::best_median(fave_ms);
+    let (work_best, work_median) = bench::best_median(base_work);
+    let (wall_best, _) = bench::best_median(base_wall);
+    println!("\n                         best      median");
+    println!("  fave (warm stack)  {fave_best:>8.0} ms {fave_median:>8.0} ms");
+    println!("  baseline, work     {work_best:>8.0} ms {work_median:>8.0} ms");
+    println!("  baseline, wall     {wall_best:>8.0} ms   (work + librosa import + model load)");
+    println!(
+        "  ratio fave / baseline work: best {:.2}, median {:.2}  (target <= 0.60)",
+        fave_best / work_best,
+        fave_median / work_median
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,9 +2,26 @@
 //! binary's `main` does after it has read its config.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use axum::Router;
 use tokio::net::TcpListener;
+
+/// Binds the listen address. When `FAVE_ADDR_FILE` is set (the local supervisor sets it,
+/// with port 0), the address the OS gave is written there once the socket is bound, so
+/// the supervisor learns the port without racing anyone for a "free" one.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    if let Some(file) = std::env::var_os("FAVE_ADDR_FILE") {
+        let file = PathBuf::from(file);
+        // Written whole, then renamed into place: a reader never sees half an address.
+        let partial = file.with_extension("partial");
+        tokio::fs::write(&partial, listener.local_addr()?.to_string()).await?;
+        tokio::fs::rename(&partial, &file).await?;
+    }
+    Ok(listener)
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish.
 pub async fn serve(

@@ -226,7 +226,7 @@ pub async fn main<S: Stage>(stage: S) -> MainResult {
     crate::telemetry::init();
     let config = StageConfig::from_lookup(&env_lookup)?;
     let storage = Storage::connect(&config.s3).await;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = crate::server::bind(config.listen).await?;
     tracing::info!(stage = stage.name(), addr = %listener.local_addr()?, "listening");
     let app = router(stage, storage, config.body_limit);
     crate::server::serve(listener, app, crate::server::shutdown_signal()).await?;

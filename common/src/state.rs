@@ -429,6 +429,13 @@ impl RequestState {
     pub fn stage_mut(&mut self, name: &StageName) -> Option<&mut StageState> {
         self.stages.iter_mut().find(|s| &s.name == name)
     }
+
+    /// Every task: the request-wide stages, then each clip's tasks.
+    pub fn tasks(&self) -> impl Iterator<Item = &StageState> {
+        self.stages
+            .iter()
+            .chain(self.clips.iter().flat_map(|c| &c.tasks))
+    }
 }
 
 #[cfg(test)]

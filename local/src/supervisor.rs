@@ -1,6 +1,7 @@
 //! Runs each function of a stack as a local process, the way a provider runs replicas: it
-//! starts the function's binary with stack.yml's environment plus its listen address, waits
-//! until `GET /healthz` answers, and starts it again whenever it exits. The gateway asks
+//! starts the function's binary with stack.yml's environment, lets it bind any free port
+//! and write the address to a file (`FAVE_ADDR_FILE`), waits until `GET /healthz` answers
+//! there, and starts it again whenever it exits. The gateway asks
 //! [`Function::wait_ready`] before it forwards a call.
 
 use std::collections::BTreeMap;
@@ -142,6 +143,8 @@ pub struct Supervisor {
     functions: BTreeMap<String, Arc<Function>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Where the processes write the addresses they bound.
+    run_dir: tempfile::TempDir,
 }
 
 impl Supervisor {
@@ -158,6 +161,7 @@ impl Supervisor {
             functions: BTreeMap::new(),
             shutdown,
             tasks: JoinSet::new(),
+            run_dir: tempfile::Builder::new().prefix("fave-run-").tempdir()?,
         };
         for (name, spec) in &stack.functions {
             let binary = options.bin_dir.join(name);
@@ -188,10 +192,20 @@ impl Supervisor {
                 next: AtomicUsize::new(0),
             });
             for replica in &function.replicas {
-                let port = free_port()?;
                 let mut env = spec.environment.clone();
                 env.extend(options.extra_env.clone());
-                env.insert("FAVE_LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+                // Port 0: the process binds whatever port the OS gives it and writes the
+                // address to its address file (no "free port" that another process can take
+                // between our choosing it and the function binding it).
+                let addr_file = supervisor
+                    .run_dir
+                    .path()
+                    .join(format!("{name}-{}.addr", replica.index));
+                env.insert("FAVE_LISTEN_ADDR".into(), "127.0.0.1:0".into());
+                env.insert(
+                    "FAVE_ADDR_FILE".into(),
+                    addr_file.to_string_lossy().into_owned(),
+                );
                 // Like a pod's name: stable across restarts of this replica, unique among
                 // live ones.
                 env.insert(
@@ -207,7 +221,7 @@ impl Supervisor {
                     replica: replica.index,
                     binary: binary.clone(),
                     env,
-                    port,
+                    addr_file,
                     log_file: options.log_dir.as_ref().map(|d| d.join(log_name)),
                     health_timeout: options.health_timeout,
                     shutdown: supervisor.shutdown.subscribe(),
@@ -261,19 +275,13 @@ impl Drop for Supervisor {
     }
 }
 
-/// A free loopback port, as the OS hands it out.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 struct Runner {
     function: Arc<Function>,
     replica: usize,
     binary: PathBuf,
     env: BTreeMap<String, String>,
-    port: u16,
+    /// Where the process writes the address it bound.
+    addr_file: PathBuf,
     log_file: Option<PathBuf>,
     health_timeout: Duration,
     shutdown: watch::Receiver<bool>,
@@ -303,9 +311,9 @@ impl Runner {
             self.replica()
                 .pid
                 .store(child.id().unwrap_or(0), Ordering::Relaxed);
-            if self.wait_healthy(&mut child).await {
-                tracing::info!(function = %name, port = self.port, "function healthy");
-                self.replica().ready.send_replace(Some(self.port));
+            if let Some(port) = self.wait_healthy(&mut child).await {
+                tracing::info!(function = %name, port, "function healthy");
+                self.replica().ready.send_replace(Some(port));
                 backoff = Duration::from_millis(100);
                 tokio::select! {
                     status = child.wait() => {
@@ -331,6 +339,11 @@ impl Runner {
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
+        // An address left by the previous process is not this one's.
+        match std::fs::remove_file(&self.addr_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut command = Command::new(&self.binary);
         command
             .envs(&self.env)
@@ -346,27 +359,35 @@ impl Runner {
         command.spawn()
     }
 
-    /// Polls `/healthz` until it answers 200, the process exits, or time runs out.
-    async fn wait_healthy(&mut self, child: &mut Child) -> bool {
-        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+    /// Waits for the process to write the address it bound, then polls `/healthz` there
+    /// until it answers 200; `None` if the process exits or time runs out first.
+    async fn wait_healthy(&mut self, child: &mut Child) -> Option<u16> {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + self.health_timeout;
+        let mut port = None;
         while tokio::time::Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return false;
+                return None;
             }
-            if let Ok(r) = client
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
+            if port.is_none() {
+                port = std::fs::read_to_string(&self.addr_file)
+                    .ok()
+                    .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+                    .map(|a| a.port());
+            }
+            if let Some(port) = port
+                && let Ok(r) = client
+                    .get(format!("http://127.0.0.1:{port}/healthz"))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
                 && r.status().is_success()
             {
-                return true;
+                return Some(port);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        false
+        None
     }
 }
 

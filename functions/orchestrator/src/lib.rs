@@ -349,9 +349,11 @@ async fn submit(
     let claim = app
         .claim(&id)
         .ok_or_else(|| ApiError::internal(format!("request id {id} is already in use")))?;
+    // Request-wide stages are recorded now; per-clip tasks once the clips are known.
     let stages = app
         .stages
         .iter()
+        .filter(|s| s.fan_out == pipeline::FanOut::Once)
         .map(|s| {
             s.name
                 .parse::<StageName>()

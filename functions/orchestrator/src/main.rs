@@ -5,7 +5,7 @@ use fave_common::{server, telemetry};
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let config = OrchestratorConfig::from_lookup(&env_lookup)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = server::bind(config.listen).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         gateway = %config.gateway_url,

@@ -147,6 +147,7 @@ impl Stage for Ffmpeg2 {
             ctx.storage
                 .put_file(&key, &ctx.workdir.join(&name), "image/jpeg")
                 .await?;
+            outputs.insert(name.trim_end_matches(".jpg").to_owned(), key.clone());
             frames.push(Frame {
                 time_s: n as f64 / input.fps,
                 key,
@@ -162,7 +163,6 @@ impl Stage for Ffmpeg2 {
                 .await?;
             outputs.insert("audio".to_owned(), key);
         }
-        outputs.insert("frames".to_owned(), prefix);
         Ok(Produced {
             outputs,
             data: Output {

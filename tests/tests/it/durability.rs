@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fave_common::keys::{self, ACTIVE_PREFIX, RequestKeys};
-use fave_common::state::{RequestState, RequestStatus};
+use fave_common::state::{RequestState, RequestStatus, StageStatus};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
@@ -69,14 +69,26 @@ async fn assert_complete_and_whole(t: &TestStack, states: &[RequestState]) {
             "final.json of {}",
             s.request_id
         );
-        for stage in &s.stages {
+        assert!(!s.clips.is_empty(), "{}: no clips", s.request_id);
+        let tasks = s
+            .stages
+            .iter()
+            .map(|stage| (keys.stage_prefix(&stage.name), stage));
+        let clip_tasks = s.clips.iter().flat_map(|c| {
+            c.tasks
+                .iter()
+                .map(|task| (keys.clip_stage_prefix(&c.clip, &task.name), task))
+        });
+        for (prefix, task) in tasks.chain(clip_tasks) {
+            assert_eq!(task.status, StageStatus::Succeeded, "{prefix}");
             assert!(
                 t.store()
-                    .exists(&keys::manifest(&keys.stage_prefix(&stage.name)))
+                    .exists(&keys::manifest(&prefix))
                     .await
-                    .expect("head")
+                    .expect("head"),
+                "no manifest under {prefix}"
             );
-            for key in stage.outputs.values() {
+            for key in task.outputs.values() {
                 assert!(t.store().exists(key).await.expect("head"), "lost {key}");
             }
         }
@@ -311,7 +323,7 @@ fn assert_one_driver_at_a_time(s: &RequestState) {
         "{:?}",
         s.drivers
     );
-    for stage in &s.stages {
+    for stage in s.tasks() {
         for attempt in &stage.attempts {
             let tenure = s
                 .drivers

@@ -132,7 +132,11 @@ async fn fault_one_call_in_five_failing_transiently_still_completes_every_reques
         s.len() == 6 && s.iter().all(|s| s.status.is_terminal())
     })
     .await;
-    let retries: usize = states.iter().map(|s| s.stages[0].attempts.len() - 1).sum();
+    let retries: usize = states
+        .iter()
+        .flat_map(|s| s.tasks())
+        .map(|task| task.attempts.len() - 1)
+        .sum();
     let (calls, faults) = (
         proxy.calls.load(Ordering::Relaxed),
         proxy.faults.load(Ordering::Relaxed),
@@ -142,7 +146,8 @@ async fn fault_one_call_in_five_failing_transiently_still_completes_every_reques
     assert_eq!(retries as u64, faults, "every fault cost exactly one retry");
     for s in &states {
         assert_eq!(s.status, RequestStatus::Completed);
-        for failed in s.stages[0].attempts.iter().filter(|a| a.failure.is_some()) {
+        let attempts = s.tasks().flat_map(|task| &task.attempts);
+        for failed in attempts.filter(|a| a.failure.is_some()) {
             let code = &failed.failure.as_ref().expect("checked").error_code;
             assert!(
                 ["http_502", "http_503", "http_429", "gateway_unreachable"]

@@ -37,7 +37,17 @@ async fn system_routes_and_errors_follow_openfaas() {
         .filter_map(|f| f["name"].as_str())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["orchestrator", "stage-ffmpeg-0"]);
+    assert_eq!(
+        names,
+        [
+            "orchestrator",
+            "stage-audio",
+            "stage-detect",
+            "stage-ffmpeg-0",
+            "stage-ffmpeg-1",
+            "stage-ffmpeg-2"
+        ]
+    );
     for f in list.as_array().expect("a list") {
         assert_eq!(f["availableReplicas"], 1, "{f}");
     }
