@@ -273,3 +273,36 @@ pub fn best_median(mut v: Vec<f64>) -> (f64, f64) {
         None => (f64::NAN, f64::NAN),
     }
 }
+
+/// `video` with a beeping tone as its sound (so the audio stage has work), looped to
+/// `seconds` if given; written to `out` (Matroska, the video stream copied).
+pub fn with_tone(video: &Path, out: &Path, seconds: Option<f64>) -> anyhow::Result<()> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-y", "-v", "error"]);
+    if seconds.is_some() {
+        cmd.args(["-stream_loop", "-1"]);
+    }
+    cmd.arg("-i")
+        .arg(video)
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:beep_factor=4:sample_rate=22050",
+        ])
+        .args([
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "pcm_s16le",
+        ]);
+    match seconds {
+        Some(s) => cmd.arg("-t").arg(format!("{s}")),
+        None => cmd.arg("-shortest"),
+    };
+    run(cmd.arg(out), "ffmpeg (making the input)")
+}

@@ -72,6 +72,16 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Peak memory of every function on a short and a long input (vtest.avi with a tone
+    /// track, once and looped to `--minutes`), each on a fresh stack, side by side.
+    Memory {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long, default_value = "samples/vtest.avi")]
+        video: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        minutes: u32,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -166,6 +176,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             query,
             runs,
         }) => bench_pipeline(stack, &video, &query, runs).await,
+        Command::Bench(Bench::Memory {
+            stack,
+            video,
+            minutes,
+        }) => bench_memory(stack, &video, minutes).await,
     }
 }
 
@@ -505,5 +520,58 @@ async fn bench_pipeline(
         fave_best / work_best,
         fave_median / work_median
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_memory(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow::Result<ExitCode> {
+    if !video.is_file() {
+        bail!(
+            "no video at {} (scripts/setup fetches the samples)",
+            video.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let (short, long) = (dir.path().join("short.mkv"), dir.path().join("long.mkv"));
+    bench::with_tone(video, &short, None)?;
+    bench::with_tone(video, &long, Some(f64::from(minutes) * 60.0))?;
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let base = args.data_dir.join("bench-memory");
+    let mut peaks = Vec::new();
+    for (label, input) in [("short", &short), ("long", &long)] {
+        args.data_dir = base.join(label);
+        let stack = Stack::start(stack_options(&args, any_port, any_port, true)?).await?;
+        let clock = Instant::now();
+        let outcome = submit(
+            stack.gateway_url.as_str(),
+            &to_uri(&input.display().to_string())?,
+            None,
+            None,
+        )
+        .await;
+        stack.shutdown().await;
+        let (status, body) = outcome?;
+        if status != 200 {
+            bail!("the {label} request failed with HTTP {status}: {body}");
+        }
+        println!(
+            "{label}: {:.0} s of video in {:.1} s, {} clips",
+            body["media"]["duration_s"].as_f64().unwrap_or(0.0),
+            clock.elapsed().as_secs_f64(),
+            body["clips"].as_array().map_or(0, Vec::len)
+        );
+        peaks.push(body["stages"].clone());
+    }
+    println!("\npeak RSS per function (MiB), fresh processes for each input:");
+    println!(
+        "  {:<15} {:>8} {:>8} {:>7}",
+        "stage", "short", "long", "ratio"
+    );
+    if let Some(stages) = peaks[0].as_object() {
+        for name in stages.keys() {
+            let mib = |p: &Value| p[name]["peak_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+            let (a, b) = (mib(&peaks[0]), mib(&peaks[1]));
+            println!("  {name:<15} {a:>8.1} {b:>8.1} {:>7.2}", b / a);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,6 +72,9 @@ pub struct Manifest<O> {
     pub ended_at: DateTime<Utc>,
     /// Time spent doing the stage's work, download and upload included.
     pub work_ms: u64,
+    /// The function process's peak resident memory so far (Linux `VmHWM`), in KiB.
+    #[serde(default)]
+    pub peak_rss_kb: Option<u64>,
 }
 
 /// What a stage's `run` returns: the objects it wrote and its result.
@@ -201,6 +204,7 @@ async fn handle<S: Stage>(
             started_at,
             ended_at: Utc::now(),
             work_ms: clock.elapsed().as_millis() as u64,
+            peak_rss_kb: peak_rss_kb(),
         };
         h.storage
             .put_json(&manifest_key, &manifest)
@@ -211,6 +215,19 @@ async fn handle<S: Stage>(
     }
     .instrument(span)
     .await
+}
+
+/// This process's peak resident set size in KiB, where the OS tells it (Linux).
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn reused(mut response: Response) -> Response {
@@ -365,6 +382,14 @@ mod tests {
             (status, body["error"]["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("wrong_stage"))
         );
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let kb = peak_rss_kb().expect("VmHWM");
+            assert!(kb > 1024, "{kb} KiB");
+        }
     }
 
     #[tokio::test]

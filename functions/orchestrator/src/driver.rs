@@ -504,6 +504,9 @@ impl Driver<'_> {
                         "call_ms".into(),
                         json!(invocation.elapsed.as_millis() as u64),
                     );
+                    if let Some(kb) = manifest.peak_rss_kb {
+                        stage.metrics.insert("peak_rss_kb".into(), json!(kb));
+                    }
                     stage.metrics.insert("data".into(), manifest.data);
                     stage.apply(
                         StageEvent::Succeed {

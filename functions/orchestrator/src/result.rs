@@ -8,7 +8,8 @@
 //! clips[]      clip, start_s, end_s, key, frames, labels{label: best_score, frames,
 //!              best_time_s}, detections[] {time_s, label, score, bbox}  (times in the video)
 //! answer       query, terms, labels, unknown words, clips[] ranked with why, message
-//! stages       per stage: status, outputs, attempts, call and work time (summed over clips)
+//! stages       per stage: status, outputs, attempts, call and work time (summed over
+//!              clips), the function's peak memory
 //! timings      drive_ms, stage_ms (request-wide calls + the clips' wall time), orchestration_ms
 //! ```
 
@@ -210,19 +211,21 @@ fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
                 "attempts": s.attempts.len(),
                 "call_ms": call_ms,
                 "work_ms": metric(s, "work_ms"),
+                "peak_rss_kb": s.metrics.get("peak_rss_kb"),
             }),
         );
     }
     let tasks: Vec<&StageState> = state.clips.iter().flat_map(|c| &c.tasks).collect();
-    let mut per_clip: BTreeMap<String, (usize, usize, u64, u64)> = BTreeMap::new();
+    let mut per_clip: BTreeMap<String, [u64; 5]> = BTreeMap::new();
     for t in &tasks {
         let e = per_clip.entry(t.name.to_string()).or_default();
-        e.0 += 1;
-        e.1 += t.attempts.len();
-        e.2 += metric(t, "call_ms");
-        e.3 += metric(t, "work_ms");
+        e[0] += 1;
+        e[1] += t.attempts.len() as u64;
+        e[2] += metric(t, "call_ms");
+        e[3] += metric(t, "work_ms");
+        e[4] = e[4].max(metric(t, "peak_rss_kb"));
     }
-    for (name, (clips, attempts, call_ms, work_ms)) in per_clip {
+    for (name, [clips, attempts, call_ms, work_ms, peak_rss_kb]) in per_clip {
         stages.insert(
             name,
             json!({
@@ -230,6 +233,7 @@ fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
                 "attempts": attempts,
                 "call_ms": call_ms,
                 "work_ms": work_ms,
+                "peak_rss_kb": peak_rss_kb,
             }),
         );
     }

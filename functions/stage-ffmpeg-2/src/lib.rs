@@ -14,11 +14,15 @@ use std::time::Instant;
 use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 /// This stage's name, which is its function's name.
 pub const NAME: &str = "stage-ffmpeg-2";
+
+/// Frames uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 8;
 
 /// Sample rate of the clip audio.
 pub const AUDIO_RATE: u32 = 16_000;
@@ -140,16 +144,19 @@ impl Stage for Ffmpeg2 {
             }
         }
         names.sort();
+        // Uploaded a few at a time: each frame is small, so the round trips dominate.
+        let files: Vec<String> = names.iter().map(|(_, name)| name.clone()).collect();
+        let keys: Vec<String> = futures::stream::iter(files)
+            .map(|name| upload(ctx, &prefix, name))
+            .buffered(UPLOADS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         let mut outputs = BTreeMap::new();
         let mut frames = Vec::with_capacity(names.len());
-        for (n, name) in names {
-            let key = format!("{prefix}{name}");
-            ctx.storage
-                .put_file(&key, &ctx.workdir.join(&name), "image/jpeg")
-                .await?;
+        for ((n, name), key) in names.iter().zip(keys) {
             outputs.insert(name.trim_end_matches(".jpg").to_owned(), key.clone());
             frames.push(Frame {
-                time_s: n as f64 / input.fps,
+                time_s: f64::from(*n) / input.fps,
                 key,
             });
         }
@@ -173,6 +180,15 @@ impl Stage for Ffmpeg2 {
             },
         })
     }
+}
+
+/// Uploads one frame of the work directory; returns its key.
+async fn upload(ctx: &StageContext<'_>, prefix: &str, name: String) -> Result<String, StageError> {
+    let key = format!("{prefix}{name}");
+    ctx.storage
+        .put_file(&key, &ctx.workdir.join(&name), "image/jpeg")
+        .await?;
+    Ok(key)
 }
 
 /// `frame-000012.jpg` → 12.
