@@ -110,11 +110,12 @@ pub fn stages() -> Vec<StageSpec> {
             fan_out: FanOut::PerClip,
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
-                let has_audio = data(cx.state, "stage-ffmpeg-0")?["has_audio"] == true;
+                let media = data(cx.state, "stage-ffmpeg-0")?;
                 Ok(json!({
                     "clip_key": clip.key,
                     "fps": cx.params.frames_per_second,
-                    "audio": has_audio,
+                    "keyframe_interval_s": media["keyframe_interval_s"],
+                    "audio": media["has_audio"] == true,
                 }))
             },
             timeout: Duration::from_secs(300),

@@ -2,9 +2,12 @@
 //! clip's audio for speech to text.
 //!
 //! One ffmpeg run decodes the clip once and writes:
-//! - `frame-NNNNNN.jpg`: frames at `fps` per second (ffmpeg's `fps` filter: frame `n` is
-//!   the one showing at `n / fps` s into the clip), at most `max_width` px wide and at
-//!   most `max_frames` of them;
+//! - `frame-NNNNNN.jpg`: frames at `fps` per second, frame `n` being the one showing at
+//!   `n / fps` s into the clip, at most `max_width` px wide and at most `max_frames` of
+//!   them. When the clip has a keyframe every `1 / fps` s (stage-ffmpeg-0 forces one every
+//!   `keyframe_interval_s`, and clips start on one), those keyframes are exactly the frames
+//!   wanted, and only they are decoded (`-skip_frame nokey`): a tenth to a thirtieth of
+//!   the decoding. Otherwise ffmpeg's `fps` filter picks them from every decoded frame;
 //! - `audio.wav`: mono 16-bit PCM at 16 kHz (what speech models take), when `audio` is set
 //!   and the clip has sound.
 
@@ -39,6 +42,9 @@ pub struct Input {
     pub max_width: u32,
     #[serde(default = "default_max_frames")]
     pub max_frames: u32,
+    /// The spacing of the clip's keyframes, if regular (stage-ffmpeg-0's forced ones).
+    #[serde(default)]
+    pub keyframe_interval_s: Option<f64>,
     /// Whether to write the clip's audio (the video has sound).
     #[serde(default)]
     pub audio: bool,
@@ -107,15 +113,22 @@ impl Stage for Ffmpeg2 {
 
         let clock = Instant::now();
         let (dir, name) = dir_and_name(&clip);
+        let scale = format!("scale='min({},iw)':-2", input.max_width);
         let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
-            .arg(name)
-            .args(["-map", "0:v:0", "-vf"])
-            .arg(format!(
-                "fps={},scale='min({},iw)':-2",
-                input.fps, input.max_width
-            ))
-            .args(["-frames:v"])
+        cmd.args(["-nostdin", "-y", "-v", "error"]);
+        if keyframes_are_the_frames(input) {
+            cmd.args(["-skip_frame", "nokey", "-i"])
+                .arg(name)
+                .args(["-map", "0:v:0", "-vf"])
+                .arg(scale)
+                .args(["-fps_mode", "passthrough"]);
+        } else {
+            cmd.arg("-i")
+                .arg(name)
+                .args(["-map", "0:v:0", "-vf"])
+                .arg(format!("fps={},{scale}", input.fps));
+        }
+        cmd.args(["-frames:v"])
             .arg(input.max_frames.to_string())
             .args(["-q:v", "3", "-start_number", "0", "frame-%06d.jpg"]);
         if has_audio {
@@ -182,6 +195,14 @@ impl Stage for Ffmpeg2 {
     }
 }
 
+/// Whether the clip's keyframes fall every `1 / fps` s, so decoding only them gives the
+/// frames wanted.
+fn keyframes_are_the_frames(input: &Input) -> bool {
+    input
+        .keyframe_interval_s
+        .is_some_and(|k| (k * input.fps - 1.0).abs() < 1e-9)
+}
+
 /// Uploads one frame of the work directory; returns its key.
 async fn upload(ctx: &StageContext<'_>, prefix: &str, name: String) -> Result<String, StageError> {
     let key = format!("{prefix}{name}");
@@ -218,6 +239,22 @@ async fn has_audio(clip: &std::path::Path) -> Result<bool, StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyframes_are_used_only_when_they_are_spaced_as_wanted() {
+        let input = |fps: f64, k: Option<f64>| Input {
+            clip_key: String::new(),
+            fps,
+            max_width: 640,
+            max_frames: 10,
+            keyframe_interval_s: k,
+            audio: false,
+        };
+        assert!(keyframes_are_the_frames(&input(1.0, Some(1.0))));
+        assert!(keyframes_are_the_frames(&input(2.0, Some(0.5))));
+        assert!(!keyframes_are_the_frames(&input(2.0, Some(1.0))));
+        assert!(!keyframes_are_the_frames(&input(1.0, None)));
+    }
 
     #[test]
     fn frame_names_give_their_numbers() {
