@@ -21,14 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .join("vtest_10s.png"),
     };
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
-    let models = std::env::var_os("FAVE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/fave-tools/models"));
 
     let img = image::open(&image_path)?.to_rgb8();
 
     let t = Instant::now();
-    let detector = Detector::load(models.join("yolov3-tiny"))?;
+    let detector = Detector::load(stage_detect::model_dir())?;
     let load = t.elapsed();
 
     let opts = DetectOptions::default();
