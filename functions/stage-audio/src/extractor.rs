@@ -19,10 +19,12 @@
 //! no later frame needs are dropped, so the sample buffer stays small however
 //! long the input is.
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::mel::{LANES, MelBank, dot, sum};
-use crate::onset::{onset_detect, onset_strength};
+use crate::onset::{OnsetEnvelope, onset_detect};
 use crate::spectrum::{PowerSpectrum, SpectrumPlan};
 use crate::split::non_silent_intervals;
 use crate::{AudioError, AudioFeatures, FRAME_LENGTH, HOP_LENGTH, N_MELS};
@@ -34,18 +36,22 @@ const N_BINS: usize = FRAME_LENGTH / 2 + 1;
 /// Drop consumed samples only once this many have piled up, so the
 /// `Vec::drain` memmove is amortised over many frames.
 const COMPACT_AT: usize = 1 << 15;
+/// Mel frames held in memory before they go to the spill file (≈ 1 MiB, 24 s).
+const SPILL_FRAMES: usize = 2048;
 
 /// Incremental feature extractor over 16-bit mono PCM.
 ///
 /// Feed samples in any chunk sizes with [`push`](Self::push), then call
 /// [`finish`](Self::finish). Results are identical whatever the chunking.
 ///
-/// Memory: the per-frame scalars (RMS, ZCR, centroid) and the 128-band mel
-/// spectrogram in dB are kept until `finish`, because librosa's
-/// `power_to_db(top_db=80)` clamps against the maximum over the *whole*
-/// spectrogram, which is only known at the end. That is 512 bytes per frame
-/// (≈ 22 KB per second of audio, ≈ 26 MB for 20 minutes), a quarter of what
-/// the audio itself would take as f32. The audio is not retained.
+/// Memory: the audio is not retained. The 128-band mel spectrogram in dB must
+/// wait until `finish`, because librosa's `power_to_db(top_db=80)` clamps
+/// against the maximum over the *whole* spectrogram, known only at the end;
+/// it is 512 bytes per frame (≈ 22 KB per second of audio), so past
+/// [`SPILL_FRAMES`] frames it goes to an anonymous temporary file and is read
+/// back in order by `finish`. What stays in memory and grows with the input is
+/// the per-frame output itself (RMS, ZCR, centroid, onset strength: 16 bytes a
+/// frame, ≈ 0.8 MB for 20 minutes).
 pub struct FeatureExtractor {
     sr: u32,
     /// The CPU has AVX2 and FMA: run the hot loop in [`Self::push_avx2`].
@@ -78,8 +84,17 @@ pub struct FeatureExtractor {
     rms: Vec<f32>,
     zcr: Vec<f32>,
     centroid: Vec<f32>,
-    /// Row-major `[frame][band]` mel power in dB, before the top_db clamp.
+    /// Row-major `[frame][band]` mel power in dB, before the top_db clamp: the frames
+    /// not yet spilled.
     mel_db: Vec<f32>,
+    /// The maximum of every mel value so far.
+    mel_max: f32,
+    /// Earlier mel frames, in order, as little-endian f32.
+    spill: Option<BufWriter<File>>,
+    /// The first failure writing the spill file, reported by `finish`.
+    spill_error: Option<std::io::Error>,
+    /// Frames kept in memory before spilling: [`SPILL_FRAMES`] (tests change it).
+    spill_frames: usize,
 }
 
 impl FeatureExtractor {
@@ -116,6 +131,10 @@ impl FeatureExtractor {
             zcr: Vec::new(),
             centroid: Vec::new(),
             mel_db: Vec::new(),
+            mel_max: f32::NEG_INFINITY,
+            spill: None,
+            spill_error: None,
+            spill_frames: SPILL_FRAMES,
         })
     }
 
@@ -126,7 +145,8 @@ impl FeatureExtractor {
         self.rms.reserve(frames);
         self.zcr.reserve(frames);
         self.centroid.reserve(frames);
-        self.mel_db.reserve(frames * self.mel_frame.len());
+        self.mel_db
+            .reserve(frames.min(SPILL_FRAMES) * self.mel_frame.len());
     }
 
     /// Appends samples and processes every frame that is now complete.
@@ -192,7 +212,7 @@ impl FeatureExtractor {
             self.next_frame += 1;
         }
 
-        let onset_env = onset_strength(&self.mel_db, N_MELS);
+        let onset_env = self.onset_envelope(n_frames)?;
         let onsets = onset_detect(&onset_env, self.sr, HOP_LENGTH);
         let non_silent = non_silent_intervals(&self.rms, n, self.sr, HOP_LENGTH);
         Ok(AudioFeatures {
@@ -205,6 +225,61 @@ impl FeatureExtractor {
             onsets,
             non_silent,
         })
+    }
+
+    /// Moves the mel frames held in memory to the spill file.
+    #[cold]
+    fn spill_mel(&mut self) {
+        if self.spill_error.is_some() {
+            return;
+        }
+        let written = (|| {
+            let file = match &mut self.spill {
+                Some(file) => file,
+                None => self
+                    .spill
+                    .insert(BufWriter::with_capacity(1 << 16, tempfile::tempfile()?)),
+            };
+            for v in &self.mel_db {
+                file.write_all(&v.to_le_bytes())?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        self.mel_db.clear();
+        self.spill_error = written.err();
+    }
+
+    /// The onset envelope over every mel frame: the spilled ones read back in order,
+    /// then those still in memory.
+    fn onset_envelope(&mut self, n_frames: usize) -> Result<Vec<f32>, AudioError> {
+        if let Some(e) = self.spill_error.take() {
+            return Err(AudioError::Io(e));
+        }
+        let mut env = OnsetEnvelope::new(self.mel_max, N_MELS, n_frames);
+        if let Some(spill) = self.spill.take() {
+            let mut file = spill
+                .into_inner()
+                .map_err(|e| AudioError::Io(e.into_error()))?;
+            file.seek(SeekFrom::Start(0))?;
+            let mut reader = BufReader::with_capacity(1 << 16, file);
+            let mut bytes = vec![0u8; 4 * N_MELS];
+            let mut frame = vec![0f32; N_MELS];
+            loop {
+                match reader.read_exact(&mut bytes) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(AudioError::Io(e)),
+                }
+                for (v, b) in frame.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                env.push(&frame);
+            }
+        }
+        for frame in self.mel_db.chunks_exact(N_MELS) {
+            env.push(frame);
+        }
+        Ok(env.finish())
     }
 
     /// Summarises blocks up to (excluding) `upto`; the last one may be
@@ -308,7 +383,11 @@ impl FeatureExtractor {
         for m in &mut self.mel_frame {
             *m = power_to_db(*m);
         }
+        self.mel_max = self.mel_frame.iter().copied().fold(self.mel_max, f32::max);
         self.mel_db.extend_from_slice(&self.mel_frame);
+        if self.mel_db.len() >= self.spill_frames * self.mel_frame.len() {
+            self.spill_mel();
+        }
 
         self.rms.push(rms);
         self.zcr.push(zcr);
@@ -449,6 +528,35 @@ fn ln_positive(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spilling_the_mel_spectrogram_to_disk_changes_nothing() {
+        // 40 s of a chirp with bursts and silences: onsets, and a global maximum that is
+        // reached late, after several spills.
+        let y: Vec<i16> = (0..40 * 22_050)
+            .map(|i| {
+                let t = i as f64 / 22_050.0;
+                let burst = if (t % 3.0) < 1.0 { 0.2 + t / 50.0 } else { 0.0 };
+                (burst * 30_000.0 * (2.0 * std::f64::consts::PI * (200.0 + 30.0 * t) * t).sin())
+                    as i16
+            })
+            .collect();
+        let run = |spill_frames: usize| {
+            let mut ex = FeatureExtractor::new(22_050).expect("extractor");
+            ex.spill_frames = spill_frames;
+            for chunk in y.chunks(10_000) {
+                ex.push(chunk);
+            }
+            let spilled = ex.spill.is_some();
+            (ex.finish().expect("analysis"), spilled)
+        };
+        let (in_memory, spilled) = run(1 << 30);
+        assert!(!spilled);
+        let (on_disk, spilled) = run(100);
+        assert!(spilled, "1723 frames in spills of 100");
+        assert!(!in_memory.onsets.is_empty());
+        assert_eq!(on_disk, in_memory);
+    }
 
     #[test]
     fn ln_positive_matches_std() {

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::{AudioError, AudioFeatures, analyze_wav, propose_cuts};
 
@@ -115,10 +114,7 @@ impl Stage for Audio {
         let analysis_ms = clock.elapsed().as_millis() as u64;
 
         let path = ctx.workdir.join("features.json");
-        let detail = serde_json::to_vec(&detail_json(&features))
-            .map_err(|e| StageError::Internal(format!("writing features.json: {e}")))?;
-        tokio::fs::write(&path, detail)
-            .await
+        write_detail(&path, &features)
             .map_err(|e| StageError::Internal(format!("writing features.json: {e}")))?;
         let key = format!("{}features.json", call.output_prefix());
         ctx.storage
@@ -172,19 +168,39 @@ fn summary(f: &AudioFeatures, has_audio: bool, cuts: Vec<f64>, analysis_ms: u64)
     }
 }
 
-/// `features.json`: every series, frame `t` centred at `t · hop / sample_rate` s.
-fn detail_json(f: &AudioFeatures) -> serde_json::Value {
-    json!({
-        "sample_rate": f.sample_rate,
-        "hop_length": crate::HOP_LENGTH,
-        "frame_length": crate::FRAME_LENGTH,
-        "rms": f.rms,
-        "zero_crossing_rate": f.zero_crossing_rate,
-        "spectral_centroid": f.spectral_centroid,
-        "onset_strength": f.onset_strength,
-        "onsets_s": f.onsets,
-        "non_silent_s": f.non_silent.iter().map(|iv| [iv.start_s, iv.end_s]).collect::<Vec<_>>(),
-    })
+/// `features.json`: every series, frame `t` centred at `t · hop / sample_rate` s; written
+/// straight from the series to the file (it grows with the audio's length).
+fn write_detail(path: &std::path::Path, f: &AudioFeatures) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        sample_rate: u32,
+        hop_length: usize,
+        frame_length: usize,
+        rms: &'a [f32],
+        zero_crossing_rate: &'a [f32],
+        spectral_centroid: &'a [f32],
+        onset_strength: &'a [f32],
+        onsets_s: &'a [f64],
+        non_silent_s: Vec<[f64; 2]>,
+    }
+    let detail = Detail {
+        sample_rate: f.sample_rate,
+        hop_length: crate::HOP_LENGTH,
+        frame_length: crate::FRAME_LENGTH,
+        rms: &f.rms,
+        zero_crossing_rate: &f.zero_crossing_rate,
+        spectral_centroid: &f.spectral_centroid,
+        onset_strength: &f.onset_strength,
+        onsets_s: &f.onsets,
+        non_silent_s: f
+            .non_silent
+            .iter()
+            .map(|iv| [iv.start_s, iv.end_s])
+            .collect(),
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    serde_json::to_writer(&mut out, &detail)?;
+    std::io::Write::flush(&mut out)
 }
 
 #[cfg(test)]

@@ -19,38 +19,71 @@ use crate::mel::LANES;
 /// trim to the number of frames. The result is therefore *delayed*: value `t`
 /// is the change from frame `t−3` to `t−2`; that is librosa's alignment and
 /// is kept.
+/// The extractor feeds [`OnsetEnvelope`] directly; this whole-array form is for tests.
+#[cfg(test)]
 pub(crate) fn onset_strength(mel_db: &[f32], n_mels: usize) -> Vec<f32> {
     let n_frames = mel_db.len() / n_mels;
     let max_db = mel_db.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // Computed in f32 as librosa does (float32 array max − python float).
-    let floor = max_db - TOP_DB;
-    // n_fft // (2·hop) with n_fft = 2048, hop = 512.
-    let pad = LAG + crate::FRAME_LENGTH / (2 * crate::HOP_LENGTH);
-
-    let mut env = vec![0f32; n_frames];
-    for (t, out) in env.iter_mut().enumerate().skip(pad) {
-        // Difference between frame (t − pad + lag) and frame (t − pad).
-        let cur = t - pad + LAG;
-        if cur >= n_frames {
-            break;
-        }
-        let a = &mel_db[cur * n_mels..(cur + 1) * n_mels];
-        let b = &mel_db[(cur - LAG) * n_mels..(cur - LAG + 1) * n_mels];
-        // Clamp at the floor, difference, rectify; summed in LANES f32
-        // accumulators (librosa's np.mean is an f32 pairwise sum).
-        let rectified = |(&x, &y): (&f32, &f32)| (x.max(floor) - y.max(floor)).max(0.0);
-        let (ca, ra) = a.as_chunks::<LANES>();
-        let (cb, rb) = b.as_chunks::<LANES>();
-        let mut acc = [0f32; LANES];
-        for (x, y) in ca.iter().zip(cb) {
-            for (s, d) in acc.iter_mut().zip(x.iter().zip(y).map(rectified)) {
-                *s += d;
-            }
-        }
-        let sum = acc.iter().sum::<f32>() + ra.iter().zip(rb).map(rectified).sum::<f32>();
-        *out = sum / n_mels as f32;
+    let mut env = OnsetEnvelope::new(max_db, n_mels, n_frames);
+    for frame in mel_db.chunks_exact(n_mels) {
+        env.push(frame);
     }
-    env
+    env.finish()
+}
+
+/// [`onset_strength`] fed one mel frame at a time, in order, once the global maximum
+/// (`max_db`) is known: what lets the spectrogram wait on disk instead of in memory.
+pub(crate) struct OnsetEnvelope {
+    floor: f32,
+    n_frames: usize,
+    prev: Vec<f32>,
+    seen: usize,
+    env: Vec<f32>,
+}
+
+impl OnsetEnvelope {
+    pub(crate) fn new(max_db: f32, n_mels: usize, n_frames: usize) -> Self {
+        // n_fft // (2·hop) with n_fft = 2048, hop = 512.
+        let pad = LAG + crate::FRAME_LENGTH / (2 * crate::HOP_LENGTH);
+        let mut env = Vec::with_capacity(n_frames);
+        env.resize(pad.min(n_frames), 0.0);
+        Self {
+            // Computed in f32 as librosa does (float32 array max − python float).
+            floor: max_db - TOP_DB,
+            n_frames,
+            prev: vec![0.0; n_mels],
+            seen: 0,
+            env,
+        }
+    }
+
+    /// The next frame: the envelope gets the change from the previous one (value `t` is
+    /// the change from frame `t − pad` to `t − pad + 1`), until it is `n_frames` long.
+    pub(crate) fn push(&mut self, frame: &[f32]) {
+        if self.seen >= LAG && self.env.len() < self.n_frames {
+            let floor = self.floor;
+            // Clamp at the floor, difference, rectify; summed in LANES f32 accumulators
+            // (librosa's np.mean is an f32 pairwise sum).
+            let rectified = |(&x, &y): (&f32, &f32)| (x.max(floor) - y.max(floor)).max(0.0);
+            let (ca, ra) = frame.as_chunks::<LANES>();
+            let (cb, rb) = self.prev.as_chunks::<LANES>();
+            let mut acc = [0f32; LANES];
+            for (x, y) in ca.iter().zip(cb) {
+                for (s, d) in acc.iter_mut().zip(x.iter().zip(y).map(rectified)) {
+                    *s += d;
+                }
+            }
+            let sum = acc.iter().sum::<f32>() + ra.iter().zip(rb).map(rectified).sum::<f32>();
+            self.env.push(sum / frame.len() as f32);
+        }
+        self.prev.copy_from_slice(frame);
+        self.seen += 1;
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<f32> {
+        self.env.resize(self.n_frames, 0.0);
+        self.env
+    }
 }
 
 /// `librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop)`
