@@ -46,6 +46,19 @@ pub struct StageCall<I> {
 }
 
 impl<I> StageCall<I> {
+    /// Refuses a key (named `field` in the input) that is not one of this request's own
+    /// objects: a stage reads only what its request owns.
+    pub fn require_own_key(&self, field: &str, key: &str) -> Result<(), StageError> {
+        let root = RequestKeys::new(&self.request_id).root().to_owned();
+        if key.starts_with(&root) && !key.contains("..") {
+            Ok(())
+        } else {
+            Err(StageError::InvalidInput(format!(
+                "{field} must be under {root}"
+            )))
+        }
+    }
+
     /// Where this call's outputs go; derived from the validated ids, never taken from the
     /// caller, so a call cannot write outside its request's folder.
     pub fn output_prefix(&self) -> String {
@@ -382,6 +395,24 @@ mod tests {
             (status, body["error"]["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("wrong_stage"))
         );
+    }
+
+    #[test]
+    fn a_stage_reads_only_its_requests_own_objects() {
+        let call: StageCall<Value> = serde_json::from_value(call_json("stage-echo")).unwrap();
+        assert!(call.require_own_key("k", "requests/r1/input/source.mp4").is_ok());
+        for bad in [
+            "requests/r2/input/source.mp4",
+            "requests/r1/../r2/x",
+            "requests/r10/x",
+            "other/requests/r1/x",
+        ] {
+            let err = call.require_own_key("video_key", bad).unwrap_err();
+            assert!(
+                matches!(&err, StageError::InvalidInput(m) if m.starts_with("video_key")),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 
@@ -66,13 +65,8 @@ impl Stage for Audio {
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
         let input = call.input.clone();
-        let root = RequestKeys::new(&call.request_id).root().to_owned();
-        if let Some(key) = &input.audio_key
-            && (!key.starts_with(&root) || key.contains(".."))
-        {
-            return Err(StageError::InvalidInput(format!(
-                "audio_key must be under {root}"
-            )));
+        if let Some(key) = &input.audio_key {
+            call.require_own_key("audio_key", key)?;
         }
         let lengths_ok = input.min_clip_s >= 0.0
             && input.max_clip_s > 0.0

@@ -14,7 +14,6 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
-use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -149,17 +148,8 @@ impl Stage for Detect {
         ctx: &StageContext<'_>,
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
-        let root = RequestKeys::new(&call.request_id).root().to_owned();
-        if let Some(f) = call
-            .input
-            .frames
-            .iter()
-            .find(|f| !f.key.starts_with(&root) || f.key.contains(".."))
-        {
-            return Err(StageError::InvalidInput(format!(
-                "frame {} is not under {root}",
-                f.key
-            )));
+        for frame in &call.input.frames {
+            call.require_own_key("a frame's key", &frame.key)?;
         }
         let options = call.input.options.unwrap_or_default();
         let mut detect_ms = 0u64;

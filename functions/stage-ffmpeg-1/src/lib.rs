@@ -74,12 +74,7 @@ impl Stage for Ffmpeg1 {
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
         let input = &call.input;
-        let root = RequestKeys::new(&call.request_id).root().to_owned();
-        if !input.video_key.starts_with(&root) || input.video_key.contains("..") {
-            return Err(StageError::InvalidInput(format!(
-                "video_key must be under {root}"
-            )));
-        }
+        call.require_own_key("video_key", &input.video_key)?;
         if input.cuts.len() > MAX_CLIPS || input.min_clip_s.is_nan() || input.min_clip_s < 0.0 {
             return Err(StageError::InvalidInput(format!(
                 "at most {MAX_CLIPS} cuts, and min_clip_s must be a number ≥ 0"

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name};
 use futures::{StreamExt, TryStreamExt};
@@ -93,12 +92,7 @@ impl Stage for Ffmpeg2 {
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
         let input = &call.input;
-        let root = RequestKeys::new(&call.request_id).root().to_owned();
-        if !input.clip_key.starts_with(&root) || input.clip_key.contains("..") {
-            return Err(StageError::InvalidInput(format!(
-                "clip_key must be under {root}"
-            )));
-        }
+        call.require_own_key("clip_key", &input.clip_key)?;
         if !(0.01..=30.0).contains(&input.fps)
             || !(16..=4096).contains(&input.max_width)
             || !(1..=100_000).contains(&input.max_frames)
