@@ -210,6 +210,9 @@ async fn a_query_for_what_is_not_there_returns_no_clips_and_says_so() {
     let message = a["message"].as_str().expect("a message");
     assert!(message.contains("no clip shows giraffe"), "{message}");
     assert!(message.contains("unicorns"), "{message}");
+    // bikes.mp4 has no sound: the audio stage says so and the request still completes.
+    assert_eq!(answer["media"]["has_audio"], false);
+    assert_eq!(answer["audio"]["has_audio"], false);
     // The clips were still looked at: the answer is empty because nothing matched.
     assert!(answer["clips"].as_array().is_some_and(|c| !c.is_empty()));
     assert!(answer["clips"][0]["frames"].as_u64() > Some(0));
