@@ -117,7 +117,7 @@ fn baseline_once(work: &Work, dir: &Path) -> anyhow::Result<Baseline> {
             .arg(&video)
             .args([
                 "-vf",
-                "scale=160:-2,select='gt(scene,0.3)',metadata=print:file=-",
+                "scale=160:-2:flags=neighbor,select='gt(scene,0.3)',metadata=print:file=-",
             ])
             .args(["-f", "null", "-"]),
         "ffmpeg scene detection",

@@ -400,7 +400,10 @@ mod tests {
     #[test]
     fn a_stage_reads_only_its_requests_own_objects() {
         let call: StageCall<Value> = serde_json::from_value(call_json("stage-echo")).unwrap();
-        assert!(call.require_own_key("k", "requests/r1/input/source.mp4").is_ok());
+        assert!(
+            call.require_own_key("k", "requests/r1/input/source.mp4")
+                .is_ok()
+        );
         for bad in [
             "requests/r2/input/source.mp4",
             "requests/r1/../r2/x",
