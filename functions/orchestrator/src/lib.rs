@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,6 +34,7 @@ use fave_common::state::{
 use fave_common::storage::{Storage, StorageError};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -316,8 +317,77 @@ pub struct SubmitBody {
 /// The longest query accepted.
 pub const MAX_QUERY_LEN: usize = 1000;
 
+/// The header that makes a submission idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Answer header saying an earlier submission with the same key is being answered.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The request id an `Idempotency-Key` stands for. Deriving the id from the key makes the
+/// conditional create of `state.json` the one atomic claim of the key: of two submissions
+/// with the same key, on any replica, exactly one creates the request; the other answers
+/// with it.
+fn idempotent_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
+            )
+        })?;
+    let mut h = Sha256::new();
+    h.update(b"fave idempotency key\0");
+    h.update(key.as_bytes());
+    let id = hex::encode(&h.finalize()[..16]);
+    id.parse()
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("a derived request id is invalid: {e}")))
+}
+
+/// Answers a submission whose `Idempotency-Key` names an existing request: the same
+/// submission gets that request's answer (waiting for its end within the sync window, as
+/// the first call did); a different one is a conflict.
+async fn replay(app: &App, existing: RequestState, submission: &Submission) -> Response {
+    let id = existing.request_id.clone();
+    if &existing.submission != submission {
+        let mut response = ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            format!("this Idempotency-Key was used for request {id}, with a different body"),
+        )
+        .into_response();
+        set_request_headers(&mut response, &id);
+        return response;
+    }
+    let deadline = tokio::time::Instant::now() + app.config.sync_window;
+    let mut state = existing;
+    while !state.status.is_terminal() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match load_state(app, &id).await {
+            Ok(now) => state = now,
+            Err(e) => return e.into_response(),
+        }
+    }
+    let mut response = answer(app, &state)
+        .await
+        .unwrap_or_else(|e| e.into_response());
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    response
+}
+
 async fn submit(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, ApiError> {
     if app.shutdown.is_cancelled() {
@@ -326,6 +396,7 @@ async fn submit(
             "this replica is shutting down",
         ));
     }
+    let idempotent = idempotent_id(&headers)?;
     let query = body
         .query
         .map(|q| q.trim().to_owned())
@@ -340,15 +411,35 @@ async fn submit(
         ));
     }
     let source = Source::parse(&body.video_uri, app.config.local_mode)?;
+    let submission = Submission {
+        video_uri: body.video_uri,
+        query,
+        profile: body.profile.unwrap_or_default(),
+    };
+    if let Some(id) = &idempotent
+        && let Some((existing, _)) = app
+            .storage
+            .get_json::<RequestState>(&RequestKeys::new(id).state())
+            .await
+            .map_err(storage_error)?
+    {
+        return Ok(replay(&app, existing, &submission).await);
+    }
     // Nothing is written before the video is known to exist and be within limits.
     let fetched = input::fetch(&source, &app.storage, &app.http, app.limits()).await?;
 
-    let id = RequestId::generate();
+    let id = idempotent.clone().unwrap_or_else(RequestId::generate);
     // Claimed before anything is written, so the resumer cannot take the new request over
-    // between its index marker and its driver.
-    let claim = app
-        .claim(&id)
-        .ok_or_else(|| ApiError::internal(format!("request id {id} is already in use")))?;
+    // between its index marker and its driver. A claimed idempotent id is the same key
+    // submitted twice at once to this replica: the first one creates it.
+    let Some(claim) = app.claim(&id) else {
+        return match idempotent {
+            Some(_) => Ok(replay(&app, wait_for_state(&app, &id).await?, &submission).await),
+            None => Err(ApiError::internal(format!(
+                "request id {id} is already in use"
+            ))),
+        };
+    };
     // Request-wide stages are recorded now; per-clip tasks once the clips are known.
     let stages = app
         .stages
@@ -361,12 +452,7 @@ async fn submit(
                 .map_err(|e| ApiError::internal(format!("the stage table is wrong: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let submission = Submission {
-        video_uri: body.video_uri,
-        query,
-        profile: body.profile.unwrap_or_default(),
-    };
-    let state = RequestState::new(id.clone(), submission, stages, Utc::now());
+    let state = RequestState::new(id.clone(), submission.clone(), stages, Utc::now());
     // The index marker first: a crash between the two leaves a marker the resumer clears,
     // never a request the resumer cannot find.
     app.storage
@@ -375,11 +461,20 @@ async fn submit(
         .map_err(|e| {
             ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
         })?;
-    let tracked = Tracked::create(app.storage.clone(), state, app.holder())
-        .await
-        .map_err(|e| {
-            ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
-        })?;
+    let tracked = match Tracked::create(app.storage.clone(), state, app.holder()).await {
+        Ok(tracked) => tracked,
+        // Another replica created the request of this key first: answer with it.
+        Err(DriveError::Superseded) if idempotent.is_some() => {
+            drop(claim);
+            return Ok(replay(&app, load_state(&app, &id).await?, &submission).await);
+        }
+        Err(e) => {
+            return Err(ApiError::unavailable(
+                "storage_unavailable",
+                format!("recording the request: {e}"),
+            ));
+        }
+    };
     tracing::info!(request_id = %id, "request accepted");
 
     // Accepted: from here the request runs to its end even if the caller goes away.
@@ -398,6 +493,26 @@ async fn submit(
         ))),
         Err(_) => Ok(accepted(&id)),
     }
+}
+
+/// A request that another submission of this replica is creating: its `state.json`
+/// appears within moments (or that submission failed, and so does this one).
+async fn wait_for_state(app: &App, id: &RequestId) -> Result<RequestState, ApiError> {
+    for _ in 0..100 {
+        if let Some((state, _)) = app
+            .storage
+            .get_json::<RequestState>(&RequestKeys::new(id).state())
+            .await
+            .map_err(storage_error)?
+        {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(ApiError::unavailable(
+        "submission_in_progress",
+        format!("request {id} of this Idempotency-Key is still being created; try again"),
+    ))
 }
 
 /// The answer for a request that reached a terminal state within the sync window.
@@ -650,6 +765,23 @@ mod tests {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    #[test]
+    fn an_idempotency_key_stands_for_one_request_id() {
+        let with = |key: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(key).unwrap());
+            idempotent_id(&headers)
+        };
+        let a = with("order 42").unwrap().unwrap();
+        assert_eq!(with("order 42").unwrap(), Some(a.clone()));
+        assert_ne!(with("order 43").unwrap(), Some(a));
+        assert_eq!(idempotent_id(&HeaderMap::new()).unwrap(), None);
+        for bad in ["", "tab\there", &"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
     }
 
     async fn submit(body: Value) -> (StatusCode, Value) {

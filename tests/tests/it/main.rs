@@ -4,6 +4,7 @@
 //! server (CI runs them a second time against moto that way).
 
 mod analysis;
+mod api;
 mod bad_input;
 mod durability;
 mod faults;
