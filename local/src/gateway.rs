@@ -4,6 +4,10 @@
 //! - `ANY /function/{name}[/{path}][?query]` (also `{name}.openfaas-fn`) forwards method,
 //!   sub-path, query, headers and body, streamed both ways, and adds `X-Call-Id`,
 //!   `X-Start-Time` (Unix nanoseconds) and `X-Duration-Seconds` as OpenFaaS does.
+//! - `ANY /async-function/{name}[/{path}][?query]` answers `202` with `X-Call-Id` at once and
+//!   makes the same call in the background; when it ends, its answer is POSTed to the
+//!   caller's `X-Callback-Url`, if any, with `X-Call-Id`, `X-Function-Status`,
+//!   `X-Function-Name` and `X-Duration-Seconds`, as OpenFaaS's queue worker does.
 //! - `GET /system/functions`, `GET /system/function/{name}`, `GET /healthz`.
 //!
 //! Errors the gateway makes itself carry `X-OpenFaaS-Internal: gateway`, which tells a
@@ -67,6 +71,9 @@ pub fn router(supervisor: Arc<Supervisor>, options: GatewayOptions) -> Router {
         .route("/function/{name}", any(invoke_root))
         .route("/function/{name}/", any(invoke_root))
         .route("/function/{name}/{*path}", any(invoke_path))
+        .route("/async-function/{name}", any(enqueue_root))
+        .route("/async-function/{name}/", any(enqueue_root))
+        .route("/async-function/{name}/{*path}", any(enqueue_path))
         .route("/system/functions", get(list_functions))
         .route("/system/function/{name}", get(get_function))
         .route("/healthz", get(|| async { "OK" }))
@@ -95,12 +102,127 @@ async fn invoke_path(
     forward(g, &name, req).await
 }
 
-/// The part of the request's path after `/function/{name}`, exactly as the caller sent it:
-/// still percent-encoded, so `%2F` or `..%2F` reach the function as they were and are the
-/// function's to judge, not turned into real path segments here.
+async fn enqueue_root(
+    State(g): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    enqueue(g, &name, req).await
+}
+
+async fn enqueue_path(
+    State(g): State<Arc<Gateway>>,
+    Path((name, _)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    enqueue(g, &name, req).await
+}
+
+/// The largest body an asynchronous call may carry: it is held until the call is made.
+const MAX_ASYNC_BODY: usize = 16 * 1024 * 1024;
+
+/// `/async-function/{name}`: accept the call, make it in the background, and POST its
+/// answer to `X-Callback-Url`.
+async fn enqueue(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
+    let name = function_name(raw_name).to_owned();
+    if g.supervisor.get(&name).is_none() {
+        return internal(ApiError::not_found(format!(
+            "error finding function {name}"
+        )));
+    }
+    let callback = match req.headers().get(CALLBACK_URL) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|u| reqwest::Url::parse(u).ok()) {
+            Some(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            _ => {
+                return internal(ApiError::bad_request(
+                    "invalid_callback_url",
+                    "X-Callback-Url must be an http(s) URL",
+                ));
+            }
+        },
+    };
+    let call_id = call_id_of(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_ASYNC_BODY).await else {
+        return internal(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("an asynchronous call's body is limited to {MAX_ASYNC_BODY} bytes"),
+        ));
+    };
+    if let Ok(v) = HeaderValue::from_str(&call_id) {
+        parts.headers.insert(CALL_ID, v);
+    }
+    let queued = Request::from_parts(parts, Body::from(body));
+    let worker = g.clone();
+    let id = call_id.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = forward(worker.clone(), &name, queued).await;
+        let Some(url) = callback else { return };
+        let status = answer.status();
+        let content_type = answer
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .cloned();
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let mut post = worker
+            .http
+            .post(url)
+            .header(CALL_ID, &id)
+            .header("x-function-status", status.as_u16())
+            .header("x-function-name", &name)
+            .header(
+                "x-duration-seconds",
+                format!("{:.6}", started.elapsed().as_secs_f64()),
+            )
+            .timeout(Duration::from_secs(30))
+            .body(body);
+        if let Some(ct) = content_type {
+            post = post.header(axum::http::header::CONTENT_TYPE, ct);
+        }
+        match post.send().await {
+            Ok(r) => {
+                tracing::info!(function = %name, call_id = %id, status = r.status().as_u16(), "callback delivered")
+            }
+            Err(e) => {
+                tracing::warn!(function = %name, call_id = %id, error = %e, "callback failed")
+            }
+        }
+    });
+    let start_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    with_call_headers(
+        StatusCode::ACCEPTED.into_response(),
+        &call_id,
+        start_nanos,
+        Instant::now(),
+    )
+}
+
+/// The caller's `X-Call-Id` if it sent a sensible one, else a new one.
+fn call_id_of(headers: &HeaderMap) -> String {
+    headers
+        .get(CALL_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The part of the request's path after `/function/{name}` (or `/async-function/{name}`),
+/// exactly as the caller sent it: still percent-encoded, so `%2F` or `..%2F` reach the
+/// function as they were and are the function's to judge, not turned into real path
+/// segments here.
 fn raw_sub_path(uri: &axum::http::Uri) -> &str {
     let path = uri.path();
-    let after = path.strip_prefix("/function/").unwrap_or("");
+    let after = path
+        .strip_prefix("/function/")
+        .or_else(|| path.strip_prefix("/async-function/"))
+        .unwrap_or("");
     match after.find('/') {
         Some(i) => &after[i + 1..],
         None => "",
@@ -115,6 +237,9 @@ fn internal(err: ApiError) -> Response {
         .insert(OPENFAAS_INTERNAL, HeaderValue::from_static("gateway"));
     response
 }
+
+/// Where the answer of an asynchronous call is POSTed.
+const CALLBACK_URL: &str = "x-callback-url";
 
 /// Headers that belong to one hop and are not forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -138,12 +263,7 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 async fn forward(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
     let name = function_name(raw_name);
-    let call_id = req
-        .headers()
-        .get(CALL_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let call_id = call_id_of(req.headers());
     let start_nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

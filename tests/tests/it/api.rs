@@ -1,7 +1,10 @@
-//! The submission contract users and batch scripts rely on: `Idempotency-Key`.
+//! The submission contract users and batch scripts rely on: `Idempotency-Key`, and
+//! `/async-function` with `X-Callback-Url`.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::util::{TestStack, file_uri, read, sample};
@@ -79,4 +82,99 @@ async fn an_idempotency_key_runs_a_submission_once() {
         );
     }
     assert_eq!(t.request_keys().await.len(), keys_after);
+}
+
+/// What a callback sink received: headers and body of each POST.
+type Received = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+
+/// A small HTTP server on loopback that records every POST it gets.
+async fn callback_sink() -> (String, Received) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/done",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                sink.lock().expect("not poisoned").push((headers, body));
+                "thanks"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}/done", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_function_answers_202_and_posts_the_result_to_the_callback() {
+    let t = TestStack::start().await;
+    let (sink_url, received) = callback_sink().await;
+    let body = json!({ "video_uri": file_uri(&sample("bikes.mp4")) });
+    let url = format!("{}async-function/orchestrator", t.stack.gateway_url);
+    let clock = std::time::Instant::now();
+    let (status, headers, _) = read(
+        t.http
+            .post(&url)
+            .header("X-Callback-Url", &sink_url)
+            .json(&body)
+            .send()
+            .await
+            .expect("the gateway answers"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let call_id = headers["x-call-id"].to_str().expect("ascii").to_owned();
+    assert!(
+        clock.elapsed() < std::time::Duration::from_secs(2),
+        "202 at once, not after the run"
+    );
+
+    let mut delivered = None;
+    for _ in 0..600 {
+        if let Some(d) = received.lock().expect("not poisoned").first().cloned() {
+            delivered = Some(d);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (headers, result) = delivered.expect("the callback arrives");
+    assert_eq!(headers["x-call-id"], call_id.as_str());
+    assert_eq!(headers["x-function-status"], "200");
+    assert_eq!(headers["x-function-name"], "orchestrator");
+    assert!(headers.contains_key("x-duration-seconds"));
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    let id = result["request_id"].as_str().expect("an id");
+    let (status, _, stored) = t.get(&format!("/requests/{id}/result")).await;
+    assert_eq!(
+        (status, stored),
+        (200, result),
+        "the callback carries final.json"
+    );
+    assert_eq!(
+        received.lock().expect("not poisoned").len(),
+        1,
+        "delivered once"
+    );
+
+    // A callback URL that is not one is refused before anything runs.
+    let (status, headers, refused) = read(
+        t.http
+            .post(&url)
+            .header("X-Callback-Url", "ftp://example/x")
+            .json(&body)
+            .send()
+            .await
+            .expect("the gateway answers"),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_callback_url"))
+    );
+    assert!(headers.contains_key("x-openfaas-internal"));
 }
