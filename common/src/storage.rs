@@ -548,6 +548,41 @@ impl Storage {
         Ok(keys)
     }
 
+    /// One page of a listing in key order: the keys under `prefix`, or with `delimiter`
+    /// the keys and the common prefixes up to it (a "directory" level), after `start_after`.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, StorageError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_start_after(start_after.map(str::to_owned))
+            .max_keys(i32::try_from(max.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(|e| StorageError::from_sdk("ListObjectsV2", prefix, e))?;
+        Ok(ListPage {
+            keys: page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect(),
+            prefixes: page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned))
+                .collect(),
+            truncated: page.is_truncated().unwrap_or(false),
+        })
+    }
+
     /// Deletes one object (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.client
@@ -559,6 +594,15 @@ impl Storage {
             .map_err(|e| StorageError::from_sdk("DeleteObject", key, e))?;
         Ok(())
     }
+}
+
+/// One page of [`Storage::list_page`].
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub keys: Vec<String>,
+    pub prefixes: Vec<String>,
+    /// More follow this page.
+    pub truncated: bool,
 }
 
 enum Condition<'a> {

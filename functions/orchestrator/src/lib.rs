@@ -32,6 +32,7 @@ use fave_common::state::{
     Profile, RequestEvent, RequestState, RequestStatus, StageState, Submission, Transition,
 };
 use fave_common::storage::{Storage, StorageError};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -293,6 +294,7 @@ pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.config.body_limit;
     Router::new()
         .route("/", post(submit))
+        .route("/requests", get(list_requests))
         .route("/requests/{id}", get(get_state))
         .route("/requests/{id}/result", get(get_result))
         .route("/requests/{id}/resume", post(resume))
@@ -631,6 +633,112 @@ async fn read_result(app: &App, state: &RequestState) -> Result<Value, ApiError>
                 state.request_id
             ))
         })
+}
+
+/// The query of `GET /requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only requests in this status (`INIT`, `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`).
+    #[serde(default)]
+    pub status: Option<RequestStatus>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// The most requests one page holds, and the default.
+pub const MAX_PAGE: usize = 200;
+const DEFAULT_PAGE: usize = 50;
+/// The most requests one call looks at while filtering by status.
+const MAX_SCANNED: usize = 2000;
+
+/// `GET /requests?status=…&limit=…&cursor=…`: requests in id order (creation order for the
+/// ids fave makes; an `Idempotency-Key`'s id sorts by its hash), a page at a time.
+/// `next_cursor` is set while more may follow; a filtered page can hold fewer than `limit`
+/// requests and still have a cursor, when the scan budget ran out first.
+async fn list_requests(
+    State(app): State<Arc<App>>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid_query_string", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be within 1..={MAX_PAGE}"),
+        ));
+    }
+    let mut after = match &q.cursor {
+        Some(c) => Some(parse_id(c)?),
+        None => None,
+    };
+    let mut found = Vec::new();
+    let mut scanned = 0;
+    let more = loop {
+        // `requests/{id}0` sorts after every key of `requests/{id}/` and before the next id.
+        let start_after = after
+            .as_ref()
+            .map(|id| format!("{}{id}0", keys::REQUESTS_PREFIX));
+        let page = app
+            .storage
+            .list_page(
+                keys::REQUESTS_PREFIX,
+                Some("/"),
+                start_after.as_deref(),
+                limit - found.len(),
+            )
+            .await
+            .map_err(storage_error)?;
+        let ids: Vec<RequestId> = page
+            .prefixes
+            .iter()
+            .filter_map(|p| keys::request_id_of(p))
+            .collect();
+        let states = futures::stream::iter(ids.iter().cloned())
+            .map(|id| {
+                let app = app.clone();
+                async move { load_state(&app, &id).await.ok() }
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await;
+        scanned += ids.len();
+        for state in states.into_iter().flatten() {
+            if q.status.is_none_or(|s| s == state.status) {
+                found.push(summary(&state));
+            }
+        }
+        after = ids.last().cloned().or(after);
+        if !page.truncated || ids.is_empty() {
+            break false;
+        }
+        if found.len() >= limit || scanned >= MAX_SCANNED {
+            break true;
+        }
+    };
+    Ok(Json(json!({
+        "requests": found,
+        "next_cursor": if more { after.map(|id| id.to_string()) } else { None },
+    }))
+    .into_response())
+}
+
+/// A request as a list shows it.
+fn summary(state: &RequestState) -> Value {
+    json!({
+        "request_id": state.request_id,
+        "status": state.status,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "video_uri": state.submission.video_uri,
+        "query": state.submission.query,
+        "profile": state.submission.profile,
+        "error_code": state.failure.as_ref().map(|f| &f.error_code),
+    })
 }
 
 async fn get_state(

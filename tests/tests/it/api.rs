@@ -178,3 +178,60 @@ async fn async_function_answers_202_and_posts_the_result_to_the_callback() {
     );
     assert!(headers.contains_key("x-openfaas-internal"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_listed_a_page_at_a_time_and_filtered_by_status() {
+    let t = TestStack::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let not_a_video = dir.path().join("notes.mp4");
+    std::fs::write(&not_a_video, "these are not frames").expect("written");
+    let mut ids = Vec::new();
+    for video in [sample("bikes.mp4"), not_a_video, sample("bikes.mp4")] {
+        let (_, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
+        ids.push(answer["request_id"].as_str().expect("an id").to_owned());
+    }
+
+    // Two pages of two, in id order, together every request once.
+    let (status, _, first) = t.get("/requests?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("more to come")
+        .to_owned();
+    let (status, _, second) = t.get(&format!("/requests?limit=2&cursor={cursor}")).await;
+    assert_eq!(status, 200, "{second}");
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let listed: Vec<&str> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["requests"].as_array().expect("a list"))
+        .filter_map(|r| r["request_id"].as_str())
+        .collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+
+    // By status: the one that failed, with its code.
+    let (status, _, failed) = t.get("/requests?status=FAILED").await;
+    assert_eq!(status, 200);
+    let failed = failed["requests"].as_array().expect("a list");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["request_id"], ids[1].as_str());
+    assert_eq!(failed[0]["error_code"], "invalid_media");
+    let (_, _, done) = t.get("/requests?status=COMPLETED&limit=10").await;
+    assert_eq!(done["requests"].as_array().map(Vec::len), Some(2));
+
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=1000", "invalid_limit"),
+        ("status=DONE", "invalid_query_string"),
+        ("cursor=..%2F..%2Fetc", "invalid_request_id"),
+        ("colour=blue", "invalid_query_string"),
+    ] {
+        let (status, _, refused) = t.get(&format!("/requests?{query}")).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{query}"
+        );
+    }
+}

@@ -19,7 +19,9 @@ use crate::util::{TestStack, file_uri, sample, wait_for_states};
 /// Which calls the proxy breaks.
 #[derive(Clone, Copy)]
 enum Plan {
-    /// Every `n`th call to any function, cycling through the kinds of fault.
+    /// Every `n`th call to any function, cycling through the kinds of fault; never the
+    /// retry of a call it just broke, so a fault costs exactly one retry whatever the
+    /// interleaving of concurrent requests.
     EveryNth(u64),
     /// Every call to stage-ffmpeg-0 gets a 503.
     AlwaysFailStage,
@@ -30,14 +32,32 @@ struct FaultProxy {
     plan: Plan,
     calls: AtomicU64,
     faults: AtomicU64,
+    /// Idempotency keys of calls broken and not yet retried.
+    broken: std::sync::Mutex<std::collections::HashSet<String>>,
     http: reqwest::Client,
 }
 
 async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
     let n = p.calls.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path().to_owned();
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let key = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["idempotency_key"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     let fault = match p.plan {
-        Plan::EveryNth(k) => (n % k == 0).then_some((n / k) % 4),
+        Plan::EveryNth(k) => {
+            let mut broken = p.broken.lock().expect("not poisoned");
+            if broken.remove(&key) || n % k != 0 {
+                None
+            } else {
+                broken.insert(key);
+                Some((n / k) % 4)
+            }
+        }
         Plan::AlwaysFailStage => path.starts_with("/function/stage-ffmpeg-0").then_some(1),
     };
     if let Some(kind) = fault {
@@ -57,11 +77,8 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
         };
     }
     let upstream = p.upstream.get().cloned().unwrap_or_default();
-    let url = format!("{}{}", upstream.trim_end_matches('/'), req.uri());
-    let method = req.method().clone();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
+    let url = format!("{}{}", upstream.trim_end_matches('/'), parts.uri);
+    let method = parts.method.clone();
     match p
         .http
         .request(method, url)
@@ -92,6 +109,7 @@ async fn stack_behind_fault_proxy(plan: Plan) -> (TestStack, Arc<FaultProxy>) {
         plan,
         calls: AtomicU64::new(0),
         faults: AtomicU64::new(0),
+        broken: std::sync::Mutex::default(),
         http: reqwest::Client::new(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -118,15 +136,20 @@ async fn fault_one_call_in_five_failing_transiently_still_completes_every_reques
     for _ in 0..6 {
         let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
         posts.push(tokio::spawn(async move {
-            http.post(url)
+            let response = http
+                .post(url)
                 .json(&json!({ "video_uri": uri }))
                 .send()
-                .await
-                .map(|r| r.status().as_u16())
+                .await;
+            match response {
+                Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                Err(e) => Err(e),
+            }
         }));
     }
     for post in posts {
-        assert_eq!(post.await.expect("runs").expect("answers"), 200);
+        let (status, body) = post.await.expect("runs").expect("answers");
+        assert_eq!(status, 200, "{body}\n{}", t.logs());
     }
     let states = wait_for_states(t.store(), 60, |s| {
         s.len() == 6 && s.iter().all(|s| s.status.is_terminal())
