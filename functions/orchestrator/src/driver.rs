@@ -246,10 +246,13 @@ impl Driver<'_> {
                 return self.fail(t, &task, failure).await;
             }
         }
-        let mut t = t.lock().await;
-        let result = crate::result::build(self.storage, &t.state, started.elapsed()).await?;
-        let result_key = RequestKeys::new(&t.state.request_id).result();
+        // final.json reads every clip's detections: not under the lock, so the heartbeat
+        // keeps the lease meanwhile.
+        let state = t.lock().await.state.clone();
+        let result = crate::result::build(self.storage, &state, started.elapsed()).await?;
+        let result_key = RequestKeys::new(&state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
+        let mut t = t.lock().await;
         t.state.result_key = Some(result_key);
         t.state.apply(RequestEvent::Complete, Utc::now())?;
         t.commit().await?;
