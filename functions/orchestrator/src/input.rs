@@ -43,7 +43,10 @@ impl Source {
             "file" => Err(invalid(
                 "file:// video URIs are accepted only in local mode; use s3:// or https://".into(),
             )),
-            "http" | "https" => Ok(Source::Http(url)),
+            "http" | "https" => match crate::guard::check_url(&url, local_mode) {
+                Ok(()) => Ok(Source::Http(url)),
+                Err(e) => Err(forbidden(&e)),
+            },
             "s3" => {
                 let bucket = url.host_str().unwrap_or_default().to_owned();
                 let key = url.path().trim_start_matches('/').to_owned();
@@ -72,6 +75,11 @@ impl Source {
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
+}
+
+/// 422 for a video URL that leads to an internal address (the SSRF guard).
+fn forbidden(e: &crate::guard::ForbiddenAddress) -> ApiError {
+    ApiError::unprocessable("forbidden_address", format!("video_uri: {e}"))
 }
 
 /// The fetched input: a file of the user's own (local mode) or one we downloaded.
@@ -130,6 +138,9 @@ pub async fn fetch(
             let temp = temp_file()?;
             let download = async {
                 let response = http.get(url.clone()).send().await.map_err(|e| {
+                    if let Some(f) = crate::guard::forbidden_in(&e) {
+                        return forbidden(&f);
+                    }
                     ApiError::unprocessable("input_unreachable", format!("fetching {url}: {e}"))
                 })?;
                 let status = response.status();

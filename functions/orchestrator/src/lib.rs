@@ -4,10 +4,12 @@
 //!
 //! - [`router`]: the HTTP routes (relative to `/function/orchestrator`).
 //! - [`input`]: validating the video URI and fetching the video, before anything is written.
+//! - [`guard`]: the SSRF guard on every URL the orchestrator fetches for a user.
 //! - [`pipeline`]: the stage table.
 //! - [`driver`]: walking the stage table and recording every transition.
 
 pub mod driver;
+pub mod guard;
 pub mod input;
 pub mod pipeline;
 pub mod query;
@@ -65,11 +67,15 @@ impl App {
     pub async fn new(config: OrchestratorConfig) -> Arc<Self> {
         let storage = Storage::connect(&config.s3).await;
         let gateway = GatewayClient::new(config.gateway_url.clone());
+        // Videos (and callbacks) are fetched from URLs users give: outside local mode, never
+        // from internal addresses (see `guard`).
+        let allow_internal = config.local_mode;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(guard::redirect_policy(allow_internal))
+            .dns_resolver(Arc::new(guard::GuardedResolver { allow_internal }))
             .build()
-            .expect("a client with a connect timeout and a redirect limit always builds");
+            .expect("a client with a connect timeout and a redirect policy always builds");
         let invocations = Semaphore::new(config.max_concurrent_invocations);
         let params = pipeline::Params {
             clip_min_s: config.clip_min_s,
@@ -908,6 +914,25 @@ mod tests {
             (status, body["error"]["code"].as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_video_uri"))
         );
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_outside_local_mode() {
+        // Refused before any connection: nothing listens at these, in this test or here.
+        for uri in [
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "http://localhost:9/video.mp4",
+            "http://[::1]:9/video.mp4",
+            "https://10.0.0.1/video.mp4",
+            "http://0x7f000001/video.mp4",
+        ] {
+            let (status, body) = submit(json!({ "video_uri": uri })).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("forbidden_address")),
+                "{uri}: {body}"
+            );
+        }
     }
 
     #[tokio::test]
