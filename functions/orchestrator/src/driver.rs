@@ -31,6 +31,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::input::{self, Fetched, Limits, Source};
+use crate::metrics::{Metrics, Outcome};
 use crate::pipeline::{self, FanOut, InputContext, Params, StageSpec};
 
 /// Why driving stopped without reaching a terminal state.
@@ -177,6 +178,7 @@ pub struct Driver<'a> {
     /// At most this many clips move through the per-clip chain at once.
     pub fan_out: usize,
     pub params: &'a Params,
+    pub metrics: &'a Metrics,
     /// Caps every stage's own timeout.
     pub max_stage_timeout: Duration,
     pub local_mode: bool,
@@ -484,9 +486,11 @@ impl Driver<'_> {
                 }
                 t.commit().await?;
             }
-            let outcome = {
+            let (outcome, took) = {
                 let _permit = self.invocations.acquire().await;
-                self.gateway.invoke(spec.function, &call, timeout).await
+                let clock = Instant::now();
+                let outcome = self.gateway.invoke(spec.function, &call, timeout).await;
+                (outcome, clock.elapsed())
             };
             let mut t = t.lock().await;
             let now = Utc::now();
@@ -511,6 +515,9 @@ impl Driver<'_> {
                         stage.metrics.insert("peak_rss_kb".into(), json!(kb));
                     }
                     stage.metrics.insert("data".into(), manifest.data);
+                    let work = Duration::from_millis(manifest.work_ms);
+                    self.metrics
+                        .call(spec.name, Outcome::Succeeded, took, Some(work));
                     stage.apply(
                         StageEvent::Succeed {
                             outputs: manifest.outputs,
@@ -537,6 +544,7 @@ impl Driver<'_> {
             let (code, detail) = (failure.code(), failure.to_string());
             match failure.is_transient().then(|| delays.next()).flatten() {
                 Some(delay) => {
+                    self.metrics.call(spec.name, Outcome::Retried, took, None);
                     tracing::warn!(%task, error = %failure, ?delay, "stage attempt failed; retrying");
                     stage.apply(StageEvent::Retry { code, detail }, now)?;
                     t.commit().await?;
@@ -544,6 +552,7 @@ impl Driver<'_> {
                     tokio::time::sleep(delay).await;
                 }
                 None => {
+                    self.metrics.call(spec.name, Outcome::Failed, took, None);
                     tracing::warn!(%task, error = %failure, "stage failed");
                     stage.apply(StageEvent::Fail { code, detail }, now)?;
                     t.commit().await?;

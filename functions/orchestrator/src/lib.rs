@@ -5,12 +5,14 @@
 //! - [`router`]: the HTTP routes (relative to `/function/orchestrator`).
 //! - [`input`]: validating the video URI and fetching the video, before anything is written.
 //! - [`guard`]: the SSRF guard on every URL the orchestrator fetches for a user.
+//! - [`metrics`]: `GET /metrics`.
 //! - [`pipeline`]: the stage table.
 //! - [`driver`]: walking the stage table and recording every transition.
 
 pub mod driver;
 pub mod guard;
 pub mod input;
+pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod result;
@@ -54,6 +56,7 @@ pub struct App {
     http: reqwest::Client,
     stages: Vec<StageSpec>,
     params: pipeline::Params,
+    pub metrics: metrics::Metrics,
     invocations: Semaphore,
     /// Fired by SIGTERM: drivers persist their state, release their leases and stop.
     pub shutdown: CancellationToken,
@@ -89,6 +92,7 @@ impl App {
             http,
             stages: pipeline::stages(),
             params,
+            metrics: metrics::Metrics::default(),
             invocations,
             shutdown: CancellationToken::new(),
             drivers: TaskTracker::new(),
@@ -119,6 +123,7 @@ impl App {
             invocations: &self.invocations,
             fan_out: self.config.max_concurrent_invocations,
             params: &self.params,
+            metrics: &self.metrics,
             max_stage_timeout: self.config.stage_timeout,
             local_mode: self.config.local_mode,
             input_limits: self.limits(),
@@ -151,10 +156,15 @@ impl App {
         let app = self.clone();
         self.drivers.spawn(async move {
             let _claim = claim;
+            app.metrics.drivers(1);
             let (mut state, result) = app
                 .driver()
                 .run(tracked, prefetched, app.shutdown.child_token())
                 .await;
+            app.metrics.drivers(-1);
+            if result.is_ok() {
+                app.metrics.ended(state.status);
+            }
             match &result {
                 Err(DriveError::Stopped) => {
                     // Shutdown: hand the request over now rather than after the lease expires.
@@ -306,9 +316,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/requests/{id}/resume", post(resume))
         .route("/requests/{id}/cancel", post(cancel))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::Extension(BodyLimit(body_limit)))
         .with_state(app)
+}
+
+/// `GET /metrics`: Prometheus's text format.
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The body of `POST /`.
@@ -484,6 +507,7 @@ async fn submit(
         }
     };
     tracing::info!(request_id = %id, "request accepted");
+    app.metrics.accepted();
 
     // Accepted: from here the request runs to its end even if the caller goes away.
     let task = app.spawn_driver(claim, tracked, Some(fetched));

@@ -82,6 +82,35 @@ async fn an_idempotency_key_runs_a_submission_once() {
         );
     }
     assert_eq!(t.request_keys().await.len(), keys_after);
+
+    // The orchestrator's metrics saw one request, driven to its end, each stage once.
+    let response = t
+        .http
+        .get(t.url("orchestrator", "/metrics"))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/plain; version=0.0.4"))
+    );
+    let text = response.text().await.expect("a body");
+    for line in [
+        "fave_requests_accepted_total 1",
+        "fave_requests_ended_total{status=\"COMPLETED\"} 1",
+        "fave_drivers_in_flight 0",
+        "fave_stage_calls_total{stage=\"stage-ffmpeg-0\",outcome=\"succeeded\"} 1",
+        "fave_stage_calls_total{stage=\"stage-detect\",outcome=\"succeeded\"} 1",
+        "fave_stage_retries_total 0",
+        "fave_stage_call_duration_seconds_count{stage=\"stage-audio\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
 }
 
 /// What a callback sink received: headers and body of each POST.
