@@ -22,6 +22,9 @@ pub struct Submission {
     pub video_uri: String,
     pub query: Option<String>,
     pub profile: Profile,
+    /// Where fave POSTs the result (or the failure) when the request ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// The replica regime a request runs under; see stack.yml.
@@ -325,6 +328,17 @@ pub struct InputObject {
     pub sha256: String,
 }
 
+/// How the delivery of fave's own callback went (`Submission::callback_url`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackDelivery {
+    pub attempts: u32,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// Delivery stopped for good: the receiver refused it, or every attempt failed.
+    pub gave_up: bool,
+}
+
 /// Who drives a request, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -364,6 +378,9 @@ pub struct RequestState {
     pub drivers: Vec<DriverRecord>,
     /// The key of `final.json`, once completed.
     pub result_key: Option<String>,
+    /// The callback's delivery, once tried.
+    #[serde(default)]
+    pub callback: Option<CallbackDelivery>,
 }
 
 impl RequestState {
@@ -389,6 +406,7 @@ impl RequestState {
             lease: None,
             drivers: Vec::new(),
             result_key: None,
+            callback: None,
         }
     }
 
@@ -428,6 +446,16 @@ impl RequestState {
 
     pub fn stage_mut(&mut self, name: &StageName) -> Option<&mut StageState> {
         self.stages.iter_mut().find(|s| &s.name == name)
+    }
+
+    /// Whether the request has ended and its callback is still to be delivered.
+    pub fn callback_pending(&self) -> bool {
+        self.status.is_terminal()
+            && self.submission.callback_url.is_some()
+            && self
+                .callback
+                .as_ref()
+                .is_none_or(|c| c.delivered_at.is_none() && !c.gave_up)
     }
 
     /// Every task: the request-wide stages, then each clip's tasks.
@@ -583,8 +611,10 @@ mod tests {
             video_uri: "s3://b/k".into(),
             query: None,
             profile: Profile::Warm,
+            callback_url: Some("https://example.com/done".into()),
         };
         let mut r = RequestState::new("r1".parse().unwrap(), sub, vec![], now);
+        assert!(!r.callback_pending(), "not before the end");
         r.apply(RequestEvent::Start, now).unwrap();
         r.apply(
             RequestEvent::Fail {
@@ -604,5 +634,13 @@ mod tests {
         assert_eq!(json["schema_version"], SCHEMA_VERSION);
         let back: RequestState = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
+        assert!(r.callback_pending(), "ended, not yet delivered");
+        r.callback = Some(CallbackDelivery {
+            attempts: 1,
+            delivered_at: Some(now),
+            last_status: Some(200),
+            ..CallbackDelivery::default()
+        });
+        assert!(!r.callback_pending());
     }
 }

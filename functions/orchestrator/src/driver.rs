@@ -258,7 +258,7 @@ impl Driver<'_> {
         t.state.result_key = Some(result_key);
         t.state.apply(RequestEvent::Complete, Utc::now())?;
         t.commit().await?;
-        self.forget(&t.state.request_id).await
+        self.forget(&t.state).await
     }
 
     /// Fails the request for good: `task` ran out of attempts or failed for good.
@@ -273,7 +273,7 @@ impl Driver<'_> {
             Utc::now(),
         )?;
         t.commit().await?;
-        self.forget(&t.state.request_id).await
+        self.forget(&t.state).await
     }
 
     /// Records the clips that the clip source cut, each with its per-clip tasks pending;
@@ -359,9 +359,14 @@ impl Driver<'_> {
         Ok(Ok(()))
     }
 
-    /// Removes a terminal request from the active index.
-    async fn forget(&self, id: &RequestId) -> Step {
-        self.storage.delete(&keys::active_marker(id)).await?;
+    /// Removes a terminal request from the active index, unless its callback is still to
+    /// be delivered (then the marker stays until it is; see `callback`).
+    async fn forget(&self, state: &RequestState) -> Step {
+        if !state.callback_pending() {
+            self.storage
+                .delete(&keys::active_marker(&state.request_id))
+                .await?;
+        }
         Ok(())
     }
 
@@ -403,7 +408,7 @@ impl Driver<'_> {
                 };
                 t.state.apply(failure, Utc::now())?;
                 t.commit().await?;
-                self.forget(&id).await?;
+                self.forget(&t.state).await?;
                 return Ok(false);
             }
         };

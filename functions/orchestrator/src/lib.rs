@@ -6,9 +6,11 @@
 //! - [`input`]: validating the video URI and fetching the video, before anything is written.
 //! - [`guard`]: the SSRF guard on every URL the orchestrator fetches for a user.
 //! - [`metrics`]: `GET /metrics`.
+//! - [`callback`]: delivering the result to a request's `callback_url`, at least once.
 //! - [`pipeline`]: the stage table.
 //! - [`driver`]: walking the stage table and recording every transition.
 
+pub mod callback;
 pub mod driver;
 pub mod guard;
 pub mod input;
@@ -195,7 +197,9 @@ impl App {
                             Utc::now(),
                         );
                         if failed.is_ok() && t.commit().await.is_ok() {
-                            let _ = app.storage.delete(&keys::active_marker(&id)).await;
+                            if !t.state.callback_pending() {
+                                let _ = app.storage.delete(&keys::active_marker(&id)).await;
+                            }
                             state = t.state;
                         }
                     }
@@ -203,8 +207,24 @@ impl App {
                 Err(e) => tracing::warn!(request_id = %id, error = %e, "driver stopped"),
                 Ok(()) => tracing::info!(request_id = %id, status = ?state.status, "request ended"),
             }
+            // The callback goes out after the driver has answered, so a slow receiver does
+            // not hold up a caller waiting for the result; the claim goes with it.
+            if state.callback_pending() {
+                app.spawn_callback(_claim, id);
+            }
             (state, result)
         })
+    }
+
+    /// Delivers an ended request's callback in the background, holding its claim.
+    fn spawn_callback(self: &Arc<Self>, claim: Claim, id: RequestId) {
+        let app = self.clone();
+        self.drivers.spawn(async move {
+            let _claim = claim;
+            if let Err(e) = callback::deliver(&app.storage, &app.http, &app.holder(), &id).await {
+                tracing::warn!(request_id = %id, error = %e, "callback delivery stopped; it will be resumed");
+            }
+        });
     }
 
     /// Takes the lease of a non-terminal request whose lease is free, and drives it.
@@ -216,6 +236,10 @@ impl App {
         let Some(mut t) = Tracked::load(self.storage.clone(), id, self.holder()).await? else {
             return Ok(Resumed::NoSuchRequest);
         };
+        if t.state.callback_pending() {
+            self.spawn_callback(claim, id.clone());
+            return Ok(Resumed::Resumed);
+        }
         if t.state.status.is_terminal() {
             self.storage.delete(&keys::active_marker(id)).await?;
             return Ok(Resumed::Terminal(t.state.status));
@@ -343,6 +367,9 @@ pub struct SubmitBody {
     pub query: Option<String>,
     #[serde(default)]
     pub profile: Option<Profile>,
+    /// Where the result is POSTed when the request ends.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// The longest query accepted.
@@ -442,10 +469,14 @@ async fn submit(
         ));
     }
     let source = Source::parse(&body.video_uri, app.config.local_mode)?;
+    if let Some(url) = &body.callback_url {
+        callback::check(url, app.config.local_mode)?;
+    }
     let submission = Submission {
         video_uri: body.video_uri,
         query,
         profile: body.profile.unwrap_or_default(),
+        callback_url: body.callback_url,
     };
     if let Some(id) = &idempotent
         && let Some((existing, _)) = app
@@ -853,10 +884,13 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<R
             .map_err(|e| ApiError::internal(e.to_string()))?;
         match t.commit().await {
             Ok(()) => {
-                app.storage
-                    .delete(&keys::active_marker(&id))
-                    .await
-                    .map_err(storage_error)?;
+                // With a callback due, the marker stays and the resumer delivers it.
+                if !t.state.callback_pending() {
+                    app.storage
+                        .delete(&keys::active_marker(&id))
+                        .await
+                        .map_err(storage_error)?;
+                }
                 tracing::info!(request_id = %id, "request cancelled");
                 return Ok(
                     Json(json!({"request_id": id, "status": t.state.status})).into_response()

@@ -118,6 +118,11 @@ type Received = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
 
 /// A small HTTP server on loopback that records every POST it gets.
 async fn callback_sink() -> (String, Received) {
+    callback_sink_answering(0, 200).await
+}
+
+/// A sink that answers 503 to the first `failures` POSTs and `then` afterwards.
+async fn callback_sink_answering(failures: usize, then: u16) -> (String, Received) {
     let received: Received = Arc::default();
     let sink = received.clone();
     let app = axum::Router::new().route(
@@ -126,8 +131,10 @@ async fn callback_sink() -> (String, Received) {
             let sink = sink.clone();
             async move {
                 let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                sink.lock().expect("not poisoned").push((headers, body));
-                "thanks"
+                let mut all = sink.lock().expect("not poisoned");
+                all.push((headers, body));
+                let status = if all.len() <= failures { 503 } else { then };
+                axum::http::StatusCode::from_u16(status).expect("a status")
             }
         }),
     );
@@ -137,6 +144,108 @@ async fn callback_sink() -> (String, Received) {
     let url = format!("http://{}/done", listener.local_addr().expect("an address"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, received)
+}
+
+/// Waits until `received` holds at least `n` POSTs.
+async fn wait_for_posts(received: &Received, n: usize) -> Vec<(HeaderMap, Value)> {
+    for _ in 0..600 {
+        let all = received.lock().expect("not poisoned").clone();
+        if all.len() >= n {
+            return all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} callbacks arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fave_posts_the_result_to_the_callback_url_retrying_until_it_is_taken() {
+    let t = TestStack::start().await;
+    // The receiver is down for two attempts.
+    let (sink_url, received) = callback_sink_answering(2, 200).await;
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")), "callback_url": sink_url }))
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let id = answer["request_id"].as_str().expect("an id").to_owned();
+    let posts = wait_for_posts(&received, 3).await;
+    for (headers, body) in &posts {
+        assert_eq!(headers["x-fave-request-id"], id.as_str());
+        assert_eq!(headers["x-fave-status"], "COMPLETED");
+        assert_eq!(body, &answer, "the callback carries final.json");
+    }
+    // Delivered: recorded in state.json, and the request leaves the active index.
+    let mut state = t.state(&id.parse().expect("an id")).await;
+    for _ in 0..100 {
+        if state
+            .callback
+            .as_ref()
+            .is_some_and(|c| c.delivered_at.is_some())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        state = t.state(&id.parse().expect("an id")).await;
+    }
+    let delivery = state.callback.expect("recorded");
+    assert_eq!((delivery.attempts, delivery.last_status), (3, Some(200)));
+    assert!(delivery.delivered_at.is_some() && !delivery.gave_up);
+    let mut active = vec![String::new()];
+    for _ in 0..100 {
+        active = t
+            .store()
+            .list_keys(fave_common::keys::ACTIVE_PREFIX)
+            .await
+            .expect("listing works");
+        if active.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        active.is_empty(),
+        "the active index empties once the callback is delivered"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        received.lock().expect("not poisoned").len(),
+        3,
+        "nothing after delivery"
+    );
+
+    // A request that fails reports its failure; a receiver that refuses (400) is not
+    // asked again.
+    let (refusing_url, refused) = callback_sink_answering(0, 400).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fake = dir.path().join("fake.mp4");
+    std::fs::write(&fake, "not a video").expect("written");
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&fake), "callback_url": refusing_url }))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let posts = wait_for_posts(&refused, 1).await;
+    assert_eq!(posts[0].0["x-fave-status"], "FAILED");
+    assert_eq!(posts[0].1["error"]["code"], "invalid_media");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(refused.lock().expect("not poisoned").len(), 1);
+    let id = answer["request_id"].as_str().expect("an id");
+    let delivery = t
+        .state(&id.parse().expect("an id"))
+        .await
+        .callback
+        .expect("recorded");
+    assert!(delivery.gave_up && delivery.attempts == 1, "{delivery:?}");
+
+    // A callback URL that is not one is refused with the submission.
+    let (status, _, refused) = t
+        .submit(
+            &json!({ "video_uri": file_uri(&sample("bikes.mp4")), "callback_url": "ftp://x/y" }),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("invalid_callback_url"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,4 +372,33 @@ async fn requests_are_listed_a_page_at_a_time_and_filtered_by_status() {
             "{query}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_still_calls_back_through_the_resumer() {
+    let t = TestStack::start_with(&[("FAVE_RESUME_INTERVAL_MS", "200")]).await;
+    let (sink_url, received) = callback_sink().await;
+    let body = json!({ "video_uri": file_uri(&sample("vtest.avi")), "callback_url": sink_url });
+    let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
+    let post = tokio::spawn(async move { http.post(url).json(&body).send().await });
+    let states = t.wait_for_running_stage().await;
+    let id = states[0].request_id.to_string();
+    let (status, _, cancelled) = t.post(&format!("/requests/{id}/cancel")).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("CANCELLED"))
+    );
+    // The cancel route leaves the delivery to the resumer, which finds the request again
+    // because its callback is due.
+    let posts = wait_for_posts(&received, 1).await;
+    assert_eq!(posts[0].0["x-fave-request-id"], id.as_str());
+    assert_eq!(posts[0].0["x-fave-status"], "CANCELLED");
+    assert_eq!(posts[0].1["status"], "CANCELLED");
+    let _ = post.await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        received.lock().expect("not poisoned").len(),
+        1,
+        "delivered once"
+    );
 }

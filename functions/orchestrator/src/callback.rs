@@ -1,0 +1,186 @@
+//! fave's own callback: when a request with a `callback_url` ends, its result (final.json,
+//! or the failure in the one error shape) is POSTed there, at least once.
+//!
+//! A request whose callback is still due stays in the active index, so a replica that dies
+//! before delivering leaves it to the resumer, which delivers it. Each attempt is recorded
+//! in `state.json` (`callback`: attempts, last status or error, delivered or given up).
+//! Connect errors, timeouts, 408, 429 and 5xx are tried again with backoff; any other
+//! answer, or a URL the SSRF guard refuses, ends delivery for good. The receiver can tell
+//! repeats apart by `X-Fave-Request-Id`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use fave_common::ids::RequestId;
+use fave_common::keys::{self, RequestKeys};
+use fave_common::retry::RetryPolicy;
+use fave_common::state::{RequestState, RequestStatus};
+use fave_common::storage::Storage;
+use serde_json::{Value, json};
+
+use crate::driver::{DriveError, LeaseHolder, Tracked};
+
+/// Attempts at delivery and the waits between them (≈ 1 minute in all).
+pub const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    initial_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(15),
+    jitter: true,
+};
+
+/// How long one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Delivers the callback of ended request `id`, if it has one still due, then takes the
+/// request out of the active index.
+pub async fn deliver(
+    storage: &Storage,
+    http: &reqwest::Client,
+    holder: &LeaseHolder,
+    id: &RequestId,
+) -> Result<(), DriveError> {
+    let mut delays = POLICY.delays();
+    loop {
+        let Some(mut t) = Tracked::load(storage.clone(), id, holder.clone()).await? else {
+            return Ok(());
+        };
+        if !t.state.callback_pending() {
+            break;
+        }
+        let url = t.state.submission.callback_url.clone().unwrap_or_default();
+        let body = payload(storage, &t.state).await?;
+        let sent = http
+            .post(&url)
+            .header("x-fave-request-id", id.as_str())
+            .header("x-fave-status", status_name(t.state.status))
+            .json(&body)
+            .timeout(ATTEMPT_TIMEOUT)
+            .send()
+            .await;
+        let mut record = t.state.callback.clone().unwrap_or_default();
+        record.attempts += 1;
+        let again = match sent {
+            Ok(answer) if answer.status().is_success() => {
+                record.delivered_at = Some(Utc::now());
+                record.last_status = Some(answer.status().as_u16());
+                record.last_error = None;
+                false
+            }
+            Ok(answer) => {
+                let status = answer.status().as_u16();
+                record.last_status = Some(status);
+                record.last_error = Some(format!("the receiver answered {status}"));
+                status >= 500 || status == 408 || status == 429
+            }
+            Err(e) => {
+                let forbidden = crate::guard::forbidden_in(&e);
+                record.last_status = None;
+                record.last_error = Some(match &forbidden {
+                    Some(f) => f.to_string(),
+                    None => format!("sending: {e}"),
+                });
+                forbidden.is_none()
+            }
+        };
+        let wait = if again { delays.next() } else { None };
+        record.gave_up = record.delivered_at.is_none() && wait.is_none();
+        let delivered = record.delivered_at.is_some();
+        t.state.callback = Some(record);
+        // Losing this write means another replica is delivering: it carries on.
+        match t.commit().await {
+            Err(DriveError::Superseded) => return Ok(()),
+            other => other?,
+        }
+        match wait {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => {
+                if !delivered {
+                    tracing::warn!(request_id = %id, "callback not delivered; giving up");
+                }
+                break;
+            }
+        }
+    }
+    storage.delete(&keys::active_marker(id)).await?;
+    Ok(())
+}
+
+/// What the receiver gets: final.json, or the failure in the one error shape.
+async fn payload(storage: &Storage, state: &RequestState) -> Result<Value, DriveError> {
+    if state.status == RequestStatus::Completed {
+        let key = state
+            .result_key
+            .clone()
+            .unwrap_or_else(|| RequestKeys::new(&state.request_id).result());
+        if let Some((result, _)) = storage.get_json::<Value>(&key).await? {
+            return Ok(result);
+        }
+    }
+    let (code, message) = state.failure.as_ref().map_or_else(
+        || {
+            (
+                "cancelled".to_owned(),
+                "the request was cancelled".to_owned(),
+            )
+        },
+        |f| (f.error_code.clone(), f.error_detail.clone()),
+    );
+    Ok(json!({
+        "request_id": state.request_id,
+        "status": state.status,
+        "error": {"code": code, "message": message, "retryable": false},
+    }))
+}
+
+fn status_name(status: RequestStatus) -> &'static str {
+    match status {
+        RequestStatus::Init => "INIT",
+        RequestStatus::Running => "RUNNING",
+        RequestStatus::Completed => "COMPLETED",
+        RequestStatus::Failed => "FAILED",
+        RequestStatus::Cancelled => "CANCELLED",
+    }
+}
+
+/// Checks a `callback_url` at submission: http(s), not too long, and (outside local mode)
+/// not an internal address.
+pub fn check(raw: &str, local_mode: bool) -> Result<(), fave_common::error::ApiError> {
+    use fave_common::error::ApiError;
+    let invalid = |m: String| ApiError::unprocessable("invalid_callback_url", m);
+    if raw.len() > crate::input::MAX_URI_LEN {
+        return Err(invalid(format!(
+            "callback_url is longer than {} characters",
+            crate::input::MAX_URI_LEN
+        )));
+    }
+    let url = url::Url::parse(raw).map_err(|e| invalid(format!("callback_url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("callback_url must be http(s)".into()));
+    }
+    crate::guard::check_url(&url, local_mode)
+        .map_err(|e| ApiError::unprocessable("forbidden_address", format!("callback_url: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_urls_are_checked() {
+        assert!(check("https://hooks.example.com/fave", false).is_ok());
+        assert!(check("http://127.0.0.1:9/done", true).is_ok(), "local mode");
+        for (raw, code) in [
+            ("ftp://example.com/x", "invalid_callback_url"),
+            ("not a url", "invalid_callback_url"),
+            ("http://169.254.169.254/", "forbidden_address"),
+            ("http://127.0.0.1:9/done", "forbidden_address"),
+        ] {
+            assert_eq!(check(raw, false).unwrap_err().code, code, "{raw}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(3000));
+        assert_eq!(
+            check(&long, false).unwrap_err().code,
+            "invalid_callback_url"
+        );
+    }
+}
