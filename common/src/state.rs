@@ -89,6 +89,17 @@ pub enum RequestEvent {
 }
 
 impl RequestStatus {
+    /// The name `state.json` and the API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Init => "INIT",
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
@@ -602,6 +613,14 @@ mod tests {
         );
         assert_eq!(s.status, StageStatus::Succeeded);
         assert!(s.failure.is_none());
+    }
+
+    #[test]
+    fn status_names_are_the_serialized_ones() {
+        use RequestStatus as S;
+        for s in [S::Init, S::Running, S::Completed, S::Failed, S::Cancelled] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]

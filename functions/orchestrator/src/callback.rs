@@ -52,7 +52,7 @@ pub async fn deliver(
         let sent = http
             .post(&url)
             .header("x-fave-request-id", id.as_str())
-            .header("x-fave-status", status_name(t.state.status))
+            .header("x-fave-status", t.state.status.as_str())
             .json(&body)
             .timeout(ATTEMPT_TIMEOUT)
             .send()
@@ -130,16 +130,6 @@ async fn payload(storage: &Storage, state: &RequestState) -> Result<Value, Drive
         "status": state.status,
         "error": {"code": code, "message": message, "retryable": false},
     }))
-}
-
-fn status_name(status: RequestStatus) -> &'static str {
-    match status {
-        RequestStatus::Init => "INIT",
-        RequestStatus::Running => "RUNNING",
-        RequestStatus::Completed => "COMPLETED",
-        RequestStatus::Failed => "FAILED",
-        RequestStatus::Cancelled => "CANCELLED",
-    }
 }
 
 /// Checks a `callback_url` at submission: http(s), not too long, and (outside local mode)

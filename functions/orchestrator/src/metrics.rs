@@ -127,13 +127,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE fave_requests_ended_total counter");
         for (status, c) in [
-            ("COMPLETED", &self.completed),
-            ("FAILED", &self.failed),
-            ("CANCELLED", &self.cancelled),
+            (RequestStatus::Completed, &self.completed),
+            (RequestStatus::Failed, &self.failed),
+            (RequestStatus::Cancelled, &self.cancelled),
         ] {
             let _ = writeln!(
                 out,
-                "fave_requests_ended_total{{status=\"{status}\"}} {}",
+                "fave_requests_ended_total{{status=\"{}\"}} {}",
+                status.as_str(),
                 load(c)
             );
         }

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use fave_common::ids::StageName;
 use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name as split};
@@ -148,10 +147,7 @@ impl Stage for Ffmpeg0 {
         let canonical = media_info(&ffprobe(&video).await?)?;
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
-        let stage: StageName = NAME
-            .parse()
-            .map_err(|e| StageError::Internal(format!("{e}")))?;
-        let prefix = RequestKeys::new(&call.request_id).stage_prefix(&stage);
+        let prefix = call.output_prefix();
         let mut outputs = BTreeMap::new();
         let mut put = async |name: &str, file: &Path, content_type: &str, filename: &str| {
             let key = format!("{prefix}{filename}");

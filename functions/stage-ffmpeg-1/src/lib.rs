@@ -18,7 +18,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use fave_common::ids::ClipId;
-use fave_common::keys::RequestKeys;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name};
 use serde::{Deserialize, Serialize};
@@ -92,11 +91,7 @@ impl Stage for Ffmpeg1 {
         let duration = end - origin;
         let cuts = snap_cuts(&input.cuts, &relative, duration, input.min_clip_s);
 
-        let prefix = RequestKeys::new(&call.request_id).stage_prefix(
-            &NAME
-                .parse()
-                .map_err(|e| StageError::Internal(format!("{e}")))?,
-        );
+        let prefix = call.output_prefix();
         let mut outputs = BTreeMap::new();
         let mut clips = Vec::new();
         if cuts.is_empty() {
