@@ -218,6 +218,24 @@ pub struct OrchestratorConfig {
     pub clip_max_s: f64,
     /// Frames per second of each clip that object detection looks at.
     pub frames_per_second: f64,
+    /// Which stage table is driven (`FAVE_PIPELINE`).
+    pub pipeline: PipelineChoice,
+}
+
+/// Which stage table the orchestrator drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineChoice {
+    /// `video` (the default): the video-analysis pipeline.
+    Video,
+    /// `noop`: `FAVE_NOOP_STEPS` request-wide no-op stages in a row, the last listing
+    /// `FAVE_NOOP_CLIPS` clips, each run through one no-op per-clip task; each no-op call
+    /// takes `FAVE_NOOP_WORK_MS`. Everything but the work is real (gateway, state writes,
+    /// manifests), so this measures the orchestrator itself (`fave bench overhead|fanout`).
+    Noop {
+        steps: usize,
+        clips: usize,
+        work_ms: u64,
+    },
 }
 
 impl OrchestratorConfig {
@@ -248,6 +266,20 @@ impl OrchestratorConfig {
                 reason: "must be within 0.01..=30".into(),
             });
         }
+        let pipeline = match lookup("FAVE_PIPELINE").as_deref() {
+            None | Some("" | "video") => PipelineChoice::Video,
+            Some("noop") => PipelineChoice::Noop {
+                steps: parse(lookup, "FAVE_NOOP_STEPS", 5usize)?.clamp(1, 200),
+                clips: parse(lookup, "FAVE_NOOP_CLIPS", 0usize)?.min(100_000),
+                work_ms: parse(lookup, "FAVE_NOOP_WORK_MS", 0u64)?,
+            },
+            Some(_) => {
+                return Err(ConfigError {
+                    var: "FAVE_PIPELINE",
+                    reason: "must be video or noop".into(),
+                });
+            }
+        };
         Ok(Self {
             listen: listen_addr(lookup)?,
             s3: S3Settings::from_lookup(lookup)?,
@@ -268,6 +300,7 @@ impl OrchestratorConfig {
             clip_min_s,
             clip_max_s,
             frames_per_second,
+            pipeline,
         })
     }
 }

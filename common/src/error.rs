@@ -2,10 +2,10 @@
 //! `{"error": {"code", "message", "retryable"}}`, and the extractor that gives malformed
 //! bodies the same shape.
 
-use axum::Json;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Gives a router's unknown paths (404 `not_found`) and wrong methods (405
+/// `method_not_allowed`) the JSON error shape; axum's own answers have an empty body.
+pub fn json_fallbacks<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method",
+            )
+        })
+}
+
 /// The largest body [`JsonBody`] accepts, set per router with `Extension(BodyLimit(n))`
 /// (1 MiB where none is set).
 #[derive(Debug, Clone, Copy)]
@@ -148,17 +162,30 @@ where
     }
 }
 
-/// Parses a JSON body, classifying the failure as [`JsonBody`] does.
+/// Parses a JSON body, classifying the failure as [`JsonBody`] does. Every fave body is a
+/// JSON object: serde would also read a struct from an array of its fields in order
+/// (`["s3://b/k"]`), which no client means, so anything but an object is refused.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::unprocessable("invalid_request", e.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-            }
+    // 400 when the body is not JSON, 422 when it is JSON of the wrong shape. serde_json's
+    // own category cannot tell: reading into a type, it stops at the first value of the
+    // wrong type (calling some of those syntax errors) before seeing whether the rest is
+    // JSON at all. So a failure is classified by parsing the body as untyped JSON.
+    let parsed = serde_json::from_slice(bytes).map_err(|e| {
+        match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(_) => ApiError::unprocessable("invalid_request", e.to_string()),
+            Err(syntax) => ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {syntax}"),
+            ),
         }
-    })
+    })?;
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(parsed),
+        _ => Err(ApiError::unprocessable(
+            "invalid_request",
+            "the body must be a JSON object",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -188,7 +215,33 @@ mod tests {
             parse_json::<Req>(br#"{"a":1,"b":2}"#).unwrap_err().code,
             "invalid_request"
         );
-        assert!(parse_json::<Req>(br#"{"a":1}"#).is_ok());
+        assert!(parse_json::<Req>(br#" {"a":1}"#).is_ok());
+        // serde_json calls a number where an enum belongs a syntax error; it is a shape one.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        enum Colour {
+            Red,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Paint {
+            colour: Colour,
+        }
+        let e = parse_json::<Paint>(br#"{"colour": 1}"#).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        );
+        // serde reads a struct from a sequence of its fields; a body must be an object.
+        let e = parse_json::<Req>(b"[1]").unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        );
+        assert_eq!(
+            parse_json::<Req>(br#"{"a":1,"a":2}"#).unwrap_err().code,
+            "invalid_request"
+        );
     }
 
     #[test]

@@ -143,6 +143,12 @@ pub trait Stage: Send + Sync + 'static {
     /// The stage's name, which is its function's name in stack.yml.
     fn name(&self) -> &'static str;
 
+    /// Whether this function serves calls for `stage` of the orchestrator's table: its own
+    /// name, unless one function serves several stages (the no-op function serves them all).
+    fn serves(&self, stage: &str) -> bool {
+        stage == self.name()
+    }
+
     fn run(
         &self,
         ctx: &StageContext<'_>,
@@ -159,22 +165,21 @@ struct Harness<S> {
 /// route is a JSON 404.
 pub fn router<S: Stage>(stage: S, storage: Storage, body_limit: usize) -> Router {
     let harness = Arc::new(Harness { stage, storage });
-    Router::new()
-        .route("/", post(handle::<S>))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .fallback(|| async { ApiError::not_found("no such route") })
+    let routes = Router::new().route("/", post(handle::<S>)).route(
+        "/healthz",
+        get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+    );
+    crate::error::json_fallbacks(routes)
         .layer(axum::Extension(BodyLimit(body_limit)))
         .with_state(harness)
 }
 
 async fn handle<S: Stage>(
     State(h): State<Arc<Harness<S>>>,
+    headers: axum::http::HeaderMap,
     JsonBody(call): JsonBody<StageCall<S::Input>>,
 ) -> Result<Response, ApiError> {
-    if call.stage.as_str() != h.stage.name() {
+    if !h.stage.serves(call.stage.as_str()) {
         return Err(ApiError::bad_request(
             "wrong_stage",
             format!("this is {}, the call is for {}", h.stage.name(), call.stage),
@@ -182,9 +187,13 @@ async fn handle<S: Stage>(
     }
     let span = tracing::info_span!(
         "stage",
-        stage = h.stage.name(),
+        stage = call.stage.as_str(),
         request_id = %call.request_id,
         clip = call.clip.as_ref().map(ClipId::as_str),
+        // The gateway's id of this call, which the orchestrator records in the attempt.
+        call_id = headers
+            .get(crate::gateway::CALL_ID)
+            .and_then(|v| v.to_str().ok()),
     );
     async move {
         let manifest_key = keys::manifest(&call.output_prefix());

@@ -77,7 +77,7 @@ pub async fn deliver(
                 record.last_status = None;
                 record.last_error = Some(match &forbidden {
                     Some(f) => f.to_string(),
-                    None => format!("sending: {e}"),
+                    None => format!("sending: {}", e.without_url()),
                 });
                 forbidden.is_none()
             }
@@ -142,6 +142,9 @@ pub fn check(raw: &str, local_mode: bool) -> Result<(), fave_common::error::ApiE
             "callback_url is longer than {} characters",
             crate::input::MAX_URI_LEN
         )));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(invalid("callback_url contains control characters".into()));
     }
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("callback_url: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {

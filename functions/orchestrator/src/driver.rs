@@ -283,7 +283,12 @@ impl Driver<'_> {
         if !t.state.clips.is_empty() {
             return Ok(());
         }
-        let listed = pipeline::data(&t.state, pipeline::CLIP_SOURCE)
+        let source = self
+            .stages
+            .iter()
+            .find(|s| s.lists_clips)
+            .ok_or_else(|| illegal("making clips", "no stage lists the clips".into()))?;
+        let listed = pipeline::data(&t.state, &source.name)
             .map(|d| d["clips"].clone())
             .map_err(|e| illegal("making clips", e))?;
         #[derive(serde::Deserialize)]
@@ -302,7 +307,7 @@ impl Driver<'_> {
                 .map(|spec| {
                     Ok(StageState::new(
                         Task::request_wide(spec)?.name,
-                        spec.function,
+                        spec.function.as_str(),
                     ))
                 })
                 .collect::<Result<Vec<_>, IllegalTransition>>()?;
@@ -429,6 +434,11 @@ impl Driver<'_> {
 
     /// Calls one stage until it succeeds, fails for good, or runs out of attempts. The outer
     /// `Result` is the driver's own trouble; the inner one the stage's final failure.
+    #[tracing::instrument(
+        name = "task",
+        skip_all,
+        fields(stage = spec.name.as_str(), clip = task.clip.as_ref().map(ClipId::as_str))
+    )]
     async fn run_stage(
         &self,
         t: &Mutex<Tracked>,
@@ -458,7 +468,7 @@ impl Driver<'_> {
                     clip: task.clip.clone(),
                     idempotency_key: idempotency_key(
                         t.state.request_id.as_str(),
-                        spec.name,
+                        &spec.name,
                         task.clip.as_ref().map(ClipId::as_str),
                         &input,
                     ),
@@ -494,7 +504,7 @@ impl Driver<'_> {
             let (outcome, took) = {
                 let _permit = self.invocations.acquire().await;
                 let clock = Instant::now();
-                let outcome = self.gateway.invoke(spec.function, &call, timeout).await;
+                let outcome = self.gateway.invoke(&spec.function, &call, timeout).await;
                 (outcome, clock.elapsed())
             };
             let mut t = t.lock().await;
@@ -505,6 +515,12 @@ impl Driver<'_> {
                 (inv, manifest)
             }) {
                 Ok((invocation, Ok(manifest))) => {
+                    tracing::info!(
+                        call_id = invocation.call_id.as_deref(),
+                        call_ms = invocation.elapsed.as_millis() as u64,
+                        work_ms = manifest.work_ms,
+                        "stage call succeeded"
+                    );
                     if let Some(a) = stage.current_attempt() {
                         a.call_id = invocation.call_id.clone();
                         a.http_status = Some(invocation.status);
@@ -522,7 +538,7 @@ impl Driver<'_> {
                     stage.metrics.insert("data".into(), manifest.data);
                     let work = Duration::from_millis(manifest.work_ms);
                     self.metrics
-                        .call(spec.name, Outcome::Succeeded, took, Some(work));
+                        .call(&spec.name, Outcome::Succeeded, took, Some(work));
                     stage.apply(
                         StageEvent::Succeed {
                             outputs: manifest.outputs,
@@ -533,7 +549,7 @@ impl Driver<'_> {
                     return Ok(Ok(()));
                 }
                 Ok((invocation, Err(e))) => InvokeError::Status {
-                    function: spec.function.to_owned(),
+                    function: spec.function.clone(),
                     status: invocation.status,
                     call_id: invocation.call_id,
                     code: "bad_stage_answer".into(),
@@ -549,16 +565,16 @@ impl Driver<'_> {
             let (code, detail) = (failure.code(), failure.to_string());
             match failure.is_transient().then(|| delays.next()).flatten() {
                 Some(delay) => {
-                    self.metrics.call(spec.name, Outcome::Retried, took, None);
-                    tracing::warn!(%task, error = %failure, ?delay, "stage attempt failed; retrying");
+                    self.metrics.call(&spec.name, Outcome::Retried, took, None);
+                    tracing::warn!(call_id = failure.call_id(), error = %failure, ?delay, "stage attempt failed; retrying");
                     stage.apply(StageEvent::Retry { code, detail }, now)?;
                     t.commit().await?;
                     drop(t);
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    self.metrics.call(spec.name, Outcome::Failed, took, None);
-                    tracing::warn!(%task, error = %failure, "stage failed");
+                    self.metrics.call(&spec.name, Outcome::Failed, took, None);
+                    tracing::warn!(call_id = failure.call_id(), error = %failure, "stage failed");
                     stage.apply(StageEvent::Fail { code, detail }, now)?;
                     t.commit().await?;
                     return Ok(Err(failure));

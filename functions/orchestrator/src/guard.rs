@@ -84,10 +84,9 @@ pub fn check_url(url: &Url, allow_internal: bool) -> Result<(), ForbiddenAddress
     let ip = match url.host() {
         Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
         Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
-        // "localhost" never needs DNS to mean loopback.
-        Some(Host::Domain(d))
-            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
-        {
+        // "localhost" never needs DNS to mean loopback (RFC 6761), with or without the
+        // root's trailing dot and in any case (found by the parser property tests).
+        Some(Host::Domain(d)) if is_localhost(d) => {
             return Err(ForbiddenAddress(d.to_owned()));
         }
         _ => return Ok(()),
@@ -97,6 +96,11 @@ pub fn check_url(url: &Url, allow_internal: bool) -> Result<(), ForbiddenAddress
     } else {
         Err(ForbiddenAddress(ip.to_string()))
     }
+}
+
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Follows at most [`MAX_REDIRECTS`] redirects, none of them to an internal address.
@@ -195,6 +199,7 @@ mod tests {
             "http://10.0.0.7/video.mp4",
             "http://LOCALHOST/x",
             "http://a.localhost/x",
+            "http://LOCALHOST./x",
             "http://2130706433/x",
         ] {
             let url = Url::parse(url).unwrap();

@@ -34,6 +34,10 @@ impl Source {
                 "video_uri is longer than {MAX_URI_LEN} characters"
             )));
         }
+        // URL parsing would silently drop a CR/LF or tab; a URI carrying one is refused.
+        if raw.chars().any(char::is_control) {
+            return Err(invalid("video_uri contains control characters".into()));
+        }
         let url = Url::parse(raw).map_err(|e| invalid(format!("video_uri is not a URI: {e}")))?;
         match url.scheme() {
             "file" if local_mode => url
@@ -74,6 +78,22 @@ impl Source {
             .extension()
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+}
+
+/// A URL as error messages and logs show it: without a user's password or token in the
+/// userinfo, and without the query, which for a presigned URL is a credential.
+pub fn shown(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let hidden_query = shown.query().is_some();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    if hidden_query {
+        format!("{shown}?…")
+    } else {
+        shown.to_string()
     }
 }
 
@@ -136,24 +156,28 @@ pub async fn fetch(
         }
         Source::Http(url) => {
             let temp = temp_file()?;
+            let shown = shown(url);
             let download = async {
                 let response = http.get(url.clone()).send().await.map_err(|e| {
                     if let Some(f) = crate::guard::forbidden_in(&e) {
                         return forbidden(&f);
                     }
-                    ApiError::unprocessable("input_unreachable", format!("fetching {url}: {e}"))
+                    ApiError::unprocessable(
+                        "input_unreachable",
+                        format!("fetching {shown}: {}", e.without_url()),
+                    )
                 })?;
                 let status = response.status();
                 if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
                     return Err(ApiError::unprocessable(
                         "input_not_found",
-                        format!("{url} answered {status}"),
+                        format!("{shown} answered {status}"),
                     ));
                 }
                 if !status.is_success() {
                     return Err(ApiError::unprocessable(
                         "input_unreachable",
-                        format!("{url} answered {status}"),
+                        format!("{shown} answered {status}"),
                     ));
                 }
                 if response
@@ -169,7 +193,10 @@ pub async fn fetch(
                 let mut body = response.bytes_stream();
                 while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(|e| {
-                        ApiError::unprocessable("input_unreachable", format!("reading {url}: {e}"))
+                        ApiError::unprocessable(
+                            "input_unreachable",
+                            format!("reading {shown}: {}", e.without_url()),
+                        )
                     })?;
                     written += chunk.len() as u64;
                     if written > limits.max_bytes {
@@ -189,7 +216,7 @@ pub async fn fetch(
                 .map_err(|_| {
                     ApiError::unprocessable(
                         "input_timeout",
-                        format!("fetching {url} took longer than {:?}", limits.timeout),
+                        format!("fetching {shown} took longer than {:?}", limits.timeout),
                     )
                 })??;
             Ok(Fetched::Downloaded(temp))
@@ -255,10 +282,21 @@ mod tests {
             "s3://bucket",
             "s3:///key",
             "not a uri",
+            "https://example.com/v.mp4\r\nX-Injected: 1",
+            "https://exa\tmple.com/v.mp4",
         ] {
             assert!(Source::parse(bad, true).is_err(), "{bad:?}");
         }
         assert!(Source::parse(&format!("https://x/{}", "a".repeat(MAX_URI_LEN)), true).is_err());
+    }
+
+    #[test]
+    fn shown_urls_keep_no_credentials() {
+        let url = Url::parse("https://alice:hunter2@cdn.example.com/v.mp4?X-Amz-Signature=abc#t=3")
+            .unwrap();
+        assert_eq!(shown(&url), "https://cdn.example.com/v.mp4?…");
+        let plain = Url::parse("https://cdn.example.com/v.mp4").unwrap();
+        assert_eq!(shown(&plain), "https://cdn.example.com/v.mp4");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use fave_common::config::OrchestratorConfig;
+use fave_common::config::{OrchestratorConfig, PipelineChoice};
 use fave_common::error::{ApiError, BodyLimit, JsonBody};
 use fave_common::gateway::GatewayClient;
 use fave_common::ids::{RequestId, StageName};
@@ -45,6 +45,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::driver::{DriveError, Driver, LeaseHolder, Tracked};
 use crate::input::{Fetched, Limits, Source};
@@ -86,13 +87,22 @@ impl App {
             clip_min_s: config.clip_min_s,
             clip_max_s: config.clip_max_s,
             frames_per_second: config.frames_per_second,
+            noop_clips: match config.pipeline {
+                PipelineChoice::Noop { clips, .. } => clips,
+                PipelineChoice::Video => 0,
+            },
+            noop_work_ms: match config.pipeline {
+                PipelineChoice::Noop { work_ms, .. } => work_ms,
+                PipelineChoice::Video => 0,
+            },
         };
+        let stages = pipeline::stages(config.pipeline);
         Arc::new(Self {
             config,
             storage,
             gateway,
             http,
-            stages: pipeline::stages(),
+            stages,
             params,
             metrics: metrics::Metrics::default(),
             invocations,
@@ -156,64 +166,72 @@ impl App {
     ) -> tokio::task::JoinHandle<(RequestState, Result<(), DriveError>)> {
         let id = tracked.state.request_id.clone();
         let app = self.clone();
-        self.drivers.spawn(async move {
-            let _claim = claim;
-            app.metrics.drivers(1);
-            let (mut state, result) = app
-                .driver()
-                .run(tracked, prefetched, app.shutdown.child_token())
-                .await;
-            app.metrics.drivers(-1);
-            if result.is_ok() {
-                app.metrics.ended(state.status);
-            }
-            match &result {
-                Err(DriveError::Stopped) => {
-                    // Shutdown: hand the request over now rather than after the lease expires.
-                    if let Ok(Some(mut t)) =
-                        Tracked::load(app.storage.clone(), &id, app.holder()).await
-                        && t.state
-                            .lease
-                            .as_ref()
-                            .is_some_and(|l| l.owner == app.config.replica_id)
-                        && t.release().await.is_ok()
-                    {
-                        state = t.state;
-                        tracing::info!(request_id = %id, "lease released for another replica");
-                    }
+        // Every line the driver logs carries the request's id, so one request can be
+        // followed through the orchestrator and (by the same field) every stage.
+        let span = tracing::info_span!("request", request_id = %id);
+        self.drivers.spawn(
+            async move {
+                let _claim = claim;
+                app.metrics.drivers(1);
+                let (mut state, result) = app
+                    .driver()
+                    .run(tracked, prefetched, app.shutdown.child_token())
+                    .await;
+                app.metrics.drivers(-1);
+                if result.is_ok() {
+                    app.metrics.ended(state.status);
                 }
-                Err(DriveError::Illegal(bug)) => {
-                    // A bug, not a passing trouble: resuming would only repeat it, so the
-                    // request ends FAILED and says why.
-                    tracing::error!(request_id = %id, error = %bug, "driver bug");
-                    if let Ok(Some(mut t)) =
-                        Tracked::load(app.storage.clone(), &id, app.holder()).await
-                    {
-                        let failed = t.state.apply(
-                            RequestEvent::Fail {
-                                code: "internal".into(),
-                                detail: bug.to_string(),
-                            },
-                            Utc::now(),
-                        );
-                        if failed.is_ok() && t.commit().await.is_ok() {
-                            if !t.state.callback_pending() {
-                                let _ = app.storage.delete(&keys::active_marker(&id)).await;
-                            }
+                match &result {
+                    Err(DriveError::Stopped) => {
+                        // Shutdown: hand the request over now rather than after the lease expires.
+                        if let Ok(Some(mut t)) =
+                            Tracked::load(app.storage.clone(), &id, app.holder()).await
+                            && t.state
+                                .lease
+                                .as_ref()
+                                .is_some_and(|l| l.owner == app.config.replica_id)
+                            && t.release().await.is_ok()
+                        {
                             state = t.state;
+                            tracing::info!(request_id = %id, "lease released for another replica");
                         }
                     }
+                    Err(DriveError::Illegal(bug)) => {
+                        // A bug, not a passing trouble: resuming would only repeat it, so the
+                        // request ends FAILED and says why.
+                        tracing::error!(request_id = %id, error = %bug, "driver bug");
+                        if let Ok(Some(mut t)) =
+                            Tracked::load(app.storage.clone(), &id, app.holder()).await
+                        {
+                            let failed = t.state.apply(
+                                RequestEvent::Fail {
+                                    code: "internal".into(),
+                                    detail: bug.to_string(),
+                                },
+                                Utc::now(),
+                            );
+                            if failed.is_ok() && t.commit().await.is_ok() {
+                                if !t.state.callback_pending() {
+                                    let _ = app.storage.delete(&keys::active_marker(&id)).await;
+                                }
+                                state = t.state;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(request_id = %id, error = %e, "driver stopped"),
+                    Ok(()) => {
+                        tracing::info!(request_id = %id, status = ?state.status, "request ended")
+                    }
                 }
-                Err(e) => tracing::warn!(request_id = %id, error = %e, "driver stopped"),
-                Ok(()) => tracing::info!(request_id = %id, status = ?state.status, "request ended"),
+                // The callback goes out after the driver has answered, so a slow receiver does
+                // not hold up a caller waiting for the result; the claim goes with it.
+                if state.callback_pending() {
+                    app.spawn_callback(_claim, id);
+                }
+                (state, result)
             }
-            // The callback goes out after the driver has answered, so a slow receiver does
-            // not hold up a caller waiting for the result; the claim goes with it.
-            if state.callback_pending() {
-                app.spawn_callback(_claim, id);
-            }
-            (state, result)
-        })
+            .instrument(span),
+        )
     }
 
     /// Delivers an ended request's callback in the background, holding its claim.
@@ -332,7 +350,7 @@ pub fn spawn_resumer(app: Arc<App>) -> tokio::task::JoinHandle<()> {
 /// The orchestrator's routes.
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.config.body_limit;
-    Router::new()
+    let routes = Router::new()
         .route("/", post(submit))
         .route("/requests", get(list_requests))
         .route("/requests/{id}", get(get_state))
@@ -340,8 +358,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/requests/{id}/resume", post(resume))
         .route("/requests/{id}/cancel", post(cancel))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/metrics", get(metrics_text))
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .route("/metrics", get(metrics_text));
+    fave_common::error::json_fallbacks(routes)
         .layer(axum::Extension(BodyLimit(body_limit)))
         .with_state(app)
 }
@@ -443,18 +461,10 @@ async fn replay(app: &App, existing: RequestState, submission: &Submission) -> R
     response
 }
 
-async fn submit(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<SubmitBody>,
-) -> Result<Response, ApiError> {
-    if app.shutdown.is_cancelled() {
-        return Err(ApiError::unavailable(
-            "shutting_down",
-            "this replica is shutting down",
-        ));
-    }
-    let idempotent = idempotent_id(&headers)?;
+/// Checks a submission's fields before anything is fetched or written: the query's
+/// length, the video URI (scheme, form, the SSRF guard's address check), the callback URL.
+/// Pure and total, so the property tests can throw anything at it.
+pub fn validate(body: SubmitBody, local_mode: bool) -> Result<(Submission, Source), ApiError> {
     let query = body
         .query
         .map(|q| q.trim().to_owned())
@@ -468,9 +478,9 @@ async fn submit(
             format!("query is longer than {MAX_QUERY_LEN} characters"),
         ));
     }
-    let source = Source::parse(&body.video_uri, app.config.local_mode)?;
+    let source = Source::parse(&body.video_uri, local_mode)?;
     if let Some(url) = &body.callback_url {
-        callback::check(url, app.config.local_mode)?;
+        callback::check(url, local_mode)?;
     }
     let submission = Submission {
         video_uri: body.video_uri,
@@ -478,6 +488,22 @@ async fn submit(
         profile: body.profile.unwrap_or_default(),
         callback_url: body.callback_url,
     };
+    Ok((submission, source))
+}
+
+async fn submit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SubmitBody>,
+) -> Result<Response, ApiError> {
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "this replica is shutting down",
+        ));
+    }
+    let idempotent = idempotent_id(&headers)?;
+    let (submission, source) = validate(body, app.config.local_mode)?;
     if let Some(id) = &idempotent
         && let Some((existing, _)) = app
             .storage
@@ -510,7 +536,7 @@ async fn submit(
         .map(|s| {
             s.name
                 .parse::<StageName>()
-                .map(|name| StageState::new(name, s.function))
+                .map(|name| StageState::new(name, s.function.as_str()))
                 .map_err(|e| ApiError::internal(format!("the stage table is wrong: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;

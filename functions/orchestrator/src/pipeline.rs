@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use fave_common::config::PipelineChoice;
 use fave_common::retry::RetryPolicy;
 use fave_common::state::{ClipState, RequestState};
 use serde_json::{Value, json};
@@ -34,15 +35,21 @@ pub struct Params {
     pub clip_min_s: f64,
     pub clip_max_s: f64,
     pub frames_per_second: f64,
+    /// The no-op pipeline's clip count and per-call work (0 for the video pipeline).
+    pub noop_clips: usize,
+    pub noop_work_ms: u64,
 }
 
 /// One stage of the pipeline.
 pub struct StageSpec {
     /// The stage's name in `state.json` and in its output keys.
-    pub name: &'static str,
+    pub name: String,
     /// The function the gateway routes to.
-    pub function: &'static str,
+    pub function: String,
     pub fan_out: FanOut,
+    /// Whether this request-wide stage's result is the clip list (`data.clips`) the
+    /// per-clip chain runs over; exactly one has it when there is a per-clip chain.
+    pub lists_clips: bool,
     /// Builds the stage's input from what earlier stages recorded.
     pub input: fn(&InputContext<'_>) -> Result<Value, String>,
     /// How long one attempt may take; the orchestrator's own limit caps it.
@@ -50,16 +57,22 @@ pub struct StageSpec {
     pub retry: RetryPolicy,
 }
 
-/// The request-wide stage whose result is the clip list (`data.clips`).
-pub const CLIP_SOURCE: &str = "stage-ffmpeg-1";
+/// The stage table `choice` names.
+pub fn stages(choice: PipelineChoice) -> Vec<StageSpec> {
+    match choice {
+        PipelineChoice::Video => video(),
+        PipelineChoice::Noop { steps, clips, .. } => noop(steps, clips),
+    }
+}
 
-/// The stages, in order: the request-wide ones, then the per-clip chain.
-pub fn stages() -> Vec<StageSpec> {
+/// The video-analysis pipeline, in order: the request-wide stages, then the per-clip chain.
+pub fn video() -> Vec<StageSpec> {
     vec![
         StageSpec {
-            name: "stage-ffmpeg-0",
-            function: "stage-ffmpeg-0",
+            name: "stage-ffmpeg-0".into(),
+            function: "stage-ffmpeg-0".into(),
             fan_out: FanOut::Once,
+            lists_clips: false,
             input: |cx| {
                 let input = cx
                     .state
@@ -72,9 +85,10 @@ pub fn stages() -> Vec<StageSpec> {
             retry: RetryPolicy::default(),
         },
         StageSpec {
-            name: "stage-audio",
-            function: "stage-audio",
+            name: "stage-audio".into(),
+            function: "stage-audio".into(),
             fan_out: FanOut::Once,
+            lists_clips: false,
             input: |cx| {
                 let media = data(cx.state, "stage-ffmpeg-0")?;
                 Ok(json!({
@@ -89,9 +103,10 @@ pub fn stages() -> Vec<StageSpec> {
             retry: RetryPolicy::default(),
         },
         StageSpec {
-            name: "stage-ffmpeg-1",
-            function: "stage-ffmpeg-1",
+            name: "stage-ffmpeg-1".into(),
+            function: "stage-ffmpeg-1".into(),
             fan_out: FanOut::Once,
+            lists_clips: true,
             input: |cx| {
                 let video = output(cx.state, "stage-ffmpeg-0", "video")
                     .ok_or("stage-ffmpeg-0 wrote no video")?;
@@ -105,9 +120,10 @@ pub fn stages() -> Vec<StageSpec> {
             retry: RetryPolicy::default(),
         },
         StageSpec {
-            name: "stage-ffmpeg-2",
-            function: "stage-ffmpeg-2",
+            name: "stage-ffmpeg-2".into(),
+            function: "stage-ffmpeg-2".into(),
             fan_out: FanOut::PerClip,
+            lists_clips: false,
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
                 let media = data(cx.state, "stage-ffmpeg-0")?;
@@ -122,9 +138,10 @@ pub fn stages() -> Vec<StageSpec> {
             retry: RetryPolicy::default(),
         },
         StageSpec {
-            name: "stage-detect",
-            function: "stage-detect",
+            name: "stage-detect".into(),
+            function: "stage-detect".into(),
             fan_out: FanOut::PerClip,
+            lists_clips: false,
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
                 let frames = clip
@@ -138,6 +155,42 @@ pub fn stages() -> Vec<StageSpec> {
             retry: RetryPolicy::default(),
         },
     ]
+}
+
+/// The function that serves every stage of the no-op pipeline.
+pub const NOOP_FUNCTION: &str = "stage-noop";
+
+/// `steps` no-op stages in a row, the last listing `clips` clips, then one no-op task per
+/// clip: the orchestrator's own costs (gateway hops, state writes, manifests) with no work.
+pub fn noop(steps: usize, clips: usize) -> Vec<StageSpec> {
+    let step = |name: String, fan_out, lists_clips| StageSpec {
+        name,
+        function: NOOP_FUNCTION.into(),
+        fan_out,
+        lists_clips,
+        input: |cx| {
+            let listing = cx.clip.is_none() && cx.params.noop_clips > 0;
+            Ok(json!({
+                "work_ms": cx.params.noop_work_ms,
+                "clips": if listing { cx.params.noop_clips } else { 0 },
+            }))
+        },
+        timeout: Duration::from_secs(60),
+        retry: RetryPolicy::default(),
+    };
+    let mut table: Vec<StageSpec> = (1..=steps)
+        .map(|i| {
+            step(
+                format!("noop-{i:03}"),
+                FanOut::Once,
+                clips > 0 && i == steps,
+            )
+        })
+        .collect();
+    if clips > 0 {
+        table.push(step("noop-clip".into(), FanOut::PerClip, false));
+    }
+    table
 }
 
 /// A request-wide stage's result (`data` of its manifest), once it succeeded.
@@ -165,8 +218,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_is_request_wide_stages_then_one_per_clip_chain() {
-        let stages = stages();
+    fn the_tables_are_request_wide_stages_then_one_per_clip_chain() {
+        well_formed(&video());
+        well_formed(&noop(3, 10));
+        let only_steps = noop(4, 0);
+        assert_eq!(only_steps.len(), 4);
+        assert!(
+            only_steps
+                .iter()
+                .all(|s| s.fan_out == FanOut::Once && !s.lists_clips)
+        );
+    }
+
+    fn well_formed(stages: &[StageSpec]) {
         let first_per_clip = stages
             .iter()
             .position(|s| s.fan_out == FanOut::PerClip)
@@ -177,13 +241,20 @@ mod tests {
                 .all(|s| s.fan_out == FanOut::PerClip),
             "the driver runs request-wide stages first, then the per-clip chain"
         );
-        assert!(
+        assert_eq!(
             stages[..first_per_clip]
                 .iter()
-                .any(|s| s.name == CLIP_SOURCE),
-            "the clips are cut before the per-clip chain"
+                .filter(|s| s.lists_clips)
+                .count(),
+            1,
+            "one stage lists the clips, before the per-clip chain"
         );
-        let mut names: Vec<_> = stages.iter().map(|s| s.name).collect();
+        assert!(
+            stages
+                .iter()
+                .all(|s| s.name.parse::<fave_common::ids::StageName>().is_ok())
+        );
+        let mut names: Vec<_> = stages.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), stages.len(), "names are unique");

@@ -114,10 +114,10 @@ async fn an_idempotency_key_runs_a_submission_once() {
 }
 
 /// What a callback sink received: headers and body of each POST.
-type Received = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+pub type Received = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
 
 /// A small HTTP server on loopback that records every POST it gets.
-async fn callback_sink() -> (String, Received) {
+pub async fn callback_sink() -> (String, Received) {
     callback_sink_answering(0, 200).await
 }
 
@@ -147,7 +147,7 @@ async fn callback_sink_answering(failures: usize, then: u16) -> (String, Receive
 }
 
 /// Waits until `received` holds at least `n` POSTs.
-async fn wait_for_posts(received: &Received, n: usize) -> Vec<(HeaderMap, Value)> {
+pub async fn wait_for_posts(received: &Received, n: usize) -> Vec<(HeaderMap, Value)> {
     for _ in 0..600 {
         let all = received.lock().expect("not poisoned").clone();
         if all.len() >= n {

@@ -6,9 +6,11 @@
 mod analysis;
 mod api;
 mod bad_input;
+mod clients;
 mod durability;
 mod faults;
 mod gateway;
+mod logs;
 mod pipeline;
 mod s3_race;
 mod util;

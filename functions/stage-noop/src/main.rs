@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> fave_common::stage::MainResult {
+    fave_common::stage::main(stage_noop::Noop).await
+}
