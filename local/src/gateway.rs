@@ -2,17 +2,24 @@
 //! the functions the [`Supervisor`] runs.
 //!
 //! - `ANY /function/{name}[/{path}][?query]` (also `{name}.openfaas-fn`) forwards method,
-//!   sub-path, query, headers and body, streamed both ways, and adds `X-Call-Id`,
-//!   `X-Start-Time` (Unix nanoseconds) and `X-Duration-Seconds` as OpenFaaS does.
+//!   sub-path, query, headers and body, streamed both ways, to a healthy replica (in turn
+//!   when there are several), and adds `X-Call-Id`, `X-Start-Time` (Unix nanoseconds) and
+//!   `X-Duration-Seconds` as OpenFaaS does. A function at zero replicas is started first
+//!   and the call waits until it is healthy (OpenFaaS's `scale_from_zero`); such a call's
+//!   answer carries `X-Fave-Cold-Start: <ms waited>`.
 //! - `ANY /async-function/{name}[/{path}][?query]` answers `202` with `X-Call-Id` at once and
 //!   makes the same call in the background; when it ends, its answer is POSTed to the
 //!   caller's `X-Callback-Url`, if any, with `X-Call-Id`, `X-Function-Status`,
 //!   `X-Function-Name` and `X-Duration-Seconds`, as OpenFaaS's queue worker does.
-//! - `GET /system/functions`, `GET /system/function/{name}`, `GET /healthz`.
+//! - `/system/*` ([`system`]): functions, scaling, info, behind basic auth when configured.
+//! - `GET /healthz`, always open.
 //!
 //! Errors the gateway makes itself carry `X-OpenFaaS-Internal: gateway`, which tells a
 //! caller that the function never answered: unknown function → 404; no healthy process in
-//! time → 503; the process refused the connection → 502; no answer in time → 504.
+//! time → 503 (`scale_from_zero_timeout` after a start from zero, else `no_endpoints`);
+//! the process refused the connection → 502; no answer in time → 504.
+
+mod system;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,18 +32,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use fave_common::error::ApiError;
 use fave_common::gateway::{CALL_ID, OPENFAAS_INTERNAL};
-use serde_json::json;
+use futures::StreamExt;
 use tracing::Instrument;
 
-use crate::supervisor::{Function, Supervisor};
+use crate::auth::BasicAuth;
+use crate::supervisor::{Call, Function, Supervisor};
+
+/// On an answer that waited for a start from zero: how long it waited, in milliseconds.
+pub const COLD_START_HEADER: &str = "x-fave-cold-start";
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    /// How long a call waits for a healthy process (cold start, restart after a crash).
+    /// How long a call waits for a healthy process (start from zero, restart after a
+    /// crash) before it fails with 503.
     pub ready_timeout: Duration,
     /// How long a function may take to answer (OpenFaaS's `upstream_timeout`).
     pub upstream_timeout: Duration,
+    /// Credentials every `/system/*` call must carry; `None` leaves them open.
+    pub basic_auth: Option<BasicAuth>,
 }
 
 impl Default for GatewayOptions {
@@ -44,6 +58,7 @@ impl Default for GatewayOptions {
         Self {
             ready_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(15 * 60),
+            basic_auth: None,
         }
     }
 }
@@ -62,6 +77,13 @@ pub fn router(supervisor: Arc<Supervisor>, options: GatewayOptions) -> Router {
         .no_proxy()
         .build()
         .expect("a client with a connect timeout and no proxy always builds");
+    match &options.basic_auth {
+        Some(auth) => tracing::info!(user = %auth.user, "basic auth required on /system/*"),
+        None => tracing::warn!(
+            "basic auth is off: /system/* is open (set the basic-auth-user and \
+             basic-auth-password secrets, or FAVE_GATEWAY_USER / FAVE_GATEWAY_PASSWORD)"
+        ),
+    }
     let state = Arc::new(Gateway {
         supervisor,
         http,
@@ -74,8 +96,7 @@ pub fn router(supervisor: Arc<Supervisor>, options: GatewayOptions) -> Router {
         .route("/async-function/{name}", any(enqueue_root))
         .route("/async-function/{name}/", any(enqueue_root))
         .route("/async-function/{name}/{*path}", any(enqueue_path))
-        .route("/system/functions", get(list_functions))
-        .route("/system/function/{name}", get(get_function))
+        .merge(system::routes(state.clone()))
         .route("/healthz", get(|| async { "OK" }))
         .fallback(|| async { internal(ApiError::not_found("no such route")) })
         .with_state(state)
@@ -277,9 +298,31 @@ async fn forward(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
     function.count_invocation();
     let span = tracing::info_span!("invoke", function = name, call_id = %call_id);
     let response = async {
-        match function.wait_ready(g.options.ready_timeout).await {
-            Some(port) => send_upstream(&g, &function, port, req, &call_id, start_nanos).await,
-            None => internal(ApiError::unavailable(
+        match function.call(g.options.ready_timeout).await {
+            Ok(call) => {
+                let cold_wait = call.cold_wait();
+                let mut response =
+                    send_upstream(&g, &function, call, req, &call_id, start_nanos).await;
+                if let Some(wait) = cold_wait {
+                    tracing::info!(
+                        waited_ms = wait.as_millis() as u64,
+                        "call waited for a start from zero"
+                    );
+                    response.headers_mut().insert(
+                        HeaderName::from_static(COLD_START_HEADER),
+                        HeaderValue::from(wait.as_millis() as u64),
+                    );
+                }
+                response
+            }
+            Err(e) if e.from_zero => internal(ApiError::unavailable(
+                "scale_from_zero_timeout",
+                format!(
+                    "{name} was scaled from zero but no replica was healthy within {:?}",
+                    g.options.ready_timeout
+                ),
+            )),
+            Err(_) => internal(ApiError::unavailable(
                 "no_endpoints",
                 format!("No endpoints available for: {name}."),
             )),
@@ -290,10 +333,12 @@ async fn forward(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
     with_call_headers(response, &call_id, start_nanos, started)
 }
 
+/// Forwards the call to the replica `call` holds. The answer's body keeps `call`, so the
+/// replica counts as busy (not drained, not idle) until the body has been sent.
 async fn send_upstream(
     g: &Gateway,
     function: &Function,
-    port: u16,
+    call: Call,
     req: Request,
     call_id: &str,
     start_nanos: u128,
@@ -305,7 +350,7 @@ async fn send_upstream(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let url = format!("http://127.0.0.1:{port}/{path}{query}");
+    let url = format!("http://127.0.0.1:{}/{path}{query}", call.port());
     let method = req.method().clone();
     let mut headers = HeaderMap::new();
     copy_headers(req.headers(), &mut headers);
@@ -332,8 +377,12 @@ async fn send_upstream(
             if let Some(h) = response.headers_mut() {
                 copy_headers(answer.headers(), h);
             }
+            let body = answer.bytes_stream().map(move |chunk| {
+                let _held = &call;
+                chunk
+            });
             response
-                .body(Body::from_stream(answer.bytes_stream()))
+                .body(Body::from_stream(body))
                 .unwrap_or_else(|e| internal(ApiError::internal(e.to_string())))
         }
         Err(e) if e.is_timeout() => internal(ApiError::new(
@@ -373,35 +422,6 @@ fn with_call_headers(
         h.insert(HeaderName::from_static("x-duration-seconds"), v);
     }
     response
-}
-
-/// A function as OpenFaaS's `/system/functions` describes it.
-fn describe(f: &Function) -> serde_json::Value {
-    json!({
-        "name": f.name,
-        "image": f.spec.image,
-        "namespace": "openfaas-fn",
-        "invocationCount": f.invocations(),
-        "replicas": f.replicas.len(),
-        "availableReplicas": f.available(),
-        "envProcess": f.name,
-        "envVars": f.spec.environment,
-        "labels": f.spec.labels,
-        "annotations": f.spec.annotations,
-        "secrets": f.spec.secrets,
-    })
-}
-
-async fn list_functions(State(g): State<Arc<Gateway>>) -> Response {
-    let all: Vec<_> = g.supervisor.functions().map(|f| describe(f)).collect();
-    axum::Json(all).into_response()
-}
-
-async fn get_function(State(g): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match g.supervisor.get(function_name(&name)) {
-        Some(f) => axum::Json(describe(f)).into_response(),
-        None => internal(ApiError::not_found(format!("function {name} not found"))),
-    }
 }
 
 #[cfg(test)]

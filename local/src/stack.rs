@@ -1,6 +1,11 @@
 //! The whole local stack started together: the S3 store (embedded, or an external one named
 //! by `AWS_ENDPOINT_URL`), the functions of stack.yml as processes, and the gateway in front
 //! of them. `fave up`, `fave demo` and the end-to-end tests all start it this way.
+//!
+//! stack.yml's `${VAR:-default}`s are substituted from [`StackOptions::vars`], then the
+//! [`StackOptions::profile`]'s env file, then the process environment. The gateway's own
+//! settings (basic-auth credentials, `FAVE_SECRETS_DIR`) come from `vars`, then the process
+//! environment: a profile describes scaling, not secrets.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +20,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::auth::BasicAuth;
 use crate::gateway::{self, GatewayOptions};
 use crate::s3::{EmbeddedS3, S3ServerOptions};
+use crate::stack_env::{StackEnv, read_profile};
 use crate::stack_file::StackFile;
 use crate::supervisor::{Supervisor, SupervisorOptions};
 
@@ -36,7 +43,7 @@ pub enum StoreChoice {
 }
 
 /// How to start the stack.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StackOptions {
     pub stack_file: PathBuf,
     /// Where the function binaries are.
@@ -50,8 +57,55 @@ pub struct StackOptions {
     pub log_to_files: bool,
     /// Extra environment for every function, after everything else.
     pub extra_env: BTreeMap<String, String>,
-    /// Replicas per function, overriding stack.yml's `com.openfaas.scale.min`.
+    /// Replicas per function at start, overriding stack.yml's `com.openfaas.scale.min`.
     pub replicas: BTreeMap<String, usize>,
+    /// A profile, `deploy/profiles/{profile}.env` beside the stack file, whose variables
+    /// stack.yml is substituted with (e.g. `cold`: scale to zero; `warm`: one replica each).
+    pub profile: Option<String>,
+    /// Variables that win over the profile and the process environment, for stack.yml's
+    /// substitution and the gateway's own settings (`FAVE_SECRETS_DIR`,
+    /// `FAVE_GATEWAY_USER`, `FAVE_GATEWAY_PASSWORD`). `Debug` prints their names only.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for StackOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackOptions")
+            .field("stack_file", &self.stack_file)
+            .field("bin_dir", &self.bin_dir)
+            .field("data_dir", &self.data_dir)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("store", &self.store)
+            .field("bucket", &self.bucket)
+            .field("log_to_files", &self.log_to_files)
+            .field("extra_env", &self.extra_env.keys().collect::<Vec<_>>())
+            .field("replicas", &self.replicas)
+            .field("profile", &self.profile)
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl StackOptions {
+    /// The variables stack.yml is substituted with: `vars`, the profile, the environment.
+    pub fn stack_env(&self) -> anyhow::Result<StackEnv> {
+        let profile = match &self.profile {
+            Some(name) => read_profile(&self.stack_file, name)?,
+            None => BTreeMap::new(),
+        };
+        Ok(StackEnv::new(self.vars.clone(), profile))
+    }
+
+    /// The gateway's credentials: from `vars`, then the process environment.
+    pub fn basic_auth(&self) -> anyhow::Result<Option<BasicAuth>> {
+        let lookup = |k: &str| {
+            self.vars
+                .get(k)
+                .cloned()
+                .or_else(|| fave_common::config::env_lookup(k))
+        };
+        Ok(BasicAuth::from_secrets(&lookup)?)
+    }
 }
 
 /// A running stack. Dropping it stops everything; [`Stack::shutdown`] does so gracefully.
@@ -68,7 +122,8 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
-        let stack_file = StackFile::load(&options.stack_file)?;
+        let stack_file = StackFile::load_with(&options.stack_file, &options.stack_env()?)?;
+        let basic_auth = options.basic_auth()?;
         let (embedded, s3) = match &options.store {
             StoreChoice::Embedded { addr } => {
                 let access_key_id =
@@ -154,7 +209,13 @@ impl Stack {
         )
         .await?;
         let supervisor = Arc::new(supervisor);
-        let app = gateway::router(supervisor.clone(), GatewayOptions::default());
+        let app = gateway::router(
+            supervisor.clone(),
+            GatewayOptions {
+                basic_auth,
+                ..GatewayOptions::default()
+            },
+        );
         let gateway = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "gateway stopped");

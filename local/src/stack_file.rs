@@ -1,10 +1,15 @@
 //! `stack.yml`, read the way faas-cli reads it, for the parts a local run needs: each
-//! function's name, handler, environment, labels and annotations.
+//! function's name, handler, environment, labels and annotations. As faas-cli does (its
+//! `--envsubst`, on by default), `${VAR}` and `${VAR:-default}` are substituted in the
+//! whole text before it is parsed (see [`crate::envsubst`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::envsubst::{SubstError, substitute};
+use crate::stack_env::StackEnv;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct StackFile {
@@ -76,15 +81,28 @@ pub enum StackFileError {
     },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("substituting variables in {path}: {source}")]
+    Substitute { path: String, source: SubstError },
 }
 
 impl StackFile {
+    /// Reads `path`, substituting variables from the process environment (as `faas-cli`).
     pub fn load(path: &Path) -> Result<Self, StackFileError> {
+        Self::load_with(path, &StackEnv::new(BTreeMap::new(), BTreeMap::new()))
+    }
+
+    /// Reads `path`, substituting variables from `env`.
+    pub fn load_with(path: &Path, env: &StackEnv) -> Result<Self, StackFileError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| StackFileError::Read {
             path: shown.clone(),
             source,
         })?;
+        let text =
+            substitute(&text, &|k| env.lookup(k)).map_err(|source| StackFileError::Substitute {
+                path: shown.clone(),
+                source,
+            })?;
         Self::parse(&text).map_err(|e| match e {
             StackFileError::Parse { source, .. } => StackFileError::Parse {
                 path: shown,
@@ -98,6 +116,7 @@ impl StackFile {
         })
     }
 
+    /// Parses text whose variables are already substituted.
     pub fn parse(text: &str) -> Result<Self, StackFileError> {
         let stack: StackFile =
             serde_yaml_ng::from_str(text).map_err(|source| StackFileError::Parse {
@@ -164,6 +183,34 @@ functions:
         assert_eq!(f.environment["FLAG"], "true");
         assert_eq!(f.labels["com.openfaas.scale.min"], "1");
         assert_eq!(f.handler.as_deref(), Some("./functions/stage-ffmpeg-0"));
+    }
+
+    #[test]
+    fn labels_are_substituted_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stack.yml");
+        std::fs::write(
+            &path,
+            "provider: {name: openfaas}\nfunctions:\n  f:\n    labels:\n      \
+             com.openfaas.scale.min: ${FAVE_SCALE_MIN:-1}\n      \
+             com.openfaas.scale.zero: ${FAVE_SCALE_ZERO:-false}\n      \
+             fave.profile: ${FAVE_PROFILE:-warm}\n",
+        )
+        .unwrap();
+        let env = StackEnv::with_process(
+            BTreeMap::from([("FAVE_SCALE_MIN".to_owned(), "0".to_owned())]),
+            BTreeMap::from([("FAVE_SCALE_ZERO".to_owned(), "true".to_owned())]),
+            |_| None,
+        );
+        let labels = &StackFile::load_with(&path, &env).unwrap().functions["f"].labels;
+        assert_eq!(labels["com.openfaas.scale.min"], "0");
+        assert_eq!(labels["com.openfaas.scale.zero"], "true");
+        assert_eq!(labels["fave.profile"], "warm");
+        std::fs::write(&path, "provider: {name: ${X-openfaas}}\nfunctions: {}\n").unwrap();
+        assert!(matches!(
+            StackFile::load_with(&path, &env),
+            Err(StackFileError::Substitute { .. })
+        ));
     }
 
     #[test]

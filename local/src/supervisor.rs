@@ -1,20 +1,32 @@
-//! Runs each function of a stack as a local process, the way a provider runs replicas: it
-//! starts the function's binary with stack.yml's environment, lets it bind any free port
-//! and write the address to a file (`FAVE_ADDR_FILE`), waits until `GET /healthz` answers
-//! there, and starts it again whenever it exits. The gateway asks
-//! [`Function::wait_ready`] before it forwards a call.
+//! Runs each function of a stack as local processes, the way a provider runs replicas.
+//!
+//! A [`Function`] has one slot per replica it may ever run (its `com.openfaas.scale.max`)
+//! and a desired replica count; slot `i` runs a process while `i < desired` (see
+//! [`crate::runner`] for one slot's process: start with port 0, wait for `/healthz`,
+//! restart on exit, drain and stop on scale-down). What changes the desired count:
+//!
+//! - deploy: `com.openfaas.scale.min` (or [`SupervisorOptions::replicas`]), 0 allowed;
+//! - [`Supervisor::scale`] (`POST /system/scale-function/{name}`), clamped to the max;
+//! - a call to a function at zero: [`Function::call`] scales it to `max(min, 1)` and waits
+//!   for a healthy replica, as OpenFaaS's gateway does in `scale_from_zero`;
+//! - idling: with `com.openfaas.scale.zero=true`, no call in flight and none for
+//!   `com.openfaas.scale.zero-duration`, the function goes to zero.
+//!
+//! Calls are spread round-robin over the healthy replicas. A [`Call`] holds its replica
+//! until dropped, so a replica being scaled down finishes its calls before it is stopped,
+//! and the idle clock starts when the last call ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::runner::Runner;
+use crate::scaling::{ScaleLabelError, ScalePolicy};
 use crate::stack_file::{FunctionSpec, StackFile};
 
 /// How to run a stack's functions.
@@ -25,11 +37,13 @@ pub struct SupervisorOptions {
     /// Set for every function after stack.yml's environment (the local gateway's URL, the
     /// embedded store's endpoint and credentials, local mode).
     pub extra_env: BTreeMap<String, String>,
-    /// Each function's stdout and stderr go to `{log_dir}/{name}.log`; inherited if `None`.
+    /// Each function's stdout and stderr go to `{log_dir}/{name}.log` (`{name}-{i}.log`
+    /// for replica `i` > 0); inherited if `None`.
     pub log_dir: Option<PathBuf>,
     /// How long a process may take to answer its health check before it is restarted.
     pub health_timeout: Duration,
-    /// Replicas per function, overriding stack.yml's `com.openfaas.scale.min` label.
+    /// Replicas per function at start, overriding stack.yml's `com.openfaas.scale.min`
+    /// (and raising its max if needed).
     pub replicas: BTreeMap<String, usize>,
 }
 
@@ -40,6 +54,11 @@ pub enum SupervisorError {
         "no binary for function {function} at {path}; build it with `cargo build --workspace --bins`"
     )]
     MissingBinary { function: String, path: String },
+    #[error("function {function}: {source}")]
+    Labels {
+        function: String,
+        source: ScaleLabelError,
+    },
     #[error("function {function} did not become healthy within {timeout:?}{log_hint}")]
     Unhealthy {
         function: String,
@@ -50,59 +69,315 @@ pub enum SupervisorError {
     Io(#[from] std::io::Error),
 }
 
-/// One replica of a function: one process at a time, restarted when it exits.
+/// Why a replica count could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleError {
+    #[error("function {0} not found")]
+    NotFound(String),
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (counters, ports).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One replica slot of a function: at most one process at a time.
 #[derive(Debug)]
 pub struct Replica {
     pub index: usize,
-    /// `Some(port)` while a healthy process is serving.
-    ready: watch::Sender<Option<u16>>,
+    serving: Mutex<Serving>,
     starts: AtomicU64,
     /// The process id of the current process (0 when none).
     pid: AtomicU32,
+    invocations: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Serving {
+    /// `Some(port)` while a healthy process takes calls.
+    port: Option<u16>,
+    /// Calls forwarded to this replica that have not ended.
+    in_flight: usize,
 }
 
 impl Replica {
+    fn new(index: usize) -> Self {
+        Self {
+            index,
+            serving: Mutex::default(),
+            starts: AtomicU64::new(0),
+            pid: AtomicU32::new(0),
+            invocations: AtomicU64::new(0),
+        }
+    }
+
     /// The current process's id, e.g. for a test that kills it.
     pub fn pid(&self) -> Option<u32> {
         Some(self.pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
     }
 
     pub fn ready_port(&self) -> Option<u16> {
-        *self.ready.borrow()
+        lock(&self.serving).port
     }
 
-    /// How many times a process was started (1 + restarts).
+    /// How many times a process was started in this slot.
     pub fn starts(&self) -> u64 {
         self.starts.load(Ordering::Relaxed)
     }
+
+    /// Calls the gateway forwarded to this replica.
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        lock(&self.serving).in_flight
+    }
+
+    pub(crate) fn record_start(&self, pid: Option<u32>) {
+        self.starts.fetch_add(1, Ordering::Relaxed);
+        self.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub(crate) fn clear_pid(&self) {
+        self.pid.store(0, Ordering::Relaxed);
+    }
 }
 
-/// One function of the stack and its replicas.
+/// When the function was last busy, for scaling to zero.
+#[derive(Debug)]
+struct Activity {
+    /// Calls that arrived and have not ended (waiting for a replica, or forwarded).
+    in_flight: usize,
+    /// When `in_flight` last fell to zero, or the function was last scaled up.
+    idle_since: Instant,
+}
+
+/// How long one process took from spawn to its first healthy answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdStart {
+    pub replica: usize,
+    pub spawn_to_healthy: Duration,
+}
+
+/// The most cold starts kept per function (the latest).
+const COLD_STARTS_KEPT: usize = 1000;
+
+/// One function of the stack and its replica slots.
 #[derive(Debug)]
 pub struct Function {
     pub name: String,
     pub spec: FunctionSpec,
+    pub policy: ScalePolicy,
+    /// One slot per replica the function may run (`policy.max`); slot `i` runs a process
+    /// while `i` is below [`Function::desired`].
     pub replicas: Vec<Replica>,
+    desired: watch::Sender<usize>,
+    /// Bumped whenever a replica's readiness or calls change, to wake whoever waits on it.
+    changes: watch::Sender<()>,
+    activity: Mutex<Activity>,
+    /// Set when the function leaves zero, cleared when a replica is next healthy: a call
+    /// that finds no replica meanwhile is waiting for a cold start.
+    starting_from_zero: AtomicBool,
     invocations: AtomicU64,
     /// Round-robin position for spreading calls over healthy replicas.
     next: AtomicUsize,
+    cold_starts: Mutex<VecDeque<ColdStart>>,
 }
 
 impl Function {
-    /// The port of a healthy replica, taking them in turn; waits up to `timeout` for one
-    /// when none is healthy (starting, or restarting after a crash).
-    pub async fn wait_ready(&self, timeout: Duration) -> Option<u16> {
+    fn new(name: &str, spec: &FunctionSpec, policy: ScalePolicy, initial: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            spec: spec.clone(),
+            policy,
+            replicas: (0..policy.max).map(Replica::new).collect(),
+            desired: watch::channel(initial).0,
+            changes: watch::channel(()).0,
+            activity: Mutex::new(Activity {
+                in_flight: 0,
+                idle_since: Instant::now(),
+            }),
+            starting_from_zero: AtomicBool::new(false),
+            invocations: AtomicU64::new(0),
+            next: AtomicUsize::new(0),
+            cold_starts: Mutex::default(),
+        }
+    }
+
+    /// The replica count asked for (OpenFaaS's `replicas`).
+    pub fn desired(&self) -> usize {
+        *self.desired.borrow()
+    }
+
+    pub(crate) fn watch_desired(&self) -> watch::Receiver<usize> {
+        self.desired.subscribe()
+    }
+
+    pub(crate) fn watch_changes(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
+    }
+
+    /// Sets the replica count (already clamped). Slots at or above it stop taking calls
+    /// at once; their runners drain and stop them.
+    fn set_desired(&self, n: usize) {
+        let before = self.desired.send_replace(n);
+        if before == 0 && n > 0 {
+            self.starting_from_zero.store(true, Ordering::Relaxed);
+        }
+        for replica in &self.replicas[n.min(self.replicas.len())..] {
+            lock(&replica.serving).port = None;
+        }
+        self.changes.send_replace(());
+    }
+
+    /// Sets the replica count, clamped to the max; returns the count set.
+    pub fn scale(&self, replicas: usize) -> usize {
+        let n = replicas.min(self.policy.max);
+        let mut activity = lock(&self.activity);
+        // A scale-up counts as activity: the idle clock starts again.
+        if n > self.desired() {
+            activity.idle_since = Instant::now();
+        }
+        self.set_desired(n);
+        n
+    }
+
+    /// Marks slot `index` healthy on `port`, unless it was scaled away meanwhile.
+    pub(crate) fn mark_ready(&self, index: usize, port: u16, cold_start: Duration) -> bool {
+        let replica = &self.replicas[index];
+        {
+            let mut serving = lock(&replica.serving);
+            if index >= self.desired() {
+                return false;
+            }
+            serving.port = Some(port);
+        }
+        self.starting_from_zero.store(false, Ordering::Relaxed);
+        let mut kept = lock(&self.cold_starts);
+        if kept.len() == COLD_STARTS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(ColdStart {
+            replica: index,
+            spawn_to_healthy: cold_start,
+        });
+        drop(kept);
+        self.changes.send_replace(());
+        true
+    }
+
+    pub(crate) fn mark_not_ready(&self, index: usize) {
+        lock(&self.replicas[index].serving).port = None;
+        self.changes.send_replace(());
+    }
+
+    /// Takes a healthy replica among the desired ones, in turn, counting the call on it.
+    fn pick(&self) -> Option<(usize, u16)> {
+        let n = self.desired().min(self.replicas.len());
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| {
+            let index = (first + i) % n;
+            let replica = &self.replicas[index];
+            let mut serving = lock(&replica.serving);
+            let port = serving.port?;
+            serving.in_flight += 1;
+            replica.invocations.fetch_add(1, Ordering::Relaxed);
+            Some((index, port))
+        })
+    }
+
+    /// A call arrives: counts it in flight and, at zero replicas, scales from zero.
+    /// Returns whether it will wait for a cold start.
+    fn arrive(&self) -> bool {
+        let mut activity = lock(&self.activity);
+        activity.in_flight += 1;
+        if self.desired() == 0 {
+            self.set_desired(self.policy.from_zero_target());
+            tracing::info!(function = %self.name, replicas = self.desired(), "scaling from zero");
+        }
+        drop(activity);
+        self.available() == 0 && self.starting_from_zero.load(Ordering::Relaxed)
+    }
+
+    /// A call ends: once none is left, the idle clock starts.
+    fn depart(&self, replica: Option<usize>) {
+        if let Some(index) = replica {
+            let mut serving = lock(&self.replicas[index].serving);
+            serving.in_flight = serving.in_flight.saturating_sub(1);
+        }
+        let mut activity = lock(&self.activity);
+        activity.in_flight = activity.in_flight.saturating_sub(1);
+        if activity.in_flight == 0 {
+            activity.idle_since = Instant::now();
+        }
+        drop(activity);
+        self.changes.send_replace(());
+    }
+
+    /// Scales to zero if the function may and has been idle long enough; the check and
+    /// the change happen under the same lock a call takes when it arrives, so a call
+    /// either counts as activity or finds zero replicas and scales back up.
+    fn scale_to_zero_if_idle(&self) -> bool {
+        let activity = lock(&self.activity);
+        let idle = activity.in_flight == 0
+            && activity.idle_since.elapsed() >= self.policy.zero_duration
+            && self.desired() > 0;
+        if idle {
+            self.set_desired(0);
+        }
+        idle
+    }
+
+    /// Starts a call: waits up to `timeout` for a healthy replica (scaling from zero if
+    /// the function is at zero) and holds it until the returned [`Call`] is dropped.
+    pub async fn call(self: &Arc<Self>, timeout: Duration) -> Result<Call, NotReady> {
+        let arrived = Instant::now();
+        let mut changes = self.changes.subscribe();
+        let cold = self.arrive();
+        let mut call = Call {
+            function: self.clone(),
+            replica: None,
+            port: 0,
+            cold_wait: None,
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let n = self.replicas.len();
-            let first = self.next.fetch_add(1, Ordering::Relaxed);
-            if let Some(port) = (0..n).find_map(|i| self.replicas[(first + i) % n].ready_port()) {
+            if let Some((index, port)) = self.pick() {
+                call.replica = Some(index);
+                call.port = port;
+                call.cold_wait = cold.then(|| arrived.elapsed());
+                return Ok(call);
+            }
+            if self.desired() == 0 {
+                // Scaled to zero by hand while this call waited: it still needs a replica.
+                let _ = self.scale(self.policy.from_zero_target());
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(NotReady {
+                    waited: arrived.elapsed(),
+                    from_zero: cold,
+                });
+            }
+        }
+    }
+
+    /// The port of a healthy replica, waiting up to `timeout` for one (a start, or a
+    /// restart after a crash). Does not scale from zero.
+    pub async fn wait_ready(&self, timeout: Duration) -> Option<u16> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(port) = self.ready_port() {
                 return Some(port);
             }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .ok()?
+                .ok()?;
         }
     }
 
@@ -111,7 +386,7 @@ impl Function {
         self.replicas.iter().find_map(Replica::ready_port)
     }
 
-    /// How many replicas are healthy now.
+    /// How many replicas are healthy and taking calls now (OpenFaaS's `availableReplicas`).
     pub fn available(&self) -> usize {
         self.replicas
             .iter()
@@ -132,10 +407,56 @@ impl Function {
         self.replicas.first().and_then(Replica::pid)
     }
 
-    /// Processes started over all replicas (replicas + restarts).
+    /// Processes started over all replicas (starts from zero, scale-ups and restarts).
     pub fn starts(&self) -> u64 {
         self.replicas.iter().map(Replica::starts).sum()
     }
+
+    /// Spawn → first healthy answer of every process that became healthy, oldest first
+    /// (the latest 1000).
+    pub fn cold_starts(&self) -> Vec<ColdStart> {
+        lock(&self.cold_starts).iter().copied().collect()
+    }
+}
+
+/// A call holding a healthy replica; dropping it ends the call (after the answer's body
+/// has been sent, when it is moved into the body).
+#[derive(Debug)]
+pub struct Call {
+    function: Arc<Function>,
+    replica: Option<usize>,
+    port: u16,
+    cold_wait: Option<Duration>,
+}
+
+impl Call {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Which replica slot takes the call.
+    pub fn replica(&self) -> usize {
+        self.replica.unwrap_or(0)
+    }
+
+    /// How long the call waited for a start from zero, if it had to.
+    pub fn cold_wait(&self) -> Option<Duration> {
+        self.cold_wait
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.function.depart(self.replica);
+    }
+}
+
+/// No healthy replica in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotReady {
+    pub waited: Duration,
+    /// Whether the call was waiting for a start from zero (else a restart).
+    pub from_zero: bool,
 }
 
 /// The running functions. Dropping it stops them.
@@ -148,7 +469,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every function of `stack` and waits until each is healthy.
+    /// Starts every function of `stack` at its initial replica count and waits until
+    /// those replicas are healthy.
     pub async fn start(
         stack: &StackFile,
         options: SupervisorOptions,
@@ -157,6 +479,10 @@ impl Supervisor {
             std::fs::create_dir_all(dir)?;
         }
         let (shutdown, _) = watch::channel(false);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(std::io::Error::other)?;
         let mut supervisor = Self {
             functions: BTreeMap::new(),
             shutdown,
@@ -171,72 +497,45 @@ impl Supervisor {
                     path: binary.display().to_string(),
                 });
             }
-            let count = options.replicas.get(name).copied().unwrap_or_else(|| {
-                spec.labels
-                    .get("com.openfaas.scale.min")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1)
-            });
-            let function = Arc::new(Function {
-                name: name.clone(),
-                spec: spec.clone(),
-                replicas: (0..count.max(1))
-                    .map(|index| Replica {
-                        index,
-                        ready: watch::channel(None).0,
-                        starts: AtomicU64::new(0),
-                        pid: AtomicU32::new(0),
-                    })
-                    .collect(),
-                invocations: AtomicU64::new(0),
-                next: AtomicUsize::new(0),
-            });
+            let mut policy = ScalePolicy::from_labels(&spec.labels).map_err(|source| {
+                SupervisorError::Labels {
+                    function: name.clone(),
+                    source,
+                }
+            })?;
+            if let Some(&n) = options.replicas.get(name) {
+                policy.min = n;
+                policy.max = policy.max.max(n);
+            }
+            let function = Arc::new(Function::new(name, spec, policy, policy.min));
             for replica in &function.replicas {
-                let mut env = spec.environment.clone();
-                env.extend(options.extra_env.clone());
-                // Port 0: the process binds whatever port the OS gives it and writes the
-                // address to its address file (no "free port" that another process can take
-                // between our choosing it and the function binding it).
-                let addr_file = supervisor
-                    .run_dir
-                    .path()
-                    .join(format!("{name}-{}.addr", replica.index));
-                env.insert("FAVE_LISTEN_ADDR".into(), "127.0.0.1:0".into());
-                env.insert(
-                    "FAVE_ADDR_FILE".into(),
-                    addr_file.to_string_lossy().into_owned(),
+                let runner = Runner::new(
+                    function.clone(),
+                    replica.index,
+                    binary.clone(),
+                    &options,
+                    supervisor.run_dir.path(),
+                    http.clone(),
+                    supervisor.shutdown.subscribe(),
                 );
-                // Like a pod's name: stable across restarts of this replica, unique among
-                // live ones.
-                env.insert(
-                    "FAVE_REPLICA_ID".into(),
-                    format!("{name}-{}", replica.index),
-                );
-                let log_name = match replica.index {
-                    0 => format!("{name}.log"),
-                    i => format!("{name}-{i}.log"),
-                };
-                let runner = Runner {
-                    function: function.clone(),
-                    replica: replica.index,
-                    binary: binary.clone(),
-                    env,
-                    addr_file,
-                    log_file: options.log_dir.as_ref().map(|d| d.join(log_name)),
-                    health_timeout: options.health_timeout,
-                    shutdown: supervisor.shutdown.subscribe(),
-                };
                 supervisor.tasks.spawn(runner.run());
+            }
+            if policy.zero {
+                supervisor.tasks.spawn(idle_watch(
+                    function.clone(),
+                    supervisor.shutdown.subscribe(),
+                ));
             }
             supervisor.functions.insert(name.clone(), function);
         }
         for function in supervisor.functions.values() {
-            for replica in &function.replicas {
-                let mut ready = replica.ready.subscribe();
-                let healthy =
-                    tokio::time::timeout(options.health_timeout, ready.wait_for(Option::is_some))
-                        .await;
-                if !matches!(healthy, Ok(Ok(_))) {
+            let mut changes = function.watch_changes();
+            let deadline = tokio::time::Instant::now() + options.health_timeout;
+            while function.available() < function.desired() {
+                if !matches!(
+                    tokio::time::timeout_at(deadline, changes.changed()).await,
+                    Ok(Ok(()))
+                ) {
                     let log_hint = match &options.log_dir {
                         Some(dir) => format!("; see the logs in {}", dir.display()),
                         None => String::new(),
@@ -260,6 +559,25 @@ impl Supervisor {
         self.functions.values()
     }
 
+    /// Sets a function's replica count, clamped to its max (0 allowed); returns the count
+    /// set. New replicas start in the background; removed ones finish their calls first.
+    pub fn scale(&self, name: &str, replicas: usize) -> Result<usize, ScaleError> {
+        let function = self
+            .get(name)
+            .ok_or_else(|| ScaleError::NotFound(name.to_owned()))?;
+        let set = function.scale(replicas);
+        tracing::info!(function = %name, requested = replicas, replicas = set, "scaled");
+        Ok(set)
+    }
+
+    /// Every function's cold starts (spawn → healthy), for benchmarks.
+    pub fn cold_starts(&self) -> BTreeMap<String, Vec<ColdStart>> {
+        self.functions
+            .iter()
+            .map(|(name, f)| (name.clone(), f.cold_starts()))
+            .collect()
+    }
+
     /// Sends SIGTERM to every process, waits for them to exit (SIGKILL after a grace period).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -275,132 +593,21 @@ impl Drop for Supervisor {
     }
 }
 
-struct Runner {
-    function: Arc<Function>,
-    replica: usize,
-    binary: PathBuf,
-    env: BTreeMap<String, String>,
-    /// Where the process writes the address it bound.
-    addr_file: PathBuf,
-    log_file: Option<PathBuf>,
-    health_timeout: Duration,
-    shutdown: watch::Receiver<bool>,
-}
-
-const GRACE: Duration = Duration::from_secs(5);
-
-impl Runner {
-    fn replica(&self) -> &Replica {
-        &self.function.replicas[self.replica]
-    }
-
-    async fn run(mut self) {
-        let name = self.function.name.clone();
-        let mut backoff = Duration::from_millis(100);
-        while !*self.shutdown.borrow() {
-            let mut child = match self.spawn() {
-                Ok(child) => child,
-                Err(e) => {
-                    tracing::error!(function = %name, error = %e, "could not start function");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            self.replica().starts.fetch_add(1, Ordering::Relaxed);
-            self.replica()
-                .pid
-                .store(child.id().unwrap_or(0), Ordering::Relaxed);
-            if let Some(port) = self.wait_healthy(&mut child).await {
-                tracing::info!(function = %name, port, "function healthy");
-                self.replica().ready.send_replace(Some(port));
-                backoff = Duration::from_millis(100);
-                tokio::select! {
-                    status = child.wait() => {
-                        self.replica().ready.send_replace(None);
-                        tracing::warn!(function = %name, ?status, "function exited; restarting");
-                    }
-                    _ = self.shutdown.changed() => {
-                        self.replica().ready.send_replace(None);
-                        terminate(&mut child).await;
-                        return;
-                    }
-                }
-            } else {
-                tracing::warn!(function = %name, "function not healthy in time; restarting");
-                let _ = child.kill().await;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.changed() => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+/// Scales `function` to zero whenever it has been idle for its zero-duration.
+async fn idle_watch(function: Arc<Function>, mut shutdown: watch::Receiver<bool>) {
+    let tick = (function.policy.zero_duration / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if function.scale_to_zero_if_idle() {
+            tracing::info!(
+                function = %function.name,
+                idle_for = ?function.policy.zero_duration,
+                "scaled to zero after idling"
+            );
         }
     }
-
-    fn spawn(&self) -> std::io::Result<Child> {
-        // An address left by the previous process is not this one's.
-        match std::fs::remove_file(&self.addr_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut command = Command::new(&self.binary);
-        command
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(path) = &self.log_file {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            command.stdout(log.try_clone()?).stderr(log);
-        }
-        command.spawn()
-    }
-
-    /// Waits for the process to write the address it bound, then polls `/healthz` there
-    /// until it answers 200; `None` if the process exits or time runs out first.
-    async fn wait_healthy(&mut self, child: &mut Child) -> Option<u16> {
-        let client = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + self.health_timeout;
-        let mut port = None;
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None;
-            }
-            if port.is_none() {
-                port = std::fs::read_to_string(&self.addr_file)
-                    .ok()
-                    .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
-                    .map(|a| a.port());
-            }
-            if let Some(port) = port
-                && let Ok(r) = client
-                    .get(format!("http://127.0.0.1:{port}/healthz"))
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await
-                && r.status().is_success()
-            {
-                return Some(port);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-/// SIGTERM, then SIGKILL if the process has not exited after [`GRACE`].
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
-            return;
-        }
-    }
-    let _ = child.kill().await;
 }

@@ -27,7 +27,10 @@ async fn curl_as_the_openfaas_docs_use_it() {
     let video = file_uri(&sample("bikes.mp4"));
     let status = tokio::process::Command::new(repo_root().join("tests/clients/curl.sh"))
         .args([out.path().to_str().expect("utf-8"), &video, &sink_url])
-        .env("OPENFAAS_URL", t.stack.gateway_url.as_str().trim_end_matches('/'))
+        .env(
+            "OPENFAAS_URL",
+            t.stack.gateway_url.as_str().trim_end_matches('/'),
+        )
         .status()
         .await
         .expect("bash and curl run");
@@ -69,7 +72,10 @@ async fn curl_as_the_openfaas_docs_use_it() {
     assert_eq!(body["status"], "COMPLETED");
 
     let (code, _, bad) = step(dir, "bad");
-    assert_eq!((code, bad["error"]["code"].as_str()), (400, Some("malformed_json")));
+    assert_eq!(
+        (code, bad["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
     let (code, _, metrics) = step(dir, "metrics");
     assert_eq!(code, 200);
     let metrics = metrics.as_str().expect("text");

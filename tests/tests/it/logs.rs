@@ -23,7 +23,10 @@ async fn a_request_is_followed_across_functions_by_its_id_and_no_secret_is_logge
         ("FAVE_LOG_FORMAT", "json"),
         // Verbose on purpose: a secret must not leak even at debug level, where the S3
         // client logs its requests.
-        ("RUST_LOG", "debug,hyper=info,hyper_util=info,h2=info,rustls=info"),
+        (
+            "RUST_LOG",
+            "debug,hyper=info,hyper_util=info,h2=info,rustls=info",
+        ),
     ])
     .await;
 
@@ -63,7 +66,10 @@ async fn a_request_is_followed_across_functions_by_its_id_and_no_secret_is_logge
     let mut recorded: BTreeSet<(String, String)> = BTreeSet::new();
     for stage in state.tasks() {
         for attempt in &stage.attempts {
-            let call_id = attempt.call_id.clone().expect("every attempt has a call id");
+            let call_id = attempt
+                .call_id
+                .clone()
+                .expect("every attempt has a call id");
             recorded.insert((stage.function.clone(), call_id));
         }
     }

@@ -98,6 +98,22 @@ fn store_choice() -> (StoreChoice, String) {
     }
 }
 
+/// How a test's stack differs from the default one (the repository's stack.yml, nothing
+/// extra).
+#[derive(Default)]
+pub struct StackSpec<'a> {
+    /// Another stack file, e.g. one a test wrote with only the functions it needs.
+    pub stack_file: Option<PathBuf>,
+    /// Extra environment for every function.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Replicas at start per function.
+    pub replicas: &'a [(&'a str, usize)],
+    /// Variables for stack.yml's `${…}` and the gateway's settings, over everything else.
+    pub vars: &'a [(&'a str, &'a str)],
+    /// A profile of `deploy/profiles/` beside the stack file.
+    pub profile: Option<&'a str>,
+}
+
 /// A running stack and the directory it keeps its data in.
 pub struct TestStack {
     pub stack: Stack,
@@ -117,6 +133,23 @@ impl TestStack {
 
     /// A stack with `env` and several replicas of some functions.
     pub async fn start_with_replicas(env: &[(&str, &str)], replicas: &[(&str, usize)]) -> Self {
+        Self::start_spec(StackSpec {
+            env,
+            replicas,
+            ..StackSpec::default()
+        })
+        .await
+    }
+
+    /// A stack as `spec` describes it.
+    pub async fn start_spec(spec: StackSpec<'_>) -> Self {
+        let StackSpec {
+            stack_file,
+            env,
+            replicas,
+            vars,
+            profile,
+        } = spec;
         // FAVE_KEEP_TEST_DIRS=1 keeps each stack's data and logs for a look after a failure.
         let keep = std::env::var_os("FAVE_KEEP_TEST_DIRS").is_some();
         let dir = tempfile::Builder::new()
@@ -129,7 +162,7 @@ impl TestStack {
         }
         let (store, bucket) = store_choice();
         let stack = Stack::start(StackOptions {
-            stack_file: repo_root().join("stack.yml"),
+            stack_file: stack_file.unwrap_or_else(|| repo_root().join("stack.yml")),
             bin_dir: bin_dir(),
             data_dir: dir.path().to_path_buf(),
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -141,6 +174,11 @@ impl TestStack {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             replicas: replicas.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            profile: profile.map(str::to_owned),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
         .await
         .expect("the stack starts");
@@ -158,6 +196,11 @@ impl TestStack {
     /// `{gateway}/function/{name}{path}`
     pub fn url(&self, name: &str, path: &str) -> String {
         format!("{}function/{name}{path}", self.stack.gateway_url)
+    }
+
+    /// `{gateway}/system/{path}`
+    pub fn system_url(&self, path: &str) -> String {
+        format!("{}system/{path}", self.stack.gateway_url)
     }
 
     pub async fn submit(&self, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
