@@ -2,11 +2,22 @@
 //!
 //! - `fave up`: the embedded S3 store, the gateway and stack.yml's functions, until Ctrl-C.
 //! - `fave run VIDEO`: submit one video through a running gateway and print the result.
-//! - `fave status ID`: a request's `state.json`.
+//! - `fave submit`, `status`, `result`, `list`, `cancel`, `resume`: the orchestrator's API
+//!   ([`requests`], over [`client`]), a summary for people or `--json` for scripts.
+//! - `fave batch FILE`: many videos, a few at a time, resumable ([`batch`]).
+//! - `fave timeline ID`: where a request spent its time, in the terminal and as SVG
+//!   ([`timeline`]).
 //! - `fave demo`: `up` on free ports, `run` on the sample video, a summary, and stop.
 //! - `fave bench pipeline`: fave against a plain sequential baseline on one video.
 
+mod batch;
 mod bench;
+mod bench_orchestrator;
+mod bench_profiles;
+mod client;
+mod requests;
+mod term;
+mod timeline;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +35,20 @@ use serde_json::{Value, json};
 #[command(
     name = "fave",
     version,
-    about = "Video-analysis pipelines as OpenFaaS functions"
+    about = "Video-analysis pipelines as OpenFaaS functions",
+    after_help = "\
+The API commands (submit, status, result, list, cancel, resume, batch, timeline) talk to the
+orchestrator through --gateway, or OPENFAAS_URL (default http://127.0.0.1:8080, where
+`fave up` listens). Each prints a summary; --json prints the API's JSON for scripts.
+
+Exit codes: 0 done; 1 a request failed or was cancelled, or a batch had failed or bad lines;
+2 usage; 3 the gateway or the orchestrator refused the call or could not be reached.
+
+Examples:
+  fave up
+  fave submit samples/bikes.mp4 --query 'find bikes' --wait
+  fave batch videos.txt --concurrency 4
+  fave timeline <ID> -o request.svg"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,12 +61,24 @@ enum Command {
     Up(UpArgs),
     /// Submit a video (a path, file://, s3:// or http(s):// URI) and print the result.
     Run(RunArgs),
-    /// Print a request's state.
-    Status {
-        id: String,
-        #[arg(long, env = "OPENFAAS_URL", default_value = "http://127.0.0.1:8080")]
-        gateway: String,
-    },
+    /// Submit one video; print the result, or the id of a request still running.
+    Submit(requests::SubmitArgs),
+    /// Show a request: what was asked, its status, each stage and the clips' tasks.
+    Status(requests::StatusArgs),
+    /// Print a completed request's result (final.json).
+    Result(requests::ResultArgs),
+    /// List requests in id order (creation order for the ids fave makes), optionally by status.
+    List(requests::ListArgs),
+    /// Cancel a request; its driver stops at its next step.
+    #[command(after_help = "Example:\n  fave cancel 0190f3c4a9b87d6e8f0a1b2c3d4e5f60")]
+    Cancel(requests::IdArgs),
+    /// Resume a request whose driver is gone, now rather than at the next resume pass.
+    #[command(after_help = "Example:\n  fave resume 0190f3c4a9b87d6e8f0a1b2c3d4e5f60")]
+    Resume(requests::IdArgs),
+    /// Submit every video of a file (or stdin), a few at a time; resumable.
+    Batch(batch::BatchArgs),
+    /// Draw where a request spent its time: stages and clip tasks on a time axis.
+    Timeline(timeline::TimelineArgs),
     /// Start the stack on free ports, run the sample video through it, print a summary, stop.
     Demo {
         #[command(flatten)]
@@ -71,6 +107,54 @@ enum Bench {
         query: String,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// The orchestrator's cost per sequential step, on no-op stages (bench/noop.yml):
+    /// p50/p95/p99 ms per step, each step's state written to the store.
+    Overhead {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// A short run (CI): 5 steps, 3 requests.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Per-clip no-op tasks completed per second by one orchestrator, for each
+    /// MAX_CONCURRENT_INVOCATIONS setting, side by side.
+    Fanout {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long, default_value_t = 1000)]
+        clips: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        concurrency: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// A short run (CI): 100 clips, concurrency 1 and 4, one run each.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The same request under the warm and cold profiles (deploy/profiles), per stage:
+    /// call time, the function's start (spawn → healthy) and work, side by side.
+    Profiles {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long, default_value = "samples/bikes.mp4")]
+        video: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Status-query and submit latency (p50/p99) under many concurrent clients.
+    Api {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Status queries, then submits, per client.
+        #[arg(long, default_value_t = 10)]
+        per_client: usize,
     },
     /// Peak memory of every function on a short and a long input (vtest.avi with a tone
     /// track, once and looped to `--minutes`), each on a fresh stack, side by side.
@@ -111,6 +195,10 @@ struct UpArgs {
     gateway_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:9000")]
     s3_addr: SocketAddr,
+    /// Scaling as a cluster deploys it: `deploy/profiles/{cold,warm}.env` fill stack.yml's
+    /// labels (cold: stages at zero replicas until called, scaled down when idle).
+    #[arg(long, value_parser = ["cold", "warm"])]
+    profile: Option<String>,
 }
 
 #[derive(Args)]
@@ -152,19 +240,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(exit_code(status))
         }
-        Command::Status { id, gateway } => {
-            let url = format!(
-                "{}/function/orchestrator/requests/{id}",
-                gateway.trim_end_matches('/')
-            );
-            let response = reqwest::get(&url)
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            let status = response.status().as_u16();
-            let body: Value = response.json().await?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            Ok(exit_code(status))
-        }
+        Command::Submit(args) => requests::submit(args).await.map(ExitCode::from),
+        Command::Status(args) => requests::status(args).await.map(ExitCode::from),
+        Command::Result(args) => requests::result(args).await.map(ExitCode::from),
+        Command::List(args) => requests::list(args).await.map(ExitCode::from),
+        Command::Cancel(args) => requests::cancel(args).await.map(ExitCode::from),
+        Command::Resume(args) => requests::resume(args).await.map(ExitCode::from),
+        Command::Batch(args) => batch::run(args).await.map(ExitCode::from),
+        Command::Timeline(args) => timeline::run(args).await.map(ExitCode::from),
         Command::Demo {
             stack,
             video,
@@ -181,6 +264,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             video,
             minutes,
         }) => bench_memory(stack, &video, minutes).await,
+        Command::Bench(Bench::Overhead {
+            stack,
+            steps,
+            requests,
+            quick,
+        }) => {
+            let (steps, requests) = if quick { (5, 3) } else { (steps, requests) };
+            bench_orchestrator::overhead(stack, steps, requests)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(Bench::Fanout {
+            stack,
+            clips,
+            concurrency,
+            runs,
+            quick,
+        }) => {
+            let (clips, concurrency, runs) = if quick {
+                (100, vec![1, 4], 1)
+            } else {
+                (clips, concurrency, runs)
+            };
+            bench_orchestrator::fanout(stack, clips, &concurrency, runs)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(Bench::Profiles { stack, video, runs }) => {
+            bench_profiles::profiles(stack, &video, runs)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(Bench::Api {
+            stack,
+            clients,
+            per_client,
+        }) => bench_orchestrator::api(stack, clients, per_client)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -267,17 +389,15 @@ fn stack_options(
         log_to_files,
         extra_env: BTreeMap::new(),
         replicas: BTreeMap::new(),
+        profile: None,
+        vars: BTreeMap::new(),
     })
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let stack = Stack::start(stack_options(
-        &args.stack,
-        args.gateway_addr,
-        args.s3_addr,
-        false,
-    )?)
-    .await?;
+    let mut options = stack_options(&args.stack, args.gateway_addr, args.s3_addr, false)?;
+    options.profile = args.profile.clone();
+    let stack = Stack::start(options).await?;
     println!("gateway   {}", stack.gateway_url);
     if let Some(endpoint) = stack.embedded_endpoint() {
         println!(

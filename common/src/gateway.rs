@@ -14,6 +14,10 @@ pub const CALL_ID: &str = "X-Call-Id";
 /// Set by the gateway on errors it produced itself (not the function's own answers).
 pub const OPENFAAS_INTERNAL: &str = "X-OpenFaaS-Internal";
 
+/// Set by fave's local gateway on a call that waited for a replica to start from zero: how
+/// long it waited, in milliseconds. (OpenFaaS's gateway sends nothing like it.)
+pub const COLD_START: &str = "X-Fave-Cold-Start";
+
 /// A successful (2xx) invocation.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -21,6 +25,8 @@ pub struct Invocation {
     pub call_id: Option<String>,
     pub body: Bytes,
     pub elapsed: Duration,
+    /// How long the gateway waited for a replica to start, if it says so ([`COLD_START`]).
+    pub cold_start_ms: Option<f64>,
 }
 
 /// A failed invocation, classified.
@@ -149,6 +155,10 @@ impl GatewayClient {
                     call_id,
                     body,
                     elapsed: started.elapsed(),
+                    cold_start_ms: headers
+                        .get(COLD_START)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok()),
                 });
             }
             let parsed = serde_json::from_slice::<ErrorBody>(&body).ok();

@@ -480,6 +480,17 @@ impl Storage {
         self.write_json(key, value, Condition::Matches(etag)).await
     }
 
+    /// Replaces `key` with `body`, JSON serialised already, if its ETag is still `etag`:
+    /// for a writer that serialises under its own lock and writes after releasing it.
+    pub async fn replace_json_bytes(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        etag: &str,
+    ) -> Result<String, StorageError> {
+        self.write_bytes(key, body, Condition::Matches(etag)).await
+    }
+
     async fn write_json<T: Serialize>(
         &self,
         key: &str,
@@ -490,6 +501,15 @@ impl Storage {
             key: key.to_owned(),
             source,
         })?;
+        self.write_bytes(key, body, condition).await
+    }
+
+    async fn write_bytes(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        condition: Condition<'_>,
+    ) -> Result<String, StorageError> {
         let mut put = self
             .client
             .put_object()

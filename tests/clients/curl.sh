@@ -40,6 +40,10 @@ call chunked -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json'
 call async -H "X-Callback-Url: $callback" \
   -d "{\"video_uri\": \"$video\"}" "$gw/async-function/orchestrator"
 
+# Prefer: respond-async (RFC 7240): 202 with the status URL as soon as it is accepted.
+call prefer -H 'Prefer: respond-async' \
+  -d "{\"video_uri\": \"$video\", \"query\": \"bikes\"}" "$gw/function/orchestrator"
+
 # Malformed input gets the JSON error shape.
 call bad -d '{"video_uri": ' "$gw/function/orchestrator"
 

@@ -27,7 +27,7 @@ use fave_common::storage::{Storage, StorageError};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::input::{self, Fetched, Limits, Source};
@@ -72,7 +72,16 @@ pub struct Tracked {
     etag: String,
     holder: LeaseHolder,
     pub state: RequestState,
+    /// Group commit ([`commit_shared`]): changes asked to be made durable so far, how many
+    /// of them the last landed write covered, and whether a write is on its way.
+    asked: u64,
+    landed: u64,
+    writing: bool,
+    written: Arc<Notify>,
 }
+
+/// A request's state while its driver runs: shared by the clips fanned out and the heartbeat.
+pub type Shared = Arc<Mutex<Tracked>>;
 
 impl Tracked {
     /// Writes a new request's first `state.json`, holding its lease; fails if one exists.
@@ -89,13 +98,27 @@ impl Tracked {
             since: now,
         });
         let etag = storage.create_json(&key, &state).await?;
-        Ok(Self {
+        Ok(Self::new(storage, key, etag, holder, state))
+    }
+
+    fn new(
+        storage: Storage,
+        key: String,
+        etag: String,
+        holder: LeaseHolder,
+        state: RequestState,
+    ) -> Self {
+        Self {
             storage,
             key,
             etag,
             holder,
             state,
-        })
+            asked: 0,
+            landed: 0,
+            writing: false,
+            written: Arc::new(Notify::new()),
+        }
     }
 
     /// Reads a request's state; `None` if there is none.
@@ -108,13 +131,7 @@ impl Tracked {
         Ok(storage
             .get_json::<RequestState>(&key)
             .await?
-            .map(|(state, etag)| Self {
-                storage,
-                key,
-                etag,
-                holder,
-                state,
-            }))
+            .map(|(state, etag)| Self::new(storage, key, etag, holder, state)))
     }
 
     /// Whether this holder may take the lease now: there is none, it expired, or it is this
@@ -147,16 +164,92 @@ impl Tracked {
     }
 
     async fn write(&mut self, hold: bool) -> Result<(), DriveError> {
+        debug_assert!(!self.writing, "a direct write while a group write is on its way");
+        let body = self.next_revision(hold)?;
+        self.etag = self
+            .storage
+            .replace_json_bytes(&self.key, body, &self.etag)
+            .await?;
+        self.landed = self.asked;
+        Ok(())
+    }
+
+    /// The next revision of the state, serialised: revision and time stamped, the lease
+    /// renewed if `hold`.
+    fn next_revision(&mut self, hold: bool) -> Result<Vec<u8>, DriveError> {
         let now = Utc::now();
         self.state.revision += 1;
         self.state.updated_at = now;
         self.state.lease =
             (hold && !self.state.status.is_terminal()).then(|| lease(&self.holder, now));
-        self.etag = self
-            .storage
-            .replace_json(&self.key, &self.state, &self.etag)
-            .await?;
-        Ok(())
+        serde_json::to_vec(&self.state).map_err(|source| {
+            DriveError::Storage(StorageError::Json {
+                key: self.key.clone(),
+                source,
+            })
+        })
+    }
+}
+
+/// Makes the caller's change to a shared state durable, in one write with every change made
+/// meanwhile (group commit). The first caller to find no write on its way writes the state
+/// as it is then, for itself and everyone who asked before; the others wait for that write,
+/// and write again only if it did not cover them. The lock is not held while the store
+/// answers, so the other clips go on meanwhile, and the write itself runs as a task of its
+/// own: a caller that is dropped (a fan-out ending early) cannot leave it half done with the
+/// ETag unknown.
+pub async fn commit_shared(shared: &Shared) -> Step {
+    let mine = {
+        let mut t = shared.lock().await;
+        t.asked += 1;
+        t.asked
+    };
+    loop {
+        let mut t = shared.lock().await;
+        if t.landed >= mine {
+            return Ok(());
+        }
+        if t.writing {
+            let written = t.written.clone();
+            let wait = written.notified();
+            tokio::pin!(wait);
+            // Registered before the lock is let go, so the write's end cannot be missed.
+            wait.as_mut().enable();
+            drop(t);
+            wait.await;
+            continue;
+        }
+        t.writing = true;
+        let covers = t.asked;
+        let body = match t.next_revision(true) {
+            Ok(body) => body,
+            Err(e) => {
+                t.writing = false;
+                return Err(e);
+            }
+        };
+        let (storage, key, etag) = (t.storage.clone(), t.key.clone(), t.etag.clone());
+        drop(t);
+        let shared = shared.clone();
+        let write = tokio::spawn(async move {
+            let result = storage.replace_json_bytes(&key, body, &etag).await;
+            let mut t = shared.lock().await;
+            t.writing = false;
+            t.written.notify_waiters();
+            let etag = result?;
+            t.etag = etag;
+            t.landed = covers;
+            Ok::<_, DriveError>(())
+        });
+        match write.await {
+            Ok(result) => result?,
+            Err(join) => {
+                return Err(DriveError::Illegal(illegal(
+                    "writing state.json",
+                    format!("the write task died: {join}"),
+                )));
+            }
+        }
     }
 }
 
@@ -215,19 +308,23 @@ impl Driver<'_> {
         (t.state.clone(), result)
     }
 
-    async fn drive(&self, t: &Mutex<Tracked>, prefetched: Option<Fetched>) -> Step {
+    async fn drive(&self, t: &Shared, prefetched: Option<Fetched>) -> Step {
         if t.lock().await.state.status.is_terminal() {
             return Ok(());
         }
         if !self.copy_input_in(t, prefetched).await? {
             return Ok(());
         }
-        {
-            let mut t = t.lock().await;
-            if t.state.status == RequestStatus::Init {
-                t.state.apply(RequestEvent::Start, Utc::now())?;
-                t.commit().await?;
+        let starting = {
+            let mut g = t.lock().await;
+            let init = g.state.status == RequestStatus::Init;
+            if init {
+                g.state.apply(RequestEvent::Start, Utc::now())?;
             }
+            init
+        };
+        if starting {
+            commit_shared(t).await?;
         }
         let started = Instant::now();
         let (once, per_clip): (Vec<&StageSpec>, Vec<&StageSpec>) =
@@ -254,32 +351,33 @@ impl Driver<'_> {
         let result = crate::result::build(self.storage, &state, started.elapsed()).await?;
         let result_key = RequestKeys::new(&state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
-        let mut t = t.lock().await;
-        t.state.result_key = Some(result_key);
-        t.state.apply(RequestEvent::Complete, Utc::now())?;
-        t.commit().await?;
-        self.forget(&t.state).await
+        {
+            let mut g = t.lock().await;
+            g.state.result_key = Some(result_key);
+            g.state.apply(RequestEvent::Complete, Utc::now())?;
+        }
+        commit_shared(t).await?;
+        self.forget(&t.lock().await.state).await
     }
 
     /// Fails the request for good: `task` ran out of attempts or failed for good.
-    async fn fail(&self, t: &Mutex<Tracked>, task: &Task, failure: InvokeError) -> Step {
-        let mut t = t.lock().await;
+    async fn fail(&self, t: &Shared, task: &Task, failure: InvokeError) -> Step {
         let detail = format!("{task}: {failure}");
-        t.state.apply(
+        t.lock().await.state.apply(
             RequestEvent::Fail {
                 code: failure.code(),
                 detail,
             },
             Utc::now(),
         )?;
-        t.commit().await?;
-        self.forget(&t.state).await
+        commit_shared(t).await?;
+        self.forget(&t.lock().await.state).await
     }
 
     /// Records the clips that the clip source cut, each with its per-clip tasks pending;
     /// once only, so a resumed request keeps its clips and what they have done.
-    async fn make_clips(&self, t: &Mutex<Tracked>, per_clip: &[&StageSpec]) -> Step {
-        let mut t = t.lock().await;
+    async fn make_clips(&self, shared: &Shared, per_clip: &[&StageSpec]) -> Step {
+        let mut t = shared.lock().await;
         if !t.state.clips.is_empty() {
             return Ok(());
         }
@@ -320,7 +418,8 @@ impl Driver<'_> {
             });
         }
         t.state.clips = clips;
-        t.commit().await
+        drop(t);
+        commit_shared(shared).await
     }
 
     /// Runs every clip through the per-clip chain, `fan_out` clips at a time, each clip
@@ -328,7 +427,7 @@ impl Driver<'_> {
     /// task that fails for good, and returns it.
     async fn run_clips(
         &self,
-        t: &Mutex<Tracked>,
+        t: &Shared,
         chain: &[&StageSpec],
     ) -> Result<Result<(), (Task, InvokeError)>, DriveError> {
         let clips: Vec<ClipId> = t
@@ -380,7 +479,7 @@ impl Driver<'_> {
     /// the request failed because the video can no longer be had.
     async fn copy_input_in(
         &self,
-        t: &Mutex<Tracked>,
+        t: &Shared,
         prefetched: Option<Fetched>,
     ) -> Result<bool, DriveError> {
         // The lock is not held while the video is fetched and uploaded (minutes, for a large
@@ -406,14 +505,13 @@ impl Driver<'_> {
             Ok(ok) => ok,
             Err(e) if e.retryable => return Err(DriveError::Storage(storage_trouble(e))),
             Err(e) => {
-                let mut t = t.lock().await;
                 let failure = RequestEvent::Fail {
                     code: e.code.into(),
                     detail: e.message,
                 };
-                t.state.apply(failure, Utc::now())?;
-                t.commit().await?;
-                self.forget(&t.state).await?;
+                t.lock().await.state.apply(failure, Utc::now())?;
+                commit_shared(t).await?;
+                self.forget(&t.lock().await.state).await?;
                 return Ok(false);
             }
         };
@@ -422,13 +520,12 @@ impl Driver<'_> {
             .storage
             .put_file(&key, fetched.path(), "application/octet-stream")
             .await?;
-        let mut t = t.lock().await;
-        t.state.input = Some(InputObject {
+        t.lock().await.state.input = Some(InputObject {
             key: stored.key,
             bytes: stored.bytes,
             sha256: stored.sha256,
         });
-        t.commit().await?;
+        commit_shared(t).await?;
         Ok(true)
     }
 
@@ -441,10 +538,11 @@ impl Driver<'_> {
     )]
     async fn run_stage(
         &self,
-        t: &Mutex<Tracked>,
+        shared: &Shared,
         spec: &StageSpec,
         task: &Task,
     ) -> Result<Result<(), InvokeError>, DriveError> {
+        let t = shared;
         let call =
             {
                 let t = t.lock().await;
@@ -499,8 +597,8 @@ impl Driver<'_> {
                 if let Some(attempt) = task_mut(&mut t, task)?.current_attempt() {
                     attempt.driver = Some(owner);
                 }
-                t.commit().await?;
             }
+            commit_shared(shared).await?;
             let (outcome, took) = {
                 let _permit = self.invocations.acquire().await;
                 let clock = Instant::now();
@@ -509,6 +607,7 @@ impl Driver<'_> {
             };
             let mut t = t.lock().await;
             let now = Utc::now();
+            let profile = t.state.submission.profile;
             let stage = task_mut(&mut t, task)?;
             let failure = match outcome.map(|inv| {
                 let manifest = serde_json::from_slice::<Manifest<Value>>(&inv.body);
@@ -535,17 +634,28 @@ impl Driver<'_> {
                     if let Some(kb) = manifest.peak_rss_kb {
                         stage.metrics.insert("peak_rss_kb".into(), json!(kb));
                     }
+                    // The profile the call ran under, beside its times, for comparing them.
+                    stage.metrics.insert("profile".into(), json!(profile));
+                    if let Some(waited) = invocation.cold_start_ms {
+                        stage.metrics.insert("cold_start_ms".into(), json!(waited));
+                    }
                     stage.metrics.insert("data".into(), manifest.data);
                     let work = Duration::from_millis(manifest.work_ms);
+                    // fave's local gateway says when a call waited for a start; OpenFaaS's
+                    // does not, and the metrics fall back on a guess from the times.
+                    let cold_start = self
+                        .local_mode
+                        .then_some(invocation.cold_start_ms.is_some());
                     self.metrics
-                        .call(&spec.name, Outcome::Succeeded, took, Some(work));
+                        .call(&spec.name, Outcome::Succeeded, took, Some(work), cold_start);
                     stage.apply(
                         StageEvent::Succeed {
                             outputs: manifest.outputs,
                         },
                         now,
                     )?;
-                    t.commit().await?;
+                    drop(t);
+                    commit_shared(shared).await?;
                     return Ok(Ok(()));
                 }
                 Ok((invocation, Err(e))) => InvokeError::Status {
@@ -565,18 +675,21 @@ impl Driver<'_> {
             let (code, detail) = (failure.code(), failure.to_string());
             match failure.is_transient().then(|| delays.next()).flatten() {
                 Some(delay) => {
-                    self.metrics.call(&spec.name, Outcome::Retried, took, None);
+                    self.metrics
+                        .call(&spec.name, Outcome::Retried, took, None, None);
                     tracing::warn!(call_id = failure.call_id(), error = %failure, ?delay, "stage attempt failed; retrying");
                     stage.apply(StageEvent::Retry { code, detail }, now)?;
-                    t.commit().await?;
                     drop(t);
+                    commit_shared(shared).await?;
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    self.metrics.call(&spec.name, Outcome::Failed, took, None);
+                    self.metrics
+                        .call(&spec.name, Outcome::Failed, took, None, None);
                     tracing::warn!(call_id = failure.call_id(), error = %failure, "stage failed");
                     stage.apply(StageEvent::Fail { code, detail }, now)?;
-                    t.commit().await?;
+                    drop(t);
+                    commit_shared(shared).await?;
                     return Ok(Err(failure));
                 }
             }
@@ -586,27 +699,28 @@ impl Driver<'_> {
 
 /// Renews the lease every third of its time to live until `stop`; a lost write means the
 /// request was taken over (or cancelled), which stops the driver too.
-async fn heartbeat(t: Arc<Mutex<Tracked>>, ttl: Duration, stop: CancellationToken) -> Step {
+async fn heartbeat(shared: Shared, ttl: Duration, stop: CancellationToken) -> Step {
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(ttl / 3) => {}
         }
-        let mut t = t.lock().await;
-        if stop.is_cancelled() || t.state.status.is_terminal() {
-            return Ok(());
-        }
-        match t.commit().await {
+        let id = {
+            let t = shared.lock().await;
+            if stop.is_cancelled() || t.state.status.is_terminal() {
+                return Ok(());
+            }
+            t.state.request_id.clone()
+        };
+        match commit_shared(&shared).await {
             Ok(()) => {}
             Err(e @ DriveError::Superseded) => {
-                tracing::warn!(request_id = %t.state.request_id, "lease lost; stopping");
+                tracing::warn!(request_id = %id, "lease lost; stopping");
                 stop.cancel();
                 return Err(e);
             }
             // A store that is briefly away: the SDK already retried; try again next beat.
-            Err(e) => {
-                tracing::warn!(request_id = %t.state.request_id, error = %e, "lease renewal failed")
-            }
+            Err(e) => tracing::warn!(request_id = %id, error = %e, "lease renewal failed"),
         }
     }
 }

@@ -428,10 +428,25 @@ fn idempotent_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
         .map_err(|e| ApiError::internal(format!("a derived request id is invalid: {e}")))
 }
 
+/// Whether the caller sent `Prefer: respond-async`.
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split([',', ';'])
+                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        })
+    })
+}
+
 /// Answers a submission whose `Idempotency-Key` names an existing request: the same
 /// submission gets that request's answer (waiting for its end within the sync window, as
 /// the first call did); a different one is a conflict.
-async fn replay(app: &App, existing: RequestState, submission: &Submission) -> Response {
+async fn replay(
+    app: &App,
+    existing: RequestState,
+    submission: &Submission,
+    window: Duration,
+) -> Response {
     let id = existing.request_id.clone();
     if &existing.submission != submission {
         let mut response = ApiError::new(
@@ -443,7 +458,7 @@ async fn replay(app: &App, existing: RequestState, submission: &Submission) -> R
         set_request_headers(&mut response, &id);
         return response;
     }
-    let deadline = tokio::time::Instant::now() + app.config.sync_window;
+    let deadline = tokio::time::Instant::now() + window;
     let mut state = existing;
     while !state.status.is_terminal() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -504,6 +519,12 @@ async fn submit(
     }
     let idempotent = idempotent_id(&headers)?;
     let (submission, source) = validate(body, app.config.local_mode)?;
+    // `Prefer: respond-async` (RFC 7240): 202 as soon as the request is accepted.
+    let window = if prefers_async(&headers) {
+        Duration::ZERO
+    } else {
+        app.config.sync_window
+    };
     if let Some(id) = &idempotent
         && let Some((existing, _)) = app
             .storage
@@ -511,7 +532,7 @@ async fn submit(
             .await
             .map_err(storage_error)?
     {
-        return Ok(replay(&app, existing, &submission).await);
+        return Ok(replay(&app, existing, &submission, window).await);
     }
     // Nothing is written before the video is known to exist and be within limits.
     let fetched = input::fetch(&source, &app.storage, &app.http, app.limits()).await?;
@@ -522,7 +543,9 @@ async fn submit(
     // submitted twice at once to this replica: the first one creates it.
     let Some(claim) = app.claim(&id) else {
         return match idempotent {
-            Some(_) => Ok(replay(&app, wait_for_state(&app, &id).await?, &submission).await),
+            Some(_) => {
+                Ok(replay(&app, wait_for_state(&app, &id).await?, &submission, window).await)
+            }
             None => Err(ApiError::internal(format!(
                 "request id {id} is already in use"
             ))),
@@ -554,7 +577,7 @@ async fn submit(
         // Another replica created the request of this key first: answer with it.
         Err(DriveError::Superseded) if idempotent.is_some() => {
             drop(claim);
-            return Ok(replay(&app, load_state(&app, &id).await?, &submission).await);
+            return Ok(replay(&app, load_state(&app, &id).await?, &submission, window).await);
         }
         Err(e) => {
             return Err(ApiError::unavailable(
@@ -568,7 +591,7 @@ async fn submit(
 
     // Accepted: from here the request runs to its end even if the caller goes away.
     let task = app.spawn_driver(claim, tracked, Some(fetched));
-    match tokio::time::timeout(app.config.sync_window, task).await {
+    match tokio::time::timeout(window, task).await {
         Ok(Ok((state, Ok(())))) => answer(&app, &state).await,
         Ok(Ok((state, Err(e)))) => Err(ApiError::unavailable(
             "driver_interrupted",
@@ -980,6 +1003,22 @@ mod tests {
             let err = with(bad).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn prefer_respond_async_is_read_among_other_preferences() {
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append("prefer", HeaderValue::from_str(v).unwrap());
+            }
+            prefers_async(&headers)
+        };
+        assert!(with(&["respond-async"]));
+        assert!(with(&["return=minimal, Respond-Async; wait=10"]));
+        assert!(with(&["wait=5", "respond-async"]));
+        assert!(!with(&["return=representation"]));
+        assert!(!with(&[]));
     }
 
     async fn submit(body: Value) -> (StatusCode, Value) {

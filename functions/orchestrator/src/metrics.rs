@@ -2,9 +2,9 @@
 //!
 //! Counters are per process, as Prometheus expects (it sums replicas and handles restarts):
 //! requests accepted and ended by status, drivers running, stage calls by stage and outcome
-//! with a duration histogram, retries, and calls that met a cold start (a gateway that had
-//! to wait for a replica reports it in the call's duration only, so a call is counted cold
-//! when the stage's own work took under half of the call's time and the call over a second).
+//! with a duration histogram, retries, and calls that met a cold start: fave's local gateway
+//! says so (`X-Fave-Cold-Start`); OpenFaaS's shows it only in the call's duration, so there a
+//! call is counted cold when the stage's own work took under half of it and it over a second.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -89,8 +89,16 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One stage call: how it ended, its time, and the stage's own work time if it answered.
-    pub fn call(&self, stage: &str, outcome: Outcome, took: Duration, work: Option<Duration>) {
+    /// One stage call: how it ended, its time, the stage's own work time if it answered, and
+    /// whether the gateway said it waited for a replica to start (`None`: it does not say).
+    pub fn call(
+        &self,
+        stage: &str,
+        outcome: Outcome,
+        took: Duration,
+        work: Option<Duration>,
+        cold_start: Option<bool>,
+    ) {
         *self
             .calls
             .lock()
@@ -103,10 +111,10 @@ impl Metrics {
             .entry(stage.to_owned())
             .or_default()
             .observe(took.as_secs_f64());
-        if let Some(work) = work
-            && took > Duration::from_secs(1)
-            && work * 2 < took
-        {
+        // A gateway that does not say (OpenFaaS's) shows a cold start only in the call's
+        // time: a call over a second that took more than twice the stage's work.
+        let seems_cold = work.is_some_and(|w| took > Duration::from_secs(1) && w * 2 < took);
+        if cold_start.unwrap_or(seems_cold) {
             self.cold_starts.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -234,9 +242,36 @@ mod tests {
         m.ended(RequestStatus::Running);
         m.drivers(1);
         let s = Duration::from_secs_f64;
-        m.call("stage-detect", Outcome::Retried, s(0.2), None);
-        m.call("stage-detect", Outcome::Succeeded, s(3.0), Some(s(1.0)));
-        m.call("stage-detect", Outcome::Succeeded, s(0.7), Some(s(0.6)));
+        m.call("stage-detect", Outcome::Retried, s(0.2), None, None);
+        m.call(
+            "stage-detect",
+            Outcome::Succeeded,
+            s(3.0),
+            Some(s(1.0)),
+            None,
+        );
+        m.call(
+            "stage-detect",
+            Outcome::Succeeded,
+            s(0.7),
+            Some(s(0.6)),
+            None,
+        );
+        // The gateway's word wins over the heuristic either way.
+        m.call(
+            "stage-audio",
+            Outcome::Succeeded,
+            s(0.1),
+            Some(s(0.1)),
+            Some(true),
+        );
+        m.call(
+            "stage-audio",
+            Outcome::Succeeded,
+            s(3.0),
+            Some(s(0.1)),
+            Some(false),
+        );
         let text = m.render();
         for line in [
             "fave_requests_accepted_total 2",
@@ -246,7 +281,7 @@ mod tests {
             "fave_stage_calls_total{stage=\"stage-detect\",outcome=\"succeeded\"} 2",
             "fave_stage_calls_total{stage=\"stage-detect\",outcome=\"retried\"} 1",
             "fave_stage_retries_total 1",
-            "fave_stage_cold_starts_total 1",
+            "fave_stage_cold_starts_total 2",
             "fave_stage_call_duration_seconds_bucket{stage=\"stage-detect\",le=\"0.25\"} 1",
             "fave_stage_call_duration_seconds_bucket{stage=\"stage-detect\",le=\"1\"} 2",
             "fave_stage_call_duration_seconds_bucket{stage=\"stage-detect\",le=\"+Inf\"} 3",

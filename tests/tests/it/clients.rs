@@ -71,6 +71,14 @@ async fn curl_as_the_openfaas_docs_use_it() {
     assert_eq!(headers["x-function-status"], "200");
     assert_eq!(body["status"], "COMPLETED");
 
+    let (code, headers, accepted) = step(dir, "prefer");
+    assert_eq!((code, accepted["status"].as_str()), (202, Some("RUNNING")));
+    let id = accepted["request_id"].as_str().expect("an id");
+    assert!(
+        headers.contains(&format!("location: /function/orchestrator/requests/{id}")),
+        "{headers}"
+    );
+
     let (code, _, bad) = step(dir, "bad");
     assert_eq!(
         (code, bad["error"]["code"].as_str()),
@@ -79,9 +87,9 @@ async fn curl_as_the_openfaas_docs_use_it() {
     let (code, _, metrics) = step(dir, "metrics");
     assert_eq!(code, 200);
     let metrics = metrics.as_str().expect("text");
-    // sync, chunked and async: three requests accepted (the replay is not a new one).
+    // sync, chunked, async and prefer: four accepted (the replay is not a new one).
     assert!(
-        metrics.contains("fave_requests_accepted_total 3"),
+        metrics.contains("fave_requests_accepted_total 4"),
         "{metrics}"
     );
 }

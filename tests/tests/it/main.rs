@@ -6,6 +6,8 @@
 mod analysis;
 mod api;
 mod bad_input;
+mod bench;
+mod cli;
 mod clients;
 mod deploy;
 mod durability;

@@ -1,0 +1,200 @@
+//! `fave bench profiles`: the same request under the `warm` and `cold` profiles
+//! (`deploy/profiles/*.env` through stack.yml's labels), each on its own local stack.
+//! Under `cold` every stage function is scaled to zero before each run, so each run pays
+//! every stage's start the way a request after a quiet spell does on a cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fave_local::stack::Stack;
+
+use crate::StackArgs;
+
+/// The issue's target for a function's own start (process spawn → healthy), model loads
+/// aside.
+const COLD_START_TARGET_MS: f64 = 50.0;
+
+/// One profile's figures, per stage: call times, work times, and starts (spawn → healthy).
+#[derive(Default)]
+struct Figures {
+    total_ms: Vec<f64>,
+    call_ms: BTreeMap<String, Vec<f64>>,
+    work_ms: BTreeMap<String, Vec<f64>>,
+    start_ms: BTreeMap<String, Vec<f64>>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Result<()> {
+    if !video.is_file() {
+        bail!(
+            "no video at {} (scripts/setup fetches the samples)",
+            video.display()
+        );
+    }
+    let uri = crate::to_uri(&video.display().to_string())?;
+    println!(
+        "fave bench profiles: {} under warm and cold, {runs} runs each after a warm-up \
+         request; under cold every stage function is scaled to zero before each run.",
+        video.display()
+    );
+    let warm = run_profile(&args, "warm", &uri, runs).await?;
+    let cold = run_profile(&args, "cold", &uri, runs).await?;
+
+    println!(
+        "  {:<16} {:>10} {:>10} {:>7} {:>14} {:>10}",
+        "stage (median)", "warm call", "cold call", "ratio", "start (cold)", "work"
+    );
+    for (stage, warm_calls) in &warm.call_ms {
+        let w = median(warm_calls);
+        let c = cold.call_ms.get(stage).map_or(f64::NAN, |v| median(v));
+        let function = stage.as_str();
+        let start = cold.start_ms.get(function).map_or(f64::NAN, |v| median(v));
+        let work = median(warm.work_ms.get(stage).map_or(&[][..], Vec::as_slice));
+        println!(
+            "  {stage:<16} {w:>8.0}ms {c:>8.0}ms {:>6.2}× {start:>12.1}ms {work:>8.0}ms",
+            c / w
+        );
+    }
+    let (w, c) = (median(&warm.total_ms), median(&cold.total_ms));
+    println!(
+        "  {:<16} {w:>8.0}ms {c:>8.0}ms {:>6.2}×",
+        "whole request",
+        c / w
+    );
+    println!(
+        "  process start → healthy under cold, per function (target ≤ {COLD_START_TARGET_MS} ms, model loads aside):"
+    );
+    for (function, starts) in &cold.start_ms {
+        let m = median(starts);
+        let note = if function == "stage-detect" {
+            " (includes loading the detector)"
+        } else {
+            ""
+        };
+        println!(
+            "    {function:<16} {m:>7.1} ms  {}{note}",
+            if m <= COLD_START_TARGET_MS {
+                "met"
+            } else {
+                "over"
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn run_profile(
+    args: &StackArgs,
+    profile: &str,
+    uri: &str,
+    runs: usize,
+) -> anyhow::Result<Figures> {
+    let mut args = args.clone();
+    args.data_dir = args.data_dir.join(format!("bench-profile-{profile}"));
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut options = crate::stack_options(&args, any_port, any_port, true)?;
+    options.profile = Some(profile.to_owned());
+    let stack = Stack::start(options).await?;
+    let outcome = measure(&stack, profile, uri, runs).await;
+    stack.shutdown().await;
+    outcome
+}
+
+async fn measure(stack: &Stack, profile: &str, uri: &str, runs: usize) -> anyhow::Result<Figures> {
+    let stages: Vec<String> = stack
+        .supervisor()
+        .functions()
+        .map(|f| f.name.clone())
+        .filter(|name| name != "orchestrator")
+        .collect();
+    let mut figures = Figures::default();
+    for run in 0..=runs.max(1) {
+        if profile == "cold" {
+            scale_to_zero(stack, &stages).await?;
+        }
+        let before: BTreeMap<String, usize> = stack
+            .supervisor()
+            .cold_starts()
+            .into_iter()
+            .map(|(f, s)| (f, s.len()))
+            .collect();
+        let clock = Instant::now();
+        let (status, body) =
+            crate::submit(stack.gateway_url.as_str(), uri, None, Some(profile)).await?;
+        let total = clock.elapsed().as_secs_f64() * 1e3;
+        if status != 200 {
+            bail!("the {profile} request failed with HTTP {status}: {body}");
+        }
+        if run == 0 && profile == "warm" {
+            continue; // the warm-up: processes are up, caches filled
+        }
+        figures.total_ms.push(total);
+        for (stage, s) in body["stages"]
+            .as_object()
+            .context("final.json has stages")?
+        {
+            let get = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            figures
+                .call_ms
+                .entry(stage.clone())
+                .or_default()
+                .push(get("call_ms"));
+            figures
+                .work_ms
+                .entry(stage.clone())
+                .or_default()
+                .push(get("work_ms"));
+        }
+        for (function, starts) in stack.supervisor().cold_starts() {
+            let seen = before.get(&function).copied().unwrap_or(0);
+            for s in starts.iter().skip(seen) {
+                figures
+                    .start_ms
+                    .entry(function.clone())
+                    .or_default()
+                    .push(s.spawn_to_healthy.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// Scales every stage function to zero and waits until their processes are gone.
+async fn scale_to_zero(stack: &Stack, functions: &[String]) -> anyhow::Result<()> {
+    for name in functions {
+        stack.supervisor().scale(name, 0)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while functions.iter().any(|name| {
+        stack
+            .supervisor()
+            .get(name)
+            .is_some_and(|f| f.available() > 0)
+    }) {
+        if Instant::now() > deadline {
+            bail!("the stage functions did not scale to zero within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_is_the_middle_value() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&[]).is_nan());
+    }
+}

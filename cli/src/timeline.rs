@@ -1,0 +1,770 @@
+//! `fave timeline`: where one request spent its time, drawn from its `state.json`.
+//!
+//! [`Timeline::build`] turns the state into rows (each request-wide stage, then each clip's
+//! tasks) of bars (one per attempt, from `started_at` to `ended_at`, relative to the
+//! request's `created_at`); [`Timeline::text`] draws it in the terminal and
+//! [`Timeline::svg`] as a Gantt chart, written by hand: a few rectangles and labels do not
+//! need a plotting library.
+//!
+//! Cold starts: a call that fave's local gateway says waited for a start (its
+//! `X-Fave-Cold-Start`, kept in the stage's metrics as `cold_start_ms`) is marked. OpenFaaS's
+//! gateway says nothing of the kind, so there a call is marked as a *likely* cold start by
+//! the rule `/metrics` counts `fave_stage_cold_starts_total` with: the call took at least a
+//! second and the stage's own work under half of it. The legend says so.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use fave_common::ids::RequestId;
+use fave_common::state::{RequestState, RequestStatus, StageState, StageStatus};
+
+use crate::client::{Client, GatewayArgs, exit, request_id};
+use crate::term::{self, Paint, Palette};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+One row per request-wide stage and per clip task, one bar per attempt; retried and failed
+attempts are marked, and so are calls that look like cold starts (see the legend).
+
+Examples:
+  fave timeline 0190f3c4a9b87d6e8f0a1b2c3d4e5f60
+  fave timeline 0190f3c4a9b87d6e8f0a1b2c3d4e5f60 -o request.svg
+  fave timeline --state state.json -o request.svg")]
+pub struct TimelineArgs {
+    /// The request id.
+    #[arg(value_parser = request_id, required_unless_present = "state")]
+    pub id: Option<RequestId>,
+    /// Also write the picture as SVG to this file.
+    #[arg(short = 'o', long = "output", value_name = "FILE.svg")]
+    pub output: Option<PathBuf>,
+    /// Draw from a state.json file instead of asking the orchestrator.
+    #[arg(long, value_name = "STATE.json", conflicts_with = "id")]
+    pub state: Option<PathBuf>,
+    /// Columns for the terminal drawing (default: the terminal's width).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(60..))]
+    pub width: Option<u16>,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+pub async fn run(args: TimelineArgs) -> anyhow::Result<u8> {
+    let state: RequestState = match (&args.state, &args.id) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not a state.json: {e}", path.display()))?
+        }
+        (None, Some(id)) => match Client::new(&args.gateway)?.state(id).await {
+            Ok((_, state)) => state,
+            Err(e) => return Ok(e.report(false)),
+        },
+        (None, None) => anyhow::bail!("give a request id or --state"),
+    };
+    let timeline = Timeline::build(&state, Utc::now());
+    let width = args.width.map_or_else(term::width, usize::from);
+    print!("{}", timeline.text(width, Palette::stdout()));
+    if let Some(path) = &args.output {
+        std::fs::write(path, timeline.svg())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(exit::OK)
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Failed, and another attempt followed.
+    Retried,
+    /// Failed, and the stage with it.
+    Failed,
+    /// Still under way.
+    Running,
+    /// Never ended: the request ended first (cancelled, or failed elsewhere).
+    Interrupted,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retried => "retried",
+            Self::Failed => "failed",
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The terminal drawing's block for this outcome.
+    fn block(self) -> char {
+        match self {
+            Self::Succeeded => '█',
+            Self::Retried => '▒',
+            Self::Failed => '░',
+            Self::Running | Self::Interrupted => '▓',
+        }
+    }
+
+    fn paint(self) -> Paint {
+        match self {
+            Self::Succeeded => Paint::Green,
+            Self::Retried => Paint::Yellow,
+            Self::Failed => Paint::Red,
+            Self::Running => Paint::Blue,
+            Self::Interrupted => Paint::Dim,
+        }
+    }
+
+    fn fill(self) -> &'static str {
+        match self {
+            Self::Succeeded => "#2e9d5b",
+            Self::Retried => "#f0a030",
+            Self::Failed => "#d64541",
+            Self::Running => "#4a7bd0",
+            Self::Interrupted => "#9aa0a6",
+        }
+    }
+}
+
+/// One attempt, in seconds since the request was created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub attempt: u32,
+    pub start: f64,
+    pub end: f64,
+    pub outcome: Outcome,
+    pub call_id: Option<String>,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    /// The call looks like it waited for a cold start (see the module's note).
+    pub likely_cold: bool,
+}
+
+/// One stage, or one clip's task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `stage-audio`, or `clip-0001 stage-detect`.
+    pub label: String,
+    pub status: StageStatus,
+    pub bars: Vec<Bar>,
+    pub seconds: Option<f64>,
+    /// The stage's `error_code`, when it failed.
+    pub error_code: Option<String>,
+}
+
+/// A request's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    pub request_id: String,
+    pub status: RequestStatus,
+    /// Seconds from creation to the end (or to now, while running).
+    pub total: f64,
+    pub rows: Vec<Row>,
+    /// Whether any stage recorded the call and work times the cold-start rule needs.
+    pub cold_rule_applies: bool,
+}
+
+fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1e3
+}
+
+impl Timeline {
+    pub fn build(state: &RequestState, now: DateTime<Utc>) -> Self {
+        let origin = state.created_at;
+        let end = state.ended_at.unwrap_or(now);
+        let terminal = state.status.is_terminal();
+        let mut cold_rule_applies = false;
+        let mut row = |label: String, stage: &StageState| {
+            let metric = |name: &str| stage.metrics.get(name).and_then(serde_json::Value::as_u64);
+            // fave's local gateway says when a call waited for a start, and the orchestrator
+            // keeps it as `cold_start_ms`; elsewhere the times are all there is to go by.
+            let reported = stage.metrics.contains_key("cold_start_ms");
+            let cold = reported
+                || match (metric("call_ms"), metric("work_ms")) {
+                    (Some(call), Some(work)) => {
+                        cold_rule_applies = true;
+                        call >= 1000 && work * 2 < call
+                    }
+                    _ => false,
+                };
+            let last = stage.attempts.len();
+            let bars = stage
+                .attempts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let is_last = i + 1 == last;
+                    let outcome = match (a.ended_at, &a.failure) {
+                        (None, _) if terminal || stage.status.is_terminal() => Outcome::Interrupted,
+                        (None, _) => Outcome::Running,
+                        (Some(_), Some(_)) if is_last && stage.status != StageStatus::Retrying => {
+                            Outcome::Failed
+                        }
+                        (Some(_), Some(_)) => Outcome::Retried,
+                        (Some(_), None) => Outcome::Succeeded,
+                    };
+                    Bar {
+                        attempt: a.number,
+                        start: seconds_between(origin, a.started_at),
+                        end: seconds_between(origin, a.ended_at.unwrap_or(end)),
+                        outcome,
+                        call_id: a.call_id.clone(),
+                        http_status: a.http_status,
+                        error: a
+                            .failure
+                            .as_ref()
+                            .map(|f| format!("{}: {}", f.error_code, f.error_detail)),
+                        likely_cold: cold && is_last && outcome == Outcome::Succeeded,
+                    }
+                })
+                .collect();
+            Row {
+                label,
+                status: stage.status,
+                bars,
+                seconds: stage.duration_ms.map(|ms| ms as f64 / 1e3),
+                error_code: stage.failure.as_ref().map(|f| f.error_code.clone()),
+            }
+        };
+        let mut rows: Vec<Row> = state
+            .stages
+            .iter()
+            .map(|s| row(s.name.to_string(), s))
+            .collect();
+        for clip in &state.clips {
+            for task in &clip.tasks {
+                rows.push(row(format!("{} {}", clip.clip, task.name), task));
+            }
+        }
+        let latest = rows
+            .iter()
+            .flat_map(|r| r.bars.iter().map(|b| b.end))
+            .fold(0.0_f64, f64::max);
+        Self {
+            request_id: state.request_id.to_string(),
+            status: state.status,
+            total: seconds_between(origin, end).max(latest).max(0.001),
+            rows,
+            cold_rule_applies,
+        }
+    }
+
+    fn attempts(&self) -> usize {
+        self.rows.iter().map(|r| r.bars.len()).sum()
+    }
+
+    fn any(&self, outcome: Outcome) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.bars.iter().any(|b| b.outcome == outcome))
+    }
+
+    fn cold_note(&self) -> &'static str {
+        let marked = self
+            .rows
+            .iter()
+            .any(|r| r.bars.iter().any(|b| b.likely_cold));
+        match (self.cold_rule_applies, marked) {
+            (true, true) => {
+                "cold? = a cold start: reported by the gateway (cold_start_ms), or likely: call >= 1 s, \
+                 the stage's own work under half of it (the rule /metrics counts by)"
+            }
+            (true, false) => {
+                "cold starts: none reported by the gateway, none likely (no call >= 1 s with the \
+                 stage's own work under half of it, the rule /metrics counts by)"
+            }
+            (false, _) => {
+                "cold starts: not marked; state.json records none, nor the call and work times \
+                 they could be inferred from"
+            }
+        }
+    }
+
+    /// What each row's suffix says: duration, attempts, failure, cold start.
+    fn notes(row: &Row) -> String {
+        let mut notes = Vec::new();
+        if row.bars.len() > 1 {
+            notes.push(format!("{} attempts", row.bars.len()));
+        }
+        match row.status {
+            StageStatus::Failed => notes.push(match &row.error_code {
+                Some(code) => format!("FAILED {code}"),
+                None => "FAILED".into(),
+            }),
+            StageStatus::Skipped => notes.push("skipped".into()),
+            StageStatus::Pending => notes.push("pending".into()),
+            _ => {}
+        }
+        if row.bars.iter().any(|b| b.likely_cold) {
+            notes.push("cold?".into());
+        }
+        notes.join(", ")
+    }
+
+    /// The plain-text drawing, `width` columns wide.
+    pub fn text(&self, width: usize, p: Palette) -> String {
+        let mut out = String::new();
+        let label_w = self
+            .rows
+            .iter()
+            .map(|r| r.label.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(8);
+        let note_w = self
+            .rows
+            .iter()
+            .map(|r| Self::notes(r).chars().count())
+            .max()
+            .unwrap_or(0);
+        // label │bars│ duration notes
+        let suffix_w = 10 + if note_w > 0 { note_w + 2 } else { 0 };
+        let plot_w = width.saturating_sub(label_w + suffix_w + 4).max(20);
+        let scale = plot_w as f64 / self.total;
+        let column = |t: f64| ((t * scale).floor().max(0.0) as usize).min(plot_w - 1);
+        let _ = writeln!(
+            out,
+            "{}  {}  {}  {}, {}   (1 column = {})",
+            p.paint(Paint::Bold, format!("request {}", self.request_id)),
+            p.request_status(self.status),
+            term::duration(self.total),
+            term::plural(self.rows.len(), "row"),
+            term::plural(self.attempts(), "attempt"),
+            term::duration(self.total / plot_w as f64),
+        );
+        for row in &self.rows {
+            let mut cells: Vec<Option<Outcome>> = vec![None; plot_w];
+            for bar in &row.bars {
+                let (a, b) = (column(bar.start), column(bar.end).max(column(bar.start)));
+                for cell in &mut cells[a..=b] {
+                    *cell = Some(bar.outcome);
+                }
+            }
+            let mut bars = String::new();
+            let mut run: Option<(Option<Outcome>, String)> = None;
+            // Paint runs of one outcome at once, so escape codes stay few.
+            for cell in cells {
+                let ch = cell.map_or(' ', Outcome::block);
+                match &mut run {
+                    Some((o, s)) if *o == cell => s.push(ch),
+                    _ => {
+                        if let Some((o, s)) = run.take() {
+                            bars.push_str(&paint_run(p, o, &s));
+                        }
+                        run = Some((cell, ch.to_string()));
+                    }
+                }
+            }
+            if let Some((o, s)) = run {
+                bars.push_str(&paint_run(p, o, &s));
+            }
+            let took = row.seconds.map(term::duration).unwrap_or_default();
+            let notes = Self::notes(row);
+            let notes = if notes.is_empty() {
+                String::new()
+            } else {
+                let paint = if row.status == StageStatus::Failed {
+                    Paint::Red
+                } else if row.bars.len() > 1 {
+                    Paint::Yellow
+                } else {
+                    Paint::Cyan
+                };
+                format!("  {}", p.paint(paint, notes))
+            };
+            let _ = writeln!(out, "{:<label_w$} │{bars}│ {took:>9}{notes}", row.label);
+        }
+        // The axis: ticks at round steps, labels where they fit.
+        let step = nice_step(self.total, (plot_w / 14).max(1));
+        let mut axis = vec![' '; plot_w + 12];
+        let mut ticks = vec!['─'; plot_w];
+        let mut t = 0.0;
+        let mut free_from = 0;
+        while t <= self.total + 1e-9 {
+            let col = column(t);
+            ticks[col] = '┬';
+            let label = axis_label(t, step);
+            if col >= free_from && col + label.len() <= axis.len() {
+                for (i, ch) in label.chars().enumerate() {
+                    axis[col + i] = ch;
+                }
+                free_from = col + label.len() + 2;
+            }
+            t += step;
+        }
+        let _ = writeln!(
+            out,
+            "{:<label_w$} └{}┘",
+            "",
+            ticks.into_iter().collect::<String>()
+        );
+        let _ = writeln!(
+            out,
+            "{:<label_w$}  {}",
+            "",
+            axis.into_iter().collect::<String>().trim_end()
+        );
+        let mut legend = vec![format!("{} succeeded", p.paint(Paint::Green, '█'))];
+        if self.any(Outcome::Retried) {
+            legend.push(format!("{} failed, retried", p.paint(Paint::Yellow, '▒')));
+        }
+        if self.any(Outcome::Failed) {
+            legend.push(format!("{} failed", p.paint(Paint::Red, '░')));
+        }
+        if self.any(Outcome::Running) || self.any(Outcome::Interrupted) {
+            legend.push(format!(
+                "{} running / interrupted",
+                p.paint(Paint::Blue, '▓')
+            ));
+        }
+        let _ = writeln!(out, "{}", legend.join("   "));
+        let _ = writeln!(out, "{}", p.paint(Paint::Dim, self.cold_note()));
+        out
+    }
+
+    /// The SVG picture: a title, one row per stage or task, one `<rect class="bar …">` per
+    /// attempt (with a tooltip), marks for retries, failures and likely cold starts, a time
+    /// axis and a legend.
+    pub fn svg(&self) -> String {
+        const LABEL_W: f64 = 230.0;
+        const PLOT_W: f64 = 760.0;
+        const NOTE_W: f64 = 150.0;
+        const ROW_H: f64 = 22.0;
+        const BAR_H: f64 = 14.0;
+        const TOP: f64 = 58.0;
+        let width = LABEL_W + PLOT_W + NOTE_W;
+        let plot_bottom = TOP + ROW_H * self.rows.len() as f64;
+        let legend_top = plot_bottom + 44.0;
+        let height = legend_top + 64.0;
+        let x = |t: f64| LABEL_W + (t / self.total).clamp(0.0, 1.0) * PLOT_W;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
+        );
+        let title = format!(
+            "request {} · {} · {}",
+            self.request_id,
+            self.status.as_str(),
+            term::duration(self.total)
+        );
+        let _ = writeln!(s, "<title>{}</title>", xml(&title));
+        let _ = writeln!(
+            s,
+            r##"<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text class="title" x="12" y="24" font-size="16" font-weight="bold">{}</text>"#,
+            xml(&title)
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="12" y="42" fill="#555555">{}, {}; time since the request was created</text>"##,
+            term::plural(self.rows.len(), "row"),
+            term::plural(self.attempts(), "attempt")
+        );
+        // Grid and axis.
+        let step = nice_step(self.total, 10);
+        let mut t = 0.0;
+        while t <= self.total + 1e-9 {
+            let gx = x(t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{:.1}" stroke="#e3e3e3"/>"##,
+                plot_bottom + 4.0
+            );
+            let _ = writeln!(
+                s,
+                r##"<text class="tick" x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="#555555">{}</text>"##,
+                plot_bottom + 18.0,
+                xml(&axis_label(t, step))
+            );
+            t += step;
+        }
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LABEL_W}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888888"/>"##,
+            plot_bottom + 4.0,
+            LABEL_W + PLOT_W,
+            plot_bottom + 4.0
+        );
+        for (i, row) in self.rows.iter().enumerate() {
+            let y = TOP + ROW_H * i as f64;
+            if i % 2 == 0 {
+                let _ = writeln!(
+                    s,
+                    r##"<rect class="stripe" x="0" y="{y}" width="{width}" height="{ROW_H}" fill="#f6f7f9"/>"##
+                );
+            }
+            let _ = writeln!(
+                s,
+                r#"<text class="label" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LABEL_W - 8.0,
+                y + ROW_H / 2.0 + 4.0,
+                xml(&row.label)
+            );
+            let by = y + (ROW_H - BAR_H) / 2.0;
+            for bar in &row.bars {
+                let (x0, x1) = (x(bar.start), x(bar.end));
+                let w = (x1 - x0).max(1.5);
+                let mut tip = format!(
+                    "{} attempt {}: {} ({:.3}–{:.3} s, {})",
+                    row.label,
+                    bar.attempt,
+                    bar.outcome.name(),
+                    bar.start,
+                    bar.end,
+                    term::duration(bar.end - bar.start)
+                );
+                if let Some(c) = &bar.call_id {
+                    let _ = write!(tip, ", call {c}");
+                }
+                if let Some(h) = bar.http_status {
+                    let _ = write!(tip, ", HTTP {h}");
+                }
+                if let Some(e) = &bar.error {
+                    let _ = write!(tip, ", {e}");
+                }
+                if bar.likely_cold {
+                    tip.push_str(", likely cold start");
+                }
+                let _ = writeln!(
+                    s,
+                    r#"<rect class="bar {}" data-row="{}" data-attempt="{}" x="{x0:.2}" y="{by:.1}" width="{w:.2}" height="{BAR_H}" rx="2" fill="{}"><title>{}</title></rect>"#,
+                    bar.outcome.name(),
+                    xml(&row.label),
+                    bar.attempt,
+                    bar.outcome.fill(),
+                    xml(&tip)
+                );
+                let mark = match bar.outcome {
+                    Outcome::Retried => Some(("↻", "#b36b00")),
+                    Outcome::Failed => Some(("✕", "#a31f1b")),
+                    _ => None,
+                };
+                if let Some((glyph, colour)) = mark {
+                    let _ = writeln!(
+                        s,
+                        r#"<text class="mark {}" x="{:.1}" y="{:.1}" fill="{colour}" font-weight="bold">{glyph}</text>"#,
+                        bar.outcome.name(),
+                        x0 + w + 2.0,
+                        by + BAR_H - 2.0
+                    );
+                }
+                if bar.likely_cold {
+                    let _ = writeln!(
+                        s,
+                        r##"<text class="mark cold" x="{:.1}" y="{:.1}" fill="#1f5fbf" font-size="10">cold?</text>"##,
+                        x0 + 1.0,
+                        by - 1.0
+                    );
+                }
+            }
+            let note = [
+                row.seconds.map(term::duration).unwrap_or_default(),
+                Self::notes(row),
+            ]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect::<Vec<_>>()
+            .join(" · ");
+            let _ = writeln!(
+                s,
+                r##"<text class="note" x="{:.1}" y="{:.1}" fill="#333333">{}</text>"##,
+                LABEL_W + PLOT_W + 8.0,
+                y + ROW_H / 2.0 + 4.0,
+                xml(&note)
+            );
+        }
+        // Legend.
+        let mut lx = 12.0;
+        for outcome in [
+            Outcome::Succeeded,
+            Outcome::Retried,
+            Outcome::Failed,
+            Outcome::Running,
+            Outcome::Interrupted,
+        ] {
+            let label = match outcome {
+                Outcome::Succeeded => "succeeded",
+                Outcome::Retried => "failed, retried (↻)",
+                Outcome::Failed => "failed (✕)",
+                Outcome::Running => "running",
+                Outcome::Interrupted => "interrupted",
+            };
+            let _ = writeln!(
+                s,
+                r#"<rect class="legend" x="{lx}" y="{legend_top}" width="14" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                outcome.fill(),
+                lx + 18.0,
+                legend_top + 10.0,
+                xml(label)
+            );
+            lx += 36.0 + 7.0 * label.chars().count() as f64;
+        }
+        let _ = writeln!(
+            s,
+            r##"<text class="cold-note" x="12" y="{:.1}" fill="#555555" font-size="11">{}</text>"##,
+            legend_top + 32.0,
+            xml(self.cold_note())
+        );
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn paint_run(p: Palette, outcome: Option<Outcome>, s: &str) -> String {
+    match outcome {
+        Some(o) => p.paint(o.paint(), s),
+        None => s.to_owned(),
+    }
+}
+
+/// A round step (1, 2 or 5 × 10ⁿ seconds) that cuts `total` into at most about `ticks`.
+fn nice_step(total: f64, ticks: usize) -> f64 {
+    let raw = total / ticks.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude)
+        .max(0.001)
+}
+
+fn axis_label(t: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else if step >= 0.1 {
+        1
+    } else if step >= 0.01 {
+        2
+    } else {
+        3
+    };
+    format!("{t:.decimals$} s")
+}
+
+/// Text safe inside an XML element or attribute.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Control characters are not allowed in XML 1.0 at all.
+            c if c.is_control() && !matches!(c, '\n' | '\t') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requests::tests::sample_state;
+
+    #[test]
+    fn rows_and_bars_follow_the_state() {
+        let state = sample_state();
+        let tl = Timeline::build(&state, Utc::now());
+        let labels: Vec<&str> = tl.rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "stage-ffmpeg-0",
+                "stage-audio",
+                "clip-0000 stage-ffmpeg-2",
+                "clip-0000 stage-detect",
+                "clip-0001 stage-ffmpeg-2",
+                "clip-0001 stage-detect"
+            ]
+        );
+        let audio = &tl.rows[1];
+        assert_eq!(audio.bars.len(), 2);
+        assert_eq!(audio.bars[0].outcome, Outcome::Retried);
+        assert_eq!(audio.bars[1].outcome, Outcome::Succeeded);
+        assert!((audio.bars[0].start - 1.2).abs() < 1e-9);
+        assert!((tl.total - 3.6).abs() < 1e-9);
+        assert_eq!(
+            tl.attempts(),
+            state.tasks().map(|t| t.attempts.len()).sum::<usize>()
+        );
+        assert!(!tl.cold_rule_applies);
+    }
+
+    #[test]
+    fn a_slow_call_with_little_work_is_marked_as_a_likely_cold_start() {
+        let mut state = sample_state();
+        let stage = &mut state.stages[0];
+        stage.metrics.insert("call_ms".into(), 2500.into());
+        stage.metrics.insert("work_ms".into(), 300.into());
+        state.stages[1].metrics.insert("call_ms".into(), 300.into());
+        state.stages[1].metrics.insert("work_ms".into(), 250.into());
+        let tl = Timeline::build(&state, Utc::now());
+        assert!(tl.cold_rule_applies);
+        assert!(tl.rows[0].bars[0].likely_cold);
+        assert!(!tl.rows[1].bars.iter().any(|b| b.likely_cold));
+        let text = tl.text(100, Palette::plain());
+        assert!(text.contains("cold?"), "{text}");
+        assert!(tl.svg().contains("class=\"mark cold\""));
+    }
+
+    #[test]
+    fn the_text_drawing_has_every_row_scaled_to_the_width() {
+        let tl = Timeline::build(&sample_state(), Utc::now());
+        let text = tl.text(100, Palette::plain());
+        for row in &tl.rows {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", row.label)))
+                .unwrap_or_else(|| panic!("no row {} in\n{text}", row.label));
+            assert!(line.contains('█'), "{line}");
+            assert!(line.chars().count() <= 100, "{line}");
+        }
+        assert!(text.contains("2 attempts"), "{text}");
+        assert!(text.contains('▒'), "a retried attempt is drawn: {text}");
+        assert!(
+            text.starts_with("request req1  COMPLETED  3.60 s"),
+            "{text}"
+        );
+        assert!(text.contains("0 s"), "{text}");
+    }
+
+    #[test]
+    fn the_svg_has_one_bar_per_attempt_and_escapes_text() {
+        let mut state = sample_state();
+        state.stages[1].attempts[0]
+            .failure
+            .as_mut()
+            .unwrap()
+            .error_detail = "<bad & \"quoted\">\u{1}".into();
+        let tl = Timeline::build(&state, Utc::now());
+        let svg = tl.svg();
+        assert!(svg.starts_with("<svg "));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let attempts: usize = state.tasks().map(|t| t.attempts.len()).sum();
+        assert_eq!(attempts, 7);
+        assert_eq!(svg.matches("<rect class=\"bar ").count(), attempts);
+        assert_eq!(svg.matches("<rect class=\"bar retried\"").count(), 1);
+        assert!(svg.contains("&lt;bad &amp; &quot;quoted&quot;&gt; "));
+        assert!(svg.contains("class=\"mark retried\""));
+    }
+
+    #[test]
+    fn steps_are_round() {
+        assert_eq!(nice_step(3.6, 10), 0.5);
+        assert_eq!(nice_step(42.0, 10), 5.0);
+        assert_eq!(nice_step(0.05, 10), 0.005);
+        assert_eq!(axis_label(1.5, 0.5), "1.5 s");
+    }
+}
