@@ -134,8 +134,8 @@ async fn measure(stack: &Stack, profile: &str, uri: &str, runs: usize) -> anyhow
         if status != 200 {
             bail!("the {profile} request failed with HTTP {status}: {body}");
         }
-        if run == 0 && profile == "warm" {
-            continue; // the warm-up: processes are up, caches filled
+        if run == 0 {
+            continue; // the warm-up: the OS's caches filled (under cold, then scaled down)
         }
         figures.total_ms.push(total);
         for (stage, s) in body["stages"]
