@@ -164,7 +164,10 @@ impl Tracked {
     }
 
     async fn write(&mut self, hold: bool) -> Result<(), DriveError> {
-        debug_assert!(!self.writing, "a direct write while a group write is on its way");
+        debug_assert!(
+            !self.writing,
+            "a direct write while a group write is on its way"
+        );
         let body = self.next_revision(hold)?;
         self.etag = self
             .storage

@@ -137,6 +137,27 @@ pub fn video() -> Vec<StageSpec> {
             timeout: Duration::from_secs(300),
             retry: RetryPolicy::default(),
         },
+        // Right after stage-ffmpeg-2, so a clip's transcription starts as soon as its audio
+        // exists. The driver runs a clip's tasks one after another, so its detection waits
+        // for it (in the other order transcription would wait for detection); a clip without
+        // sound is answered at once and holds nothing up. The audio key is null then.
+        StageSpec {
+            name: "stage-transcribe".into(),
+            function: "stage-transcribe".into(),
+            fan_out: FanOut::PerClip,
+            lists_clips: false,
+            input: |cx| {
+                let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
+                let audio = clip
+                    .task(&"stage-ffmpeg-2".parse().map_err(|e| format!("{e}"))?)
+                    .filter(|t| t.metrics.contains_key("data"))
+                    .map(|t| t.outputs.get("audio").cloned())
+                    .ok_or("stage-ffmpeg-2 has not run on this clip")?;
+                Ok(json!({ "audio_key": audio }))
+            },
+            timeout: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
+        },
         StageSpec {
             name: "stage-detect".into(),
             function: "stage-detect".into(),
@@ -228,6 +249,68 @@ mod tests {
                 .iter()
                 .all(|s| s.fan_out == FanOut::Once && !s.lists_clips)
         );
+    }
+
+    #[test]
+    fn transcription_gets_the_clips_audio_once_it_exists() {
+        use fave_common::state::{ClipState, RequestState, StageState, Submission};
+        let stages = video();
+        let spec = stages
+            .iter()
+            .find(|s| s.name == "stage-transcribe")
+            .expect("a transcribe stage");
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        let at = |n: &str| names.iter().position(|&s| s == n);
+        assert_eq!(at("stage-transcribe"), at("stage-ffmpeg-2").map(|i| i + 1));
+        assert_eq!(spec.fan_out, FanOut::PerClip);
+
+        let submission = Submission {
+            video_uri: "file:///v.mp4".into(),
+            query: None,
+            profile: Default::default(),
+            callback_url: None,
+        };
+        let state = RequestState::new(
+            "r1".parse().unwrap(),
+            submission,
+            vec![],
+            chrono::Utc::now(),
+        );
+        let params = Params {
+            clip_min_s: 5.0,
+            clip_max_s: 20.0,
+            frames_per_second: 1.0,
+            noop_clips: 0,
+            noop_work_ms: 0,
+        };
+        let mut clip = ClipState {
+            clip: "clip-0000".parse().unwrap(),
+            start_s: 0.0,
+            end_s: 5.0,
+            key: "requests/r1/clips/clip-0000.mp4".into(),
+            tasks: vec![StageState::new(
+                "stage-ffmpeg-2".parse().unwrap(),
+                "stage-ffmpeg-2",
+            )],
+        };
+        let input = |clip: &ClipState| {
+            (spec.input)(&InputContext {
+                state: &state,
+                clip: Some(clip),
+                params: &params,
+            })
+        };
+        assert!(input(&clip).is_err(), "not before stage-ffmpeg-2 has run");
+        let frames = &mut clip.tasks[0];
+        frames
+            .metrics
+            .insert("data".into(), json!({"audio": false}));
+        assert_eq!(input(&clip), Ok(json!({"audio_key": null})));
+        let frames = &mut clip.tasks[0];
+        frames
+            .outputs
+            .insert("audio".into(), "requests/r1/a.wav".into());
+        assert_eq!(input(&clip), Ok(json!({"audio_key": "requests/r1/a.wav"})));
     }
 
     fn well_formed(stages: &[StageSpec]) {

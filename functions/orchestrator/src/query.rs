@@ -13,10 +13,19 @@
 //! 4. Other words are looked up as written, then through an irregular-plural table, then with
 //!    the regular plural endings removed (-ies→y, -es after s/x/ch/sh/z, -s), against the labels
 //!    themselves and a table of synonyms and categories ([`SYNONYMS`]).
-//! 5. Words that still match nothing are kept in [`QueryPlan::unknown`] so the caller can tell
-//!    the user. Negation is not understood: "no", "not" and "without" are reported as unknown.
+//! 5. Words that still match nothing are kept in [`QueryPlan::unknown`]. They may be words
+//!    someone says: [`rank`] looks for them in the clips' transcripts, and [`unheard`] gives
+//!    those no clip's speech contains, so the caller can tell the user. Negation is not
+//!    understood: "no", "not" and "without" are words like any other.
 //!
-//! [`rank`] scores each clip's detections against the plan; see its documentation.
+//! Speech is asked for in two ways, both kept in [`QueryPlan::phrases`]: a quoted phrase
+//! (`"open the door"`, `'judge'`, curly quotes too; an apostrophe inside a word is not a
+//! quote), and the words after a verb of speech ([`SPEECH_CUES`]: "says", "mentions",
+//! "talking about", …) up to the end of the clause (a comma, or "and", "or", "while", …).
+//! "find where someone says 'judge'" asks for the phrase "judge" and nothing else.
+//!
+//! [`rank`] scores each clip's detections and transcript against the plan; see its
+//! documentation.
 
 /// The 80 labels of the detector, as spelled in Darknet's `coco.names`.
 #[rustfmt::skip]
@@ -42,10 +51,11 @@ pub const STOP_WORDS: &[&str] = &[
     "to", "for", "with", "where", "there", "is", "are", "be", "any", "some", "all", "that",
     "which", "this", "these", "those", "both", "either", "i", "me", "my", "we", "us", "you",
     "it", "them", "their", "more", "many", "lots", "lot", "few", "just", "only", "also",
+    "someone", "somebody", "anyone", "anybody", "everyone", "he", "she", "they", "him", "her",
     // Requests.
     "find", "show", "please", "want", "see", "look", "get", "give", "search", "list", "display",
     "containing", "contain", "contains", "has", "have", "having", "featuring", "including",
-    "visible", "appear", "appears",
+    "visible", "appear", "appears", "hear", "hears", "heard", "hearing", "listen",
     // The video itself.
     "video", "videos", "scene", "scenes", "clip", "clips", "moment", "moments", "frame",
     "frames", "shot", "shots", "footage",
@@ -53,6 +63,27 @@ pub const STOP_WORDS: &[&str] = &[
     "walking", "running", "driving", "riding", "sitting", "standing", "moving", "crossing",
     "playing", "flying", "parked", "eating", "holding", "carrying", "jumping",
 ];
+
+/// Verbs of speech: the words after one, up to the end of its clause, are what is said.
+#[rustfmt::skip]
+pub const SPEECH_CUES: &[&str] = &[
+    "say", "says", "said", "saying", "speak", "speaks", "speaking", "spoke", "spoken",
+    "mention", "mentions", "mentioned", "mentioning", "talk", "talks", "talking", "talked",
+    "utter", "utters", "uttered", "uttering", "shout", "shouts", "shouted", "shouting",
+    "yell", "yells", "yelled", "yelling",
+];
+
+/// Words between a verb of speech and what is said ("says the word judge", "talks about",
+/// "hear someone say"), skipped.
+#[rustfmt::skip]
+const CUE_FILLERS: &[&str] = &[
+    "the", "word", "words", "phrase", "about", "that", "something", "like", "someone",
+    "somebody", "anyone", "anybody", "everyone", "he", "she", "they", "you", "we", "i",
+];
+
+/// Words that end what a verb of speech introduces ("says hello and a dog").
+#[rustfmt::skip]
+const CLAUSE_ENDS: &[&str] = &["and", "or", "but", "while", "whilst", "where", "when", "with"];
 
 /// Irregular plurals, mapped to the singular looked up in the label and synonym tables.
 const IRREGULAR: &[(&str, &str)] = &[
@@ -129,9 +160,13 @@ pub const SYNONYMS: &[(&[&str], &[&str])] = &[
 pub struct QueryPlan {
     /// The query as given.
     pub text: String,
-    /// Each wanted concept: the query word(s) as written and the labels it maps to.
+    /// Each wanted object: the query word(s) as written and the labels it maps to.
     pub terms: Vec<Term>,
-    /// Content words that map to no label (reported to the user, never silently dropped).
+    /// What someone should be heard saying: quoted phrases and the words after a verb of
+    /// speech, lower-cased, one space between words, apostrophes dropped.
+    pub phrases: Vec<String>,
+    /// Content words that map to no label: looked for in what is said, and reported to the
+    /// user when no clip's speech has them ([`unheard`]), never silently dropped.
     pub unknown: Vec<String>,
 }
 
@@ -159,37 +194,118 @@ impl QueryPlan {
     }
 }
 
-/// Reads a free-text query into the detector labels it asks for (see the module docs).
+/// Reads a free-text query into the detector labels and the speech it asks for (see the
+/// module docs).
 #[must_use]
 pub fn understand(query: &str) -> QueryPlan {
-    let tokens = tokenise(query);
+    let (rest, mut phrases) = quoted(query);
     let mut terms: Vec<Term> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        if let Some(next) = tokens.get(i + 1) {
-            let phrase = format!("{} {next}", tokens[i]);
-            if let Some(labels) = lookup(&phrase) {
-                push_term(&mut terms, phrase, labels);
-                i += 2;
+    for clause in rest.split([',', ';', '.', '!', '?', ':']) {
+        let tokens = tokenise(clause);
+        let mut i = 0;
+        while i < tokens.len() {
+            if SPEECH_CUES.contains(&tokens[i].as_str()) {
+                let mut j = i + 1;
+                while j < tokens.len()
+                    && (CUE_FILLERS.contains(&tokens[j].as_str())
+                        || SPEECH_CUES.contains(&tokens[j].as_str()))
+                {
+                    j += 1;
+                }
+                let start = j;
+                while j < tokens.len() && !CLAUSE_ENDS.contains(&tokens[j].as_str()) {
+                    j += 1;
+                }
+                let said = tokens[start..j].join(" ");
+                if !said.is_empty() && !phrases.contains(&said) {
+                    phrases.push(said);
+                }
+                i = j;
                 continue;
             }
-        }
-        let word = &tokens[i];
-        if !STOP_WORDS.contains(&word.as_str()) {
-            match lookup(word) {
-                Some(labels) => push_term(&mut terms, word.clone(), labels),
-                None if !unknown.contains(word) => unknown.push(word.clone()),
-                None => {}
+            if let Some(next) = tokens.get(i + 1) {
+                let phrase = format!("{} {next}", tokens[i]);
+                if let Some(labels) = lookup(&phrase) {
+                    push_term(&mut terms, phrase, labels);
+                    i += 2;
+                    continue;
+                }
             }
+            let word = &tokens[i];
+            if !STOP_WORDS.contains(&word.as_str()) {
+                match lookup(word) {
+                    Some(labels) => push_term(&mut terms, word.clone(), labels),
+                    None if !unknown.contains(word) => unknown.push(word.clone()),
+                    None => {}
+                }
+            }
+            i += 1;
         }
-        i += 1;
     }
     QueryPlan {
         text: query.to_string(),
         terms,
+        phrases,
         unknown,
     }
+}
+
+/// The query with its quoted phrases taken out (each leaves a clause break), and the phrases.
+/// A quote opens where no letter or digit comes before it and closes where none comes after,
+/// so the apostrophes of "dog's" and "don't" are not quotes.
+fn quoted(query: &str) -> (String, Vec<String>) {
+    let chars: Vec<char> = query.chars().collect();
+    let closers = |c: char| -> &'static [char] {
+        match c {
+            '"' => &['"', '\u{201D}'],
+            '\'' => &['\'', '\u{2019}'],
+            '\u{201C}' => &['\u{201D}', '"'],
+            '\u{2018}' => &['\u{2019}', '\''],
+            '\u{AB}' => &['\u{BB}'],
+            _ => &[],
+        }
+    };
+    let word_char = |i: usize| chars.get(i).is_some_and(|c| c.is_alphanumeric());
+    let mut rest = String::new();
+    let mut phrases: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let opens = !closers(c).is_empty() && (i == 0 || !word_char(i - 1));
+        let close = opens
+            .then(|| {
+                (i + 1..chars.len()).find(|&j| closers(c).contains(&chars[j]) && !word_char(j + 1))
+            })
+            .flatten();
+        match close {
+            Some(j) => {
+                let phrase = spoken_words(&chars[i + 1..j].iter().collect::<String>()).join(" ");
+                if !phrase.is_empty() && !phrases.contains(&phrase) {
+                    phrases.push(phrase);
+                }
+                rest.push(',');
+                i = j + 1;
+            }
+            None => {
+                rest.push(c);
+                i += 1;
+            }
+        }
+    }
+    (rest, phrases)
+}
+
+/// Words as compared with what is said: lower-cased, apostrophes dropped, split on anything
+/// that is not a letter or digit (numbers and single letters kept).
+#[must_use]
+pub fn spoken_words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace(['\'', '\u{2019}'], "")
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Lower-cased words of the query; apostrophes are dropped, single characters and numbers
@@ -274,6 +390,16 @@ pub struct ClipEvidence<'a> {
     pub labels: Vec<(&'a str, f32, usize)>,
     /// Number of frames analysed in the clip.
     pub frames: usize,
+    /// What was said in the clip, segment by segment.
+    pub speech: Vec<Spoken<'a>>,
+}
+
+/// One segment of a clip's transcript.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spoken<'a> {
+    /// When it starts in the video, in seconds.
+    pub start_s: f64,
+    pub text: &'a str,
 }
 
 /// A clip that answers the query.
@@ -285,30 +411,36 @@ pub struct Match {
     pub start_s: f64,
     /// End of the clip in the video, in seconds.
     pub end_s: f64,
-    /// Sum over matched terms of best score × (0.5 + 0.5 × share of frames with the label).
+    /// Sum over matched object terms of best score × (0.5 + 0.5 × share of frames with the
+    /// label), plus 1 for each phrase or word heard.
     pub score: f64,
-    /// Human-readable reasons, one per matched term, e.g. "car 0.81 in 3 of 8 frames".
+    /// Human-readable reasons, one per matched term, e.g. "car 0.81 in 3 of 8 frames",
+    /// "said \"judge\" at 12.4 s".
     pub why: Vec<String>,
     /// The labels that matched, one per matched term, without duplicates.
     pub matched: Vec<&'static str>,
+    /// The phrases and words heard in the clip.
+    pub said: Vec<String>,
 }
 
 /// Ranks clips by how well they answer the plan; clips matching no term are left out.
 ///
-/// For each term, the clip's best label of that term scores
+/// For each object term, the clip's best label of that term scores
 /// `best_score × (0.5 + 0.5 × frames_with_label / max(frames, 1))`, so a label seen throughout
-/// the clip counts up to twice as much as one seen in a single frame. Term scores are summed.
-/// A clip matching more terms always ranks above one matching fewer; then higher score; then
-/// earlier start.
+/// the clip counts up to twice as much as one seen in a single frame. Each phrase, and each
+/// unknown word, that the clip's transcript contains (word by word, a plural matching its
+/// singular) is a term too, scoring 1. Term scores are summed. A clip that both shows an
+/// object and has words said ranks above one that only does either; then a clip matching
+/// more terms above one matching fewer; then higher score; then earlier start.
 #[must_use]
 pub fn rank(plan: &QueryPlan, clips: &[ClipEvidence<'_>]) -> Vec<Match> {
-    let mut scored: Vec<(usize, Match)> = clips
+    let mut scored: Vec<((usize, usize), Match)> = clips
         .iter()
         .filter_map(|clip| score_clip(plan, clip))
         .collect();
-    scored.sort_by(|(terms_a, a), (terms_b, b)| {
-        terms_b
-            .cmp(terms_a)
+    scored.sort_by(|(key_a, a), (key_b, b)| {
+        key_b
+            .cmp(key_a)
             .then_with(|| b.score.total_cmp(&a.score))
             .then_with(|| a.start_s.total_cmp(&b.start_s))
             .then_with(|| a.clip.cmp(&b.clip))
@@ -319,14 +451,21 @@ pub fn rank(plan: &QueryPlan, clips: &[ClipEvidence<'_>]) -> Vec<Match> {
 /// The best evidence for one label of a term: (label, score, frames, weighted value).
 type Hit = (&'static str, f32, usize, f64);
 
-/// A clip's match and the number of terms it matched, or `None` if it matches no term.
-fn score_clip(plan: &QueryPlan, clip: &ClipEvidence<'_>) -> Option<(usize, Match)> {
+/// A clip's match and its rank key: the kinds of evidence it matched (objects seen, words
+/// heard: 0 to 2) and the number of terms; `None` if it matches no term.
+fn score_clip(plan: &QueryPlan, clip: &ClipEvidence<'_>) -> Option<((usize, usize), Match)> {
     let hits: Vec<Hit> = plan
         .terms
         .iter()
         .filter_map(|term| best_hit(term, clip))
         .collect();
-    if hits.is_empty() {
+    let heard: Vec<(&str, f64)> = plan
+        .phrases
+        .iter()
+        .chain(&plan.unknown)
+        .filter_map(|phrase| said_at(phrase, &clip.speech).map(|at| (phrase.as_str(), at)))
+        .collect();
+    if hits.is_empty() && heard.is_empty() {
         return None;
     }
     let mut matched: Vec<&'static str> = Vec::new();
@@ -335,20 +474,72 @@ fn score_clip(plan: &QueryPlan, clip: &ClipEvidence<'_>) -> Option<(usize, Match
             matched.push(label);
         }
     }
+    let why = hits
+        .iter()
+        .map(|&(label, score, seen, _)| {
+            format!("{label} {score:.2} in {seen} of {} frames", clip.frames)
+        })
+        .chain(
+            heard
+                .iter()
+                .map(|(phrase, at)| format!("said \"{phrase}\" at {at:.1} s")),
+        )
+        .collect();
     let m = Match {
         clip: clip.clip.to_string(),
         start_s: clip.start_s,
         end_s: clip.end_s,
-        score: hits.iter().map(|hit| hit.3).sum(),
-        why: hits
-            .iter()
-            .map(|&(label, score, seen, _)| {
-                format!("{label} {score:.2} in {seen} of {} frames", clip.frames)
-            })
-            .collect(),
+        score: hits.iter().map(|hit| hit.3).sum::<f64>() + heard.len() as f64,
+        why,
         matched,
+        said: heard
+            .iter()
+            .map(|(phrase, _)| (*phrase).to_string())
+            .collect(),
     };
-    Some((hits.len(), m))
+    let kinds = usize::from(!hits.is_empty()) + usize::from(!heard.is_empty());
+    Some(((kinds, hits.len() + heard.len()), m))
+}
+
+/// The unknown words of the plan that no clip's transcript contains: what the query said that
+/// was understood neither as an object nor as speech.
+#[must_use]
+pub fn unheard(plan: &QueryPlan, clips: &[ClipEvidence<'_>]) -> Vec<String> {
+    plan.unknown
+        .iter()
+        .filter(|word| !clips.iter().any(|c| said_at(word, &c.speech).is_some()))
+        .cloned()
+        .collect()
+}
+
+/// When `phrase` is first said in `speech` (the start of the segment its first word is in),
+/// word by word, across segment boundaries, a plural matching its singular.
+fn said_at(phrase: &str, speech: &[Spoken<'_>]) -> Option<f64> {
+    let wanted = spoken_words(phrase);
+    if wanted.is_empty() {
+        return None;
+    }
+    let words: Vec<(String, f64)> = speech
+        .iter()
+        .flat_map(|s| {
+            spoken_words(s.text)
+                .into_iter()
+                .map(move |w| (w, s.start_s))
+        })
+        .collect();
+    (0..words.len().checked_sub(wanted.len() - 1)?)
+        .find(|&i| {
+            wanted
+                .iter()
+                .zip(&words[i..])
+                .all(|(want, (got, _))| same_word(want, got))
+        })
+        .map(|i| words[i].1)
+}
+
+/// The same word, or one the plural of the other.
+fn same_word(a: &str, b: &str) -> bool {
+    a == b || singulars(a).iter().any(|s| s == b) || singulars(b).iter().any(|s| s == a)
 }
 
 /// The term's label with the highest weighted value in the clip, if any of them was detected.
@@ -386,7 +577,16 @@ mod tests {
             end_s,
             labels,
             frames,
+            speech: Vec::new(),
         }
+    }
+
+    fn saying<'a>(mut c: ClipEvidence<'a>, said: &[(f64, &'a str)]) -> ClipEvidence<'a> {
+        c.speech = said
+            .iter()
+            .map(|&(start_s, text)| Spoken { start_s, text })
+            .collect();
+        c
     }
 
     fn order(matches: &[Match]) -> Vec<&str> {
@@ -446,6 +646,117 @@ mod tests {
             let real = labels.iter().all(|l| LABELS.contains(l));
             assert!(real, "{words:?} -> {labels:?}");
         }
+    }
+
+    #[test]
+    fn quoted_phrases_are_speech() {
+        let plan = understand(r#"find "Open the door!" or 'judge', “lights”"#);
+        assert_eq!(plan.phrases, vec!["open the door", "judge", "lights"]);
+        assert!(plan.terms.is_empty() && plan.unknown.is_empty(), "{plan:?}");
+        // Apostrophes inside words are not quotes; a quote may hold one.
+        let plan = understand("the dog's ball and someone says 'don't go'");
+        assert_eq!(plan.labels(), vec!["dog", "sports ball"]);
+        assert_eq!(plan.phrases, vec!["dont go"]);
+        assert!(plan.unknown.is_empty(), "{plan:?}");
+        // An unclosed quote is just a character.
+        let plan = understand("cars 'n");
+        assert_eq!((plan.labels(), plan.phrases.len()), (vec!["car"], 0));
+    }
+
+    #[test]
+    fn the_words_after_a_verb_of_speech_are_what_is_said() {
+        let plan = understand("find where someone says 'judge'");
+        assert_eq!(plan.phrases, vec!["judge"]);
+        assert!(plan.terms.is_empty() && plan.unknown.is_empty(), "{plan:?}");
+        let plan = understand("someone says judge");
+        assert_eq!(plan.phrases, vec!["judge"]);
+        assert!(plan.unknown.is_empty(), "{plan:?}");
+        let plan = understand("a dog and someone saying hello world, with a car");
+        assert_eq!(plan.labels(), vec!["car", "dog"]);
+        assert_eq!(plan.phrases, vec!["hello world"]);
+        let plan = understand("people talking about the word trucks and a bus");
+        assert_eq!(plan.labels(), vec!["bus", "person"]);
+        assert_eq!(plan.phrases, vec!["trucks"]);
+        // A verb of speech with nothing after it asks for nothing, and is no unknown word.
+        let plan = understand("someone talking");
+        assert!(
+            plan.phrases.is_empty() && plan.unknown.is_empty(),
+            "{plan:?}"
+        );
+        let plan = understand("where you hear somebody say the word stop, and a stop sign");
+        assert_eq!(plan.phrases, vec!["stop"]);
+        assert_eq!(plan.labels(), vec!["stop sign"]);
+        assert!(plan.unknown.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn clips_with_both_the_objects_and_the_words_come_first() {
+        let clips = [
+            saying(clip("car only", 0.0, &[("car", 0.9, 10)]), &[]),
+            saying(
+                clip("words only", 2.0, &[]),
+                &[(3.0, "Please open the door.")],
+            ),
+            saying(
+                clip("both", 4.0, &[("car", 0.3, 1)]),
+                &[
+                    (4.5, "Please open"),
+                    (6.25, "the doors and turn on the lights."),
+                ],
+            ),
+            saying(
+                clip("neither", 6.0, &[("dog", 0.9, 10)]),
+                &[(6.0, "open a window")],
+            ),
+        ];
+        let ranked = rank(&understand("a car, someone says 'open the door'"), &clips);
+        // One term each for the others: a phrase heard scores 1, the car 0.9.
+        assert_eq!(order(&ranked), vec!["both", "words only", "car only"]);
+        // Across two segments, a plural for the singular; timed by where the phrase starts.
+        assert_eq!(ranked[0].said, vec!["open the door"]);
+        assert_eq!(
+            ranked[0].why,
+            vec![
+                "car 0.30 in 1 of 10 frames",
+                "said \"open the door\" at 4.5 s"
+            ]
+        );
+        assert!(ranked[1].matched.is_empty());
+        assert!((ranked[1].score - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn seen_and_heard_beats_two_things_heard() {
+        let clips = [
+            saying(
+                clip("two words", 0.0, &[]),
+                &[(0.0, "the judge and the cover")],
+            ),
+            saying(
+                clip("car and word", 5.0, &[("car", 0.2, 1)]),
+                &[(5.0, "a judge")],
+            ),
+        ];
+        let ranked = rank(&understand("a car, judge, cover"), &clips);
+        assert_eq!(order(&ranked), vec!["car and word", "two words"]);
+    }
+
+    #[test]
+    fn unknown_words_someone_says_are_speech_not_unknown() {
+        let clips = [
+            saying(clip("a", 0.0, &[]), &[(0.0, "Nothing here.")]),
+            saying(clip("b", 9.0, &[]), &[(9.5, "All rise, the Judge is in.")]),
+        ];
+        let plan = understand("judge and flurbs");
+        assert_eq!(plan.unknown, vec!["judge", "flurbs"]);
+        let ranked = rank(&plan, &clips);
+        assert_eq!(order(&ranked), vec!["b"]);
+        assert_eq!(ranked[0].said, vec!["judge"]);
+        assert_eq!(unheard(&plan, &clips), vec!["flurbs"]);
+        // Without speech, an unknown word stays unknown.
+        let silent = [clip("a", 0.0, &[])];
+        assert_eq!(unheard(&plan, &silent), vec!["judge", "flurbs"]);
+        assert!(rank(&plan, &silent).is_empty());
     }
 
     #[test]

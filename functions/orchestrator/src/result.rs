@@ -6,8 +6,10 @@
 //! media        stage-ffmpeg-0's facts (duration, size, fps, sound, scene changes)
 //! audio        stage-audio's summary and cuts
 //! clips[]      clip, start_s, end_s, key, frames, labels{label: best_score, frames,
-//!              best_time_s}, detections[] {time_s, label, score, bbox}  (times in the video)
-//! answer       query, terms, labels, unknown words, clips[] ranked with why, message
+//!              best_time_s}, detections[] {time_s, label, score, bbox}, transcript {text,
+//!              words, segments[] {start_s, end_s, text}}  (times in the video)
+//! answer       query, terms, labels, speech (phrases asked for), heard (other words found
+//!              in the speech), unknown words, clips[] ranked with why and said, message
 //! stages       per stage: status, outputs, attempts, call and work time (summed over
 //!              clips), the function's peak memory
 //! timings      drive_ms, stage_ms (request-wide calls + the clips' wall time), orchestration_ms
@@ -25,6 +27,8 @@ use crate::query;
 
 /// The stage whose per-clip output is `detections.json`.
 const DETECT: &str = "stage-detect";
+/// The stage whose per-clip result is the clip's transcript.
+const TRANSCRIBE: &str = "stage-transcribe";
 
 /// Builds `final.json` for a request whose stages have all succeeded.
 pub async fn build(
@@ -59,6 +63,12 @@ pub async fn build(
                     .collect()
             })
             .unwrap_or_default();
+        let transcript = clip
+            .tasks
+            .iter()
+            .find(|t| t.name.as_str() == TRANSCRIBE)
+            .and_then(|t| t.metrics.get("data"))
+            .map(|d| transcript(d, clip.start_s));
         clips.push(json!({
             "clip": clip.clip,
             "start_s": clip.start_s,
@@ -67,6 +77,7 @@ pub async fn build(
             "frames": summary.and_then(|d| d["frames"].as_u64()).unwrap_or(0),
             "labels": labels,
             "detections": detections,
+            "transcript": transcript,
         }));
     }
     let answer = state.submission.query.as_deref().map(|q| answer(q, &clips));
@@ -121,6 +132,24 @@ fn flatten(frames: &[Value], clip_start: f64) -> Vec<Value> {
         .collect()
 }
 
+/// A clip's transcript (stage-transcribe's result), segment times moved into the video's.
+fn transcript(data: &Value, clip_start: f64) -> Value {
+    let segments: Vec<Value> = data["segments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let at = |k: &str| round3(clip_start + s[k].as_f64().unwrap_or(0.0));
+            json!({"start_s": at("start_s"), "end_s": at("end_s"), "text": s["text"]})
+        })
+        .collect();
+    json!({
+        "text": data["text"].as_str().unwrap_or_default(),
+        "words": data["words"].as_u64().unwrap_or(0),
+        "segments": segments,
+    })
+}
+
 fn round3(t: f64) -> f64 {
     (t * 1000.0).round() / 1000.0
 }
@@ -147,34 +176,61 @@ fn answer(text: &str, clips: &[Value]) -> Value {
                 })
                 .collect(),
             frames: c["frames"].as_u64().unwrap_or(0) as usize,
+            speech: c["transcript"]["segments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| query::Spoken {
+                    start_s: s["start_s"].as_f64().unwrap_or(0.0),
+                    text: s["text"].as_str().unwrap_or_default(),
+                })
+                .collect(),
         })
         .collect();
     let matches = query::rank(&plan, &evidence);
-    let message = if plan.terms.is_empty() {
+    let unknown = query::unheard(&plan, &evidence);
+    let heard: Vec<&String> = plan
+        .unknown
+        .iter()
+        .filter(|w| !unknown.contains(w))
+        .collect();
+    // What was looked for, in words: the labels, then what someone should say.
+    let said: Vec<String> = plan
+        .phrases
+        .iter()
+        .chain(heard.iter().copied())
+        .map(|p| format!("\"{p}\""))
+        .collect();
+    let labels = plan.labels().join(", ");
+    let suffix = unknown_suffix(&unknown);
+    let message = if plan.terms.is_empty() && said.is_empty() {
         format!(
-            "nothing in the query names an object the detector knows{}",
-            unknown_suffix(&plan.unknown)
-        )
-    } else if matches.is_empty() {
-        format!(
-            "no clip shows {}{}",
-            plan.labels().join(", "),
-            unknown_suffix(&plan.unknown)
+            "nothing in the query names an object the detector knows or words to listen for{suffix}"
         )
     } else {
-        format!(
-            "{} of {} clips show {}{}",
-            matches.len(),
-            clips.len(),
-            plan.labels().join(", "),
-            unknown_suffix(&plan.unknown)
-        )
+        let said = said.join(", ");
+        // (plural verb for "N clips …", singular for "no clip …")
+        let (what, what_one) = match (plan.terms.is_empty(), said.is_empty()) {
+            (false, true) => (format!("show {labels}"), format!("shows {labels}")),
+            (true, false) => (format!("have {said} said"), format!("has {said} said")),
+            _ => (
+                format!("show {labels} or have {said} said"),
+                format!("shows {labels} or has {said} said"),
+            ),
+        };
+        if matches.is_empty() {
+            format!("no clip {what_one}{suffix}")
+        } else {
+            format!("{} of {} clips {what}{suffix}", matches.len(), clips.len())
+        }
     };
     json!({
         "query": text,
         "terms": plan.terms.iter().map(|t| json!({"word": t.word, "labels": t.labels})).collect::<Vec<_>>(),
         "labels": plan.labels(),
-        "unknown": plan.unknown,
+        "speech": plan.phrases,
+        "heard": heard,
+        "unknown": unknown,
         "message": message,
         "clips": matches.iter().map(|m| json!({
             "clip": m.clip,
@@ -182,6 +238,7 @@ fn answer(text: &str, clips: &[Value]) -> Value {
             "end_s": m.end_s,
             "score": (m.score * 1000.0).round() / 1000.0,
             "matched": m.matched,
+            "said": m.said,
             "why": m.why,
         })).collect::<Vec<_>>(),
     })
@@ -303,6 +360,89 @@ mod tests {
                 .as_str()
                 .is_some_and(|m| m.contains("unicorns"))
         );
+    }
+
+    fn said(mut clip: Value, segments: &[(f64, &str)]) -> Value {
+        let segments: Vec<Value> = segments
+            .iter()
+            .map(|&(start_s, text)| json!({"start_s": start_s, "end_s": start_s + 1.0, "text": text}))
+            .collect();
+        clip["transcript"] = json!({"text": "", "words": 0, "segments": segments});
+        clip
+    }
+
+    #[test]
+    fn transcripts_move_into_the_videos_time() {
+        let data = json!({"text": "Hello there. General Kenobi.", "words": 4, "rtf": 0.2,
+            "segments": [{"start_s": 0.5, "end_s": 1.25, "text": "Hello there."},
+                         {"start_s": 1.5, "end_s": 3.0, "text": "General Kenobi."}]});
+        let t = transcript(&data, 20.0);
+        assert_eq!(
+            t,
+            json!({"text": "Hello there. General Kenobi.", "words": 4, "segments": [
+                {"start_s": 20.5, "end_s": 21.25, "text": "Hello there."},
+                {"start_s": 21.5, "end_s": 23.0, "text": "General Kenobi."}]})
+        );
+        let silent = transcript(&json!({"text": "", "segments": [], "words": 0}), 5.0);
+        assert_eq!(silent, json!({"text": "", "words": 0, "segments": []}));
+    }
+
+    #[test]
+    fn the_answer_finds_what_is_said_and_ranks_clips_with_both_first() {
+        let clips = vec![
+            said(
+                clip(
+                    "clip-0000",
+                    0.0,
+                    json!({"car": {"best_score": 0.9, "frames": 5}}),
+                    5,
+                ),
+                &[],
+            ),
+            said(
+                clip("clip-0001", 10.0, json!({}), 5),
+                &[(12.0, "You don't judge a book by its cover.")],
+            ),
+            said(
+                clip(
+                    "clip-0002",
+                    20.0,
+                    json!({"car": {"best_score": 0.4, "frames": 1}}),
+                    5,
+                ),
+                &[(21.0, "The judge is here.")],
+            ),
+        ];
+        let a = answer("find where someone says 'judge'", &clips);
+        assert_eq!(a["speech"], json!(["judge"]));
+        assert_eq!(a["unknown"], json!([]));
+        let ranked: Vec<&str> = a["clips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["clip"].as_str())
+            .collect();
+        assert_eq!(ranked, vec!["clip-0001", "clip-0002"]);
+        assert_eq!(a["clips"][0]["said"], json!(["judge"]));
+        assert_eq!(a["clips"][0]["why"], json!(["said \"judge\" at 12.0 s"]));
+        assert_eq!(a["message"], "2 of 3 clips have \"judge\" said");
+
+        // Objects and words: the clip with both first. "cover" is no label but is said: it
+        // is heard, not unknown; "flurbs" is neither.
+        let a = answer("cars and judge, cover, flurbs", &clips);
+        assert_eq!(a["labels"], json!(["car"]));
+        assert_eq!(a["heard"], json!(["judge", "cover"]));
+        assert_eq!(a["unknown"], json!(["flurbs"]));
+        assert_eq!(a["clips"][0]["clip"], "clip-0002");
+        assert_eq!(a["clips"][1]["clip"], "clip-0001");
+        assert_eq!(
+            a["message"],
+            "3 of 3 clips show car or have \"judge\", \"cover\" said (words not understood: flurbs)"
+        );
+
+        let none = answer("someone says 'open the door'", &clips);
+        assert_eq!(none["clips"], json!([]));
+        assert_eq!(none["message"], "no clip has \"open the door\" said");
     }
 
     #[test]

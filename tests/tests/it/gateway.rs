@@ -45,7 +45,8 @@ async fn system_routes_and_errors_follow_openfaas() {
             "stage-detect",
             "stage-ffmpeg-0",
             "stage-ffmpeg-1",
-            "stage-ffmpeg-2"
+            "stage-ffmpeg-2",
+            "stage-transcribe"
         ]
     );
     for f in list.as_array().expect("a list") {

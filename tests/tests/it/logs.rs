@@ -83,14 +83,7 @@ async fn a_request_is_followed_across_functions_by_its_id_and_no_secret_is_logge
     }
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut orchestrator_calls = BTreeSet::new();
-    for function in [
-        "orchestrator",
-        "stage-ffmpeg-0",
-        "stage-audio",
-        "stage-ffmpeg-1",
-        "stage-ffmpeg-2",
-        "stage-detect",
-    ] {
+    for function in crate::util::FUNCTIONS {
         let path = t.dir.path().join("logs").join(format!("{function}.log"));
         let text = std::fs::read_to_string(&path).expect("a log file");
         for secret in &secrets {

@@ -17,4 +17,5 @@ mod logs;
 mod pipeline;
 mod s3_race;
 mod scaling;
+mod transcribe;
 mod util;

@@ -114,6 +114,17 @@ pub struct StackSpec<'a> {
     pub profile: Option<&'a str>,
 }
 
+/// The functions of stack.yml, in pipeline order.
+pub const FUNCTIONS: [&str; 7] = [
+    "orchestrator",
+    "stage-ffmpeg-0",
+    "stage-audio",
+    "stage-ffmpeg-1",
+    "stage-ffmpeg-2",
+    "stage-transcribe",
+    "stage-detect",
+];
+
 /// A running stack and the directory it keeps its data in.
 pub struct TestStack {
     pub stack: Stack,
@@ -296,14 +307,7 @@ impl TestStack {
     /// What the functions logged, for a failing assertion's message.
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        for name in [
-            "orchestrator",
-            "stage-ffmpeg-0",
-            "stage-audio",
-            "stage-ffmpeg-1",
-            "stage-ffmpeg-2",
-            "stage-detect",
-        ] {
+        for name in FUNCTIONS {
             let path = self.dir.path().join("logs").join(format!("{name}.log"));
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();

@@ -1,0 +1,197 @@
+//! The `stage-transcribe` function, one call per clip: what is said in the clip's audio.
+//!
+//! The input names the clip's 16 kHz wav (stage-ffmpeg-2's `audio` output), or nothing when
+//! the video has no sound. The model is loaded once per process, in the background from the
+//! moment the process starts ([`Transcribe::start_loading`]), so a call for a clip without
+//! sound is answered at once, even while the model is still loading; a call with sound waits
+//! for it. The work runs on tokio's blocking pool while CTranslate2's own threads do the
+//! inference; concurrent calls take turns at the one model replica. It writes
+//! `transcript.json` (segments with times in the clip) and returns the same, with the
+//! real-time factor.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{Segment, Transcriber, Transcript, read_wav};
+
+/// This stage's name, which is its function's name.
+pub const NAME: &str = "stage-transcribe";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// The clip's 16 kHz mono wav; absent when the clip has no sound.
+    #[serde(default)]
+    pub audio_key: Option<String>,
+}
+
+/// The stage's result, also written as `transcript.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub text: String,
+    /// Times in seconds from the clip's start.
+    pub segments: Vec<Segment>,
+    pub words: usize,
+    /// Seconds of work per second of audio; `null` without audio.
+    pub rtf: Option<f64>,
+    pub audio_s: f64,
+    pub transcribe_ms: u64,
+}
+
+impl From<Transcript> for Output {
+    fn from(t: Transcript) -> Self {
+        Self {
+            rtf: t.real_time_factor().map(|r| (r * 1000.0).round() / 1000.0),
+            text: t.text,
+            segments: t.segments,
+            words: t.words,
+            audio_s: t.audio_s,
+            transcribe_ms: t.transcribe_ms,
+        }
+    }
+}
+
+/// The model as the calls see it: not yet loaded, loaded, or failed to load.
+type Loaded = Option<Result<Arc<Transcriber>, String>>;
+
+pub struct Transcribe {
+    model: watch::Receiver<Loaded>,
+}
+
+impl Transcribe {
+    /// Starts loading the model in `dir` on a thread of its own and returns at once.
+    pub fn start_loading(dir: PathBuf) -> Self {
+        let (tx, rx) = watch::channel(None);
+        let spawned = std::thread::Builder::new()
+            .name("load-whisper".into())
+            .spawn(move || {
+                let clock = std::time::Instant::now();
+                let loaded = Transcriber::load(&dir).map(Arc::new).map_err(|e| {
+                    tracing::error!(dir = %dir.display(), error = %e, "loading the model failed");
+                    format!("loading the model from {}: {e}", dir.display())
+                });
+                if loaded.is_ok() {
+                    let load_ms = clock.elapsed().as_millis() as u64;
+                    tracing::info!(dir = %dir.display(), load_ms, "model loaded");
+                }
+                let _ = tx.send(Some(loaded));
+            });
+        if let Err(e) = spawned {
+            // The receiver then sees the sender gone: calls with audio fail, saying why.
+            tracing::error!(error = %e, "could not start the model loader");
+        }
+        Self { model: rx }
+    }
+
+    /// The model, once loaded.
+    async fn model(&self) -> Result<Arc<Transcriber>, StageError> {
+        let mut rx = self.model.clone();
+        let loaded = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| StageError::Internal("the model loader is gone".into()))?;
+        match &*loaded {
+            Some(Ok(model)) => Ok(model.clone()),
+            Some(Err(e)) => Err(StageError::Internal(e.clone())),
+            None => Err(StageError::Internal("the model is not loaded".into())),
+        }
+    }
+}
+
+impl Stage for Transcribe {
+    type Input = Input;
+    type Output = Output;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn run(
+        &self,
+        ctx: &StageContext<'_>,
+        call: &StageCall<Input>,
+    ) -> Result<Produced<Output>, StageError> {
+        let transcript = match &call.input.audio_key {
+            None => Transcript::empty(0.0),
+            Some(key) => {
+                call.require_own_key("audio_key", key)?;
+                let path = ctx.workdir.join("audio.wav");
+                ctx.storage.get_to_file(key, &path).await?;
+                let model = self.model().await?;
+                tokio::task::spawn_blocking(move || {
+                    let samples =
+                        read_wav(&path).map_err(|e| StageError::InvalidMedia(e.to_string()))?;
+                    model
+                        .transcribe(&samples)
+                        .map_err(|e| StageError::Internal(format!("transcribing: {e}")))
+                })
+                .await
+                .map_err(|e| StageError::Internal(format!("transcription panicked: {e}")))??
+            }
+        };
+        let output = Output::from(transcript);
+        tracing::info!(
+            words = output.words,
+            audio_s = output.audio_s,
+            transcribe_ms = output.transcribe_ms,
+            "transcribed"
+        );
+        let path = ctx.workdir.join("transcript.json");
+        let text = serde_json::to_vec(&output)
+            .map_err(|e| StageError::Internal(format!("writing transcript.json: {e}")))?;
+        tokio::fs::write(&path, text)
+            .await
+            .map_err(|e| StageError::Internal(format!("writing transcript.json: {e}")))?;
+        let key = format!("{}transcript.json", call.output_prefix());
+        ctx.storage
+            .put_file(&key, &path, "application/json")
+            .await?;
+        Ok(Produced {
+            outputs: BTreeMap::from([("transcript".to_owned(), key)]),
+            data: output,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_model_that_fails_to_load_fails_calls_and_says_why() {
+        let stage = Transcribe::start_loading("/nonexistent/whisper".into());
+        let err = stage.model().await.expect_err("no model there");
+        assert!(
+            matches!(&err, StageError::Internal(m) if m.contains("/nonexistent/whisper")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_output_rounds_the_real_time_factor_and_has_none_without_audio() {
+        let mut t = Transcript::empty(3.0);
+        t.transcribe_ms = 1234;
+        assert_eq!(Output::from(t).rtf, Some(0.411));
+        let none = Output::from(Transcript::empty(0.0));
+        assert_eq!(none.rtf, None);
+        assert_eq!(
+            serde_json::to_value(&none).unwrap(),
+            serde_json::json!({"text": "", "segments": [], "words": 0, "rtf": null,
+                "audio_s": 0.0, "transcribe_ms": 0})
+        );
+    }
+
+    #[test]
+    fn inputs_without_audio_are_accepted() {
+        let input: Input = serde_json::from_str("{}").unwrap();
+        assert_eq!(input.audio_key, None);
+        let input: Input = serde_json::from_str(r#"{"audio_key": null}"#).unwrap();
+        assert_eq!(input.audio_key, None);
+        assert!(serde_json::from_str::<Input>(r#"{"audio": "x"}"#).is_err());
+    }
+}
