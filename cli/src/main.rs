@@ -531,7 +531,7 @@ fn print_summary(body: &Value) {
                 .map(|n| format!(", {n} clips"))
                 .unwrap_or_default();
             println!(
-                "    {name:<15} {:>6} ms{clips}, {} attempts",
+                "    {name:<16} {:>6} ms{clips}, {} attempts",
                 s["call_ms"], s["attempts"]
             );
         }
