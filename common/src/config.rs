@@ -3,6 +3,7 @@
 //! `std::env` directly, which keeps the validation unit-testable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -317,6 +318,23 @@ fn replica_id(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigE
         });
     }
     Ok(id)
+}
+
+/// Where the model `name` is: `$dir_var` if set, else `$FAVE_MODELS/{name}`, else
+/// `~/.cache/fave-tools/models/{name}` (where scripts/setup puts models), else
+/// `/var/openfaas/models/{name}`. The stages that load a model at start all look here.
+pub fn model_dir(dir_var: &str, name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(dir_var) {
+        return PathBuf::from(dir);
+    }
+    let models = std::env::var_os("FAVE_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/fave-tools/models"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/openfaas/models"));
+    models.join(name)
 }
 
 #[cfg(test)]

@@ -54,17 +54,7 @@ pub const LABELS_FILE: &str = "coco.names";
 /// Where the model directory is: `FAVE_MODEL_DIR`, else `$FAVE_MODELS/yolov3-tiny`, else
 /// `~/.cache/fave-tools/models/yolov3-tiny` (where `scripts/fetch-model` puts it).
 pub fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FAVE_MODEL_DIR") {
-        return PathBuf::from(dir);
-    }
-    let models = std::env::var_os("FAVE_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache/fave-tools/models"))
-        })
-        .unwrap_or_else(|| PathBuf::from("/var/openfaas/models"));
-    models.join("yolov3-tiny")
+    fave_common::config::model_dir("FAVE_MODEL_DIR", "yolov3-tiny")
 }
 
 /// Everything that can go wrong loading the model or detecting.

@@ -71,11 +71,14 @@ impl Stage for Noop {
         }
         let prefix = call.output_prefix();
         let clips = (0..input.clips)
-            .map(|i| Clip {
-                clip: ClipId::from_index(i),
-                start_s: i as f64,
-                end_s: (i + 1) as f64,
-                key: format!("{prefix}/clip-{i:04}"),
+            .map(|i| {
+                let clip = ClipId::from_index(i);
+                Clip {
+                    key: format!("{prefix}/{clip}"),
+                    clip,
+                    start_s: i as f64,
+                    end_s: (i + 1) as f64,
+                }
             })
             .collect();
         Ok(Produced {

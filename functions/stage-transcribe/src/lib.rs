@@ -60,17 +60,7 @@ pub const MODEL_FILES: [&str; 5] = [
 /// Where the model directory is: `FAVE_WHISPER_DIR`, else `$FAVE_MODELS/whisper-tiny.en`,
 /// else `~/.cache/fave-tools/models/whisper-tiny.en` (where `scripts/fetch-whisper` puts it).
 pub fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FAVE_WHISPER_DIR") {
-        return PathBuf::from(dir);
-    }
-    let models = std::env::var_os("FAVE_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache/fave-tools/models"))
-        })
-        .unwrap_or_else(|| PathBuf::from("/var/openfaas/models"));
-    models.join(MODEL_NAME)
+    fave_common::config::model_dir("FAVE_WHISPER_DIR", MODEL_NAME)
 }
 
 /// Everything that can go wrong loading the model or transcribing.
