@@ -8,7 +8,7 @@
 //! - `api`: status and submit latency under many concurrent clients.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,16 +24,23 @@ use crate::StackArgs;
 const OVERHEAD_TARGET_MS: f64 = 5.0;
 const FANOUT_TARGET_PER_S: f64 = 1000.0;
 
-/// Starts the no-op stack with `env` for its functions, under `{data_dir}/bench-{name}`.
-async fn noop_stack(args: &StackArgs, name: &str, env: &[(&str, String)]) -> anyhow::Result<Stack> {
+/// Starts the no-op stack with `env` for its functions, under `{data_dir}/bench-{name}`;
+/// returns it with that directory, for [`remove_data`] once nothing is measured any more.
+async fn noop_stack(
+    args: &StackArgs,
+    name: &str,
+    env: &[(&str, String)],
+) -> anyhow::Result<(Stack, PathBuf)> {
     let mut args = args.clone();
     if args.stack == Path::new("stack.yml") {
         args.stack = "bench/noop.yml".into();
     }
     args.data_dir = args.data_dir.join(format!("bench-{name}"));
     // A fresh store each time: earlier runs' requests would make listings and the
-    // resumer's scans slower than a new deployment's.
+    // resumer's scans slower than a new deployment's. (Normally there is nothing to remove:
+    // each suite removes its stores when it is done.)
     let _ = std::fs::remove_dir_all(&args.data_dir);
+    let data_dir = args.data_dir.clone();
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut options = crate::stack_options(&args, any_port, any_port, true)?;
     options.extra_env = env
@@ -48,7 +55,17 @@ async fn noop_stack(args: &StackArgs, name: &str, env: &[(&str, String)]) -> any
             &json!({"what": "a stand-in video; no-op stages never read it"}),
         )
         .await?;
-    Ok(stack)
+    Ok((stack, data_dir))
+}
+
+/// Removes the benchmark stores, after every measurement of a suite: on a filesystem without
+/// a journal (this machine's ext4), inodes freed in the last 5–10 s are passed over when new
+/// files are made, so deleting a store of thousands of objects right before a run makes that
+/// run's own writes slow.
+fn remove_data(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn input_uri(stack: &Stack) -> String {
@@ -117,7 +134,8 @@ fn print_spread(label: &str, v: &[f64], unit: &str) {
 
 /// `fave bench overhead`: the orchestrator's cost per sequential step.
 pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow::Result<()> {
-    let stack = noop_stack(&args, "overhead", &[("FAVE_NOOP_STEPS", steps.to_string())]).await?;
+    let (stack, data) =
+        noop_stack(&args, "overhead", &[("FAVE_NOOP_STEPS", steps.to_string())]).await?;
     let http = reqwest::Client::new();
     println!(
         "fave bench overhead: {requests} requests of {steps} sequential no-op steps, one at a \
@@ -147,6 +165,7 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
     }
     .await;
     stack.shutdown().await;
+    remove_data(&[data]);
     let (step_ms, call_ms) = outcome?;
     print_spread("per step (all of it)", &step_ms, "ms");
     print_spread("  of which the call", &call_ms, "ms");
@@ -178,8 +197,9 @@ pub async fn fanout(
          {runs} runs each; tasks per second from the first task's start to the last one's end."
     );
     let mut table: Vec<(usize, Vec<f64>)> = Vec::new();
+    let mut stores = Vec::new();
     for &c in concurrency {
-        let stack = noop_stack(
+        let (stack, data) = noop_stack(
             &args,
             &format!("fanout-{c}"),
             &[
@@ -208,7 +228,14 @@ pub async fn fanout(
         }
         .await;
         stack.shutdown().await;
-        let rates = outcome?;
+        stores.push(data);
+        let rates = match outcome {
+            Ok(rates) => rates,
+            Err(e) => {
+                remove_data(&stores);
+                return Err(e);
+            }
+        };
         println!(
             "  concurrency {c:>3}: {:>8.1} tasks/s median  (min {:.1}, max {:.1})",
             quantile(&rates, 0.5),
@@ -217,6 +244,7 @@ pub async fn fanout(
         );
         table.push((c, rates));
     }
+    remove_data(&stores);
     if let Some((base_c, base)) = table.first() {
         let base = quantile(base, 0.5);
         println!(
@@ -237,7 +265,7 @@ pub async fn fanout(
 /// `fave bench api`: latency of a status query and of a submit under `clients` concurrent
 /// clients. Submits answer 202 at once (sync window 0) and run one no-op step after.
 pub async fn api(args: StackArgs, clients: usize, per_client: usize) -> anyhow::Result<()> {
-    let stack = noop_stack(
+    let (stack, data) = noop_stack(
         &args,
         "api",
         &[
@@ -317,6 +345,7 @@ pub async fn api(args: StackArgs, clients: usize, per_client: usize) -> anyhow::
     // Let the submitted requests' one step finish before stopping, so shutdown is quiet.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack.shutdown().await;
+    remove_data(&[data]);
     let (status_ms, status_wall, submit_ms, submit_wall) = outcome?;
     print_spread("status query", &status_ms, "ms");
     print_spread("submit", &submit_ms, "ms");

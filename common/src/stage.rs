@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
 use tracing::Instrument;
 
 use crate::config::{StageConfig, env_lookup};
@@ -132,7 +133,22 @@ impl From<StageError> for ApiError {
 /// Where a stage runs: the store, and a work directory of its own that is removed after.
 pub struct StageContext<'a> {
     pub storage: &'a Storage,
-    pub workdir: &'a Path,
+    /// Made on first use: a call that needs no files (a reused answer, a no-op stage)
+    /// should not pay for a directory made and removed.
+    workdir: OnceLock<TempDir>,
+}
+
+impl StageContext<'_> {
+    /// This call's work directory, made on first use and removed after the call.
+    pub fn workdir(&self) -> Result<&Path, StageError> {
+        if let Some(dir) = self.workdir.get() {
+            return Ok(dir.path());
+        }
+        let dir = tempfile::tempdir()
+            .map_err(|e| StageError::Internal(format!("creating a work directory: {e}")))?;
+        // Only this call uses its context, so the cell is still empty here.
+        Ok(self.workdir.get_or_init(|| dir).path())
+    }
 }
 
 /// One pipeline stage. Implement this and call [`main`]; the harness does the rest.
@@ -209,11 +225,9 @@ async fn handle<S: Stage>(
         }
         let started_at = Utc::now();
         let clock = Instant::now();
-        let workdir = tempfile::tempdir()
-            .map_err(|e| ApiError::internal(format!("creating a work directory: {e}")))?;
         let ctx = StageContext {
             storage: &h.storage,
-            workdir: workdir.path(),
+            workdir: OnceLock::new(),
         };
         let produced = h.stage.run(&ctx, &call).await?;
         let manifest = Manifest {

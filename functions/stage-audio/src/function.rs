@@ -77,7 +77,7 @@ impl Stage for Audio {
                 "need 0 ≤ min_clip_s ≤ max_clip_s and a positive duration_s".into(),
             ));
         }
-        let wav = ctx.workdir.join("audio.wav");
+        let wav = ctx.workdir()?.join("audio.wav");
         if let Some(key) = &input.audio_key {
             ctx.storage.get_to_file(key, &wav).await?;
         }
@@ -107,7 +107,7 @@ impl Stage for Audio {
         })?;
         let analysis_ms = clock.elapsed().as_millis() as u64;
 
-        let path = ctx.workdir.join("features.json");
+        let path = ctx.workdir()?.join("features.json");
         write_detail(&path, &features)
             .map_err(|e| StageError::Internal(format!("writing features.json: {e}")))?;
         let key = format!("{}features.json", call.output_prefix());

@@ -188,7 +188,7 @@ impl Stage for Detect {
         }
         drop(fetched);
 
-        let path = ctx.workdir.join("detections.json");
+        let path = ctx.workdir()?.join("detections.json");
         let text = serde_json::to_vec(&results)
             .map_err(|e| StageError::Internal(format!("writing detections.json: {e}")))?;
         tokio::fs::write(&path, text)
@@ -215,7 +215,7 @@ async fn fetch(
     i: usize,
     frame: FrameRef,
 ) -> Result<(FrameRef, PathBuf), StageError> {
-    let path = ctx.workdir.join(format!("frame-{i:06}.jpg"));
+    let path = ctx.workdir()?.join(format!("frame-{i:06}.jpg"));
     ctx.storage.get_to_file(&frame.key, &path).await?;
     Ok((frame, path))
 }

@@ -119,21 +119,22 @@ impl Stage for Ffmpeg0 {
                 "sample_rate must be within 8000..=48000".into(),
             ));
         }
-        let source = ctx.workdir.join("source");
+        let dir = ctx.workdir()?;
+        let source = dir.join("source");
         let source_bytes = ctx.storage.get_to_file(&input.source_key, &source).await?;
 
         let clock = Instant::now();
         let probe = ffprobe(&source).await?;
         let info = media_info(&probe)?;
-        let probe_path = ctx.workdir.join("probe.json");
+        let probe_path = dir.join("probe.json");
         let probe_text = serde_json::to_vec_pretty(&probe)
             .map_err(|e| StageError::Internal(format!("writing probe.json: {e}")))?;
         tokio::fs::write(&probe_path, probe_text)
             .await
             .map_err(|e| StageError::Internal(format!("writing probe.json: {e}")))?;
-        let video = ctx.workdir.join("video.mp4");
-        let audio = ctx.workdir.join("audio.wav");
-        let scenes = ctx.workdir.join("scenes.txt");
+        let video = dir.join("video.mp4");
+        let audio = dir.join("audio.wav");
+        let scenes = dir.join("scenes.txt");
         normalize(
             &source,
             &video,

@@ -79,7 +79,7 @@ impl Stage for Ffmpeg1 {
                 "at most {MAX_CLIPS} cuts, and min_clip_s must be a number ≥ 0"
             )));
         }
-        let video = ctx.workdir.join("video.mp4");
+        let video = ctx.workdir()?.join("video.mp4");
         ctx.storage.get_to_file(&input.video_key, &video).await?;
 
         let clock = Instant::now();
@@ -131,7 +131,7 @@ impl Stage for Ffmpeg1 {
             let clip = ClipId::from_index(i);
             let key = format!("{prefix}{clip}.mp4");
             ctx.storage
-                .put_file(&key, &ctx.workdir.join(&file), "video/mp4")
+                .put_file(&key, &ctx.workdir()?.join(&file), "video/mp4")
                 .await?;
             outputs.insert(clip.to_string(), key.clone());
             clips.push(Clip {

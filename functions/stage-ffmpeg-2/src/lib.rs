@@ -101,7 +101,8 @@ impl Stage for Ffmpeg2 {
                 "fps must be within 0.01..=30, max_width 16..=4096, max_frames 1..=100000".into(),
             ));
         }
-        let clip = ctx.workdir.join("clip.mp4");
+        let work = ctx.workdir()?;
+        let clip = work.join("clip.mp4");
         ctx.storage.get_to_file(&input.clip_key, &clip).await?;
         let has_audio = input.audio && has_audio(&clip).await?;
 
@@ -137,7 +138,7 @@ impl Stage for Ffmpeg2 {
 
         let prefix = call.output_prefix();
         let mut names = Vec::new();
-        let mut entries = tokio::fs::read_dir(ctx.workdir)
+        let mut entries = tokio::fs::read_dir(work)
             .await
             .map_err(|e| StageError::Internal(format!("listing frames: {e}")))?;
         while let Some(entry) = entries
@@ -173,7 +174,7 @@ impl Stage for Ffmpeg2 {
         if has_audio {
             let key = format!("{prefix}audio.wav");
             ctx.storage
-                .put_file(&key, &ctx.workdir.join("audio.wav"), "audio/wav")
+                .put_file(&key, &work.join("audio.wav"), "audio/wav")
                 .await?;
             outputs.insert("audio".to_owned(), key);
         }
@@ -201,7 +202,7 @@ fn keyframes_are_the_frames(input: &Input) -> bool {
 async fn upload(ctx: &StageContext<'_>, prefix: &str, name: String) -> Result<String, StageError> {
     let key = format!("{prefix}{name}");
     ctx.storage
-        .put_file(&key, &ctx.workdir.join(&name), "image/jpeg")
+        .put_file(&key, &ctx.workdir()?.join(&name), "image/jpeg")
         .await?;
     Ok(key)
 }

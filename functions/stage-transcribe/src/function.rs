@@ -120,7 +120,7 @@ impl Stage for Transcribe {
             None => Transcript::empty(0.0),
             Some(key) => {
                 call.require_own_key("audio_key", key)?;
-                let path = ctx.workdir.join("audio.wav");
+                let path = ctx.workdir()?.join("audio.wav");
                 ctx.storage.get_to_file(key, &path).await?;
                 let model = self.model().await?;
                 tokio::task::spawn_blocking(move || {
@@ -141,7 +141,7 @@ impl Stage for Transcribe {
             transcribe_ms = output.transcribe_ms,
             "transcribed"
         );
-        let path = ctx.workdir.join("transcript.json");
+        let path = ctx.workdir()?.join("transcript.json");
         let text = serde_json::to_vec(&output)
             .map_err(|e| StageError::Internal(format!("writing transcript.json: {e}")))?;
         tokio::fs::write(&path, text)
