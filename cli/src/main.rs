@@ -128,7 +128,7 @@ enum Bench {
         stack: StackArgs,
         #[arg(long, default_value_t = 1000)]
         clips: usize,
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,128")]
         concurrency: Vec<usize>,
         #[arg(long, default_value_t = 3)]
         runs: usize,

@@ -425,9 +425,9 @@ impl Driver<'_> {
         commit_shared(shared).await
     }
 
-    /// Runs every clip through the per-clip chain, `fan_out` clips at a time, each clip
-    /// going on to its next task as soon as its previous one is done. Stops at the first
-    /// task that fails for good, and returns it.
+    /// Runs every clip's per-clip tasks, `fan_out` clips at a time. Within a clip each task
+    /// starts as soon as the tasks it comes `after` are done, so tasks that do not read each
+    /// other run side by side. Stops at the first task that fails for good, and returns it.
     async fn run_clips(
         &self,
         t: &Shared,
@@ -442,14 +442,47 @@ impl Driver<'_> {
             .map(|c| c.clip.clone())
             .collect();
         let run_chain = |clip: ClipId| async move {
-            for spec in chain {
-                let task = Task::for_clip(spec, &clip)?;
-                if task_done(&t.lock().await.state, &task) {
-                    continue;
+            let tasks = chain
+                .iter()
+                .map(|spec| Task::for_clip(spec, &clip))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut launched = vec![false; chain.len()];
+            let mut running = futures::stream::FuturesUnordered::new();
+            loop {
+                {
+                    let state = &t.lock().await.state;
+                    let done = |name: &str| {
+                        tasks
+                            .iter()
+                            .any(|task| task.name.as_str() == name && task_done(state, task))
+                    };
+                    for (i, (spec, task)) in chain.iter().zip(&tasks).enumerate() {
+                        if launched[i] {
+                            continue;
+                        }
+                        if task_done(state, task) {
+                            launched[i] = true;
+                        } else if spec.after.iter().all(|name| done(name)) {
+                            launched[i] = true;
+                            running
+                                .push(async move { (task, self.run_stage(t, spec, task).await) });
+                        }
+                    }
                 }
-                if let Err(failure) = self.run_stage(t, spec, &task).await? {
-                    return Ok(Err((task, failure)));
+                match running.next().await {
+                    Some((task, ended)) => {
+                        if let Err(failure) = ended? {
+                            return Ok(Err((task.clone(), failure)));
+                        }
+                    }
+                    None => break,
                 }
+            }
+            if let Some(i) = launched.iter().position(|l| !l) {
+                return Err(DriveError::Illegal(illegal(
+                    "running a clip",
+                    format!("{} waits for a stage that never ran", tasks[i]),
+                )));
             }
             Ok::<_, DriveError>(Ok(()))
         };

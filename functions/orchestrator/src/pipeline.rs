@@ -3,9 +3,10 @@
 //! retry policy. The driver walks this table; adding a stage is one entry here plus one
 //! function crate.
 //!
-//! Request-wide stages run in order. Per-clip stages run as one chain per clip: every clip
-//! moves through the chain on its own, as soon as its previous task is done, with the clips
-//! fanned out under `MAX_CONCURRENT_INVOCATIONS` (no barrier between clips).
+//! Request-wide stages run in order. Per-clip stages run per clip, each as soon as the tasks
+//! of the same clip that it reads (`after`) are done: every clip moves on its own, with the
+//! clips fanned out under `MAX_CONCURRENT_INVOCATIONS` (no barrier between clips), and two
+//! tasks of one clip that do not read each other run side by side.
 
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct StageSpec {
     /// Whether this request-wide stage's result is the clip list (`data.clips`) the
     /// per-clip chain runs over; exactly one has it when there is a per-clip chain.
     pub lists_clips: bool,
+    /// For a per-clip stage: the per-clip stages (earlier in the table) whose results it
+    /// reads; it starts on a clip as soon as they are done on that clip.
+    pub after: Vec<String>,
     /// Builds the stage's input from what earlier stages recorded.
     pub input: fn(&InputContext<'_>) -> Result<Value, String>,
     /// How long one attempt may take; the orchestrator's own limit caps it.
@@ -73,6 +77,7 @@ pub fn video() -> Vec<StageSpec> {
             function: "stage-ffmpeg-0".into(),
             fan_out: FanOut::Once,
             lists_clips: false,
+            after: vec![],
             input: |cx| {
                 let input = cx
                     .state
@@ -89,6 +94,7 @@ pub fn video() -> Vec<StageSpec> {
             function: "stage-audio".into(),
             fan_out: FanOut::Once,
             lists_clips: false,
+            after: vec![],
             input: |cx| {
                 let media = data(cx.state, "stage-ffmpeg-0")?;
                 Ok(json!({
@@ -107,6 +113,7 @@ pub fn video() -> Vec<StageSpec> {
             function: "stage-ffmpeg-1".into(),
             fan_out: FanOut::Once,
             lists_clips: true,
+            after: vec![],
             input: |cx| {
                 let video = output(cx.state, "stage-ffmpeg-0", "video")
                     .ok_or("stage-ffmpeg-0 wrote no video")?;
@@ -124,6 +131,7 @@ pub fn video() -> Vec<StageSpec> {
             function: "stage-ffmpeg-2".into(),
             fan_out: FanOut::PerClip,
             lists_clips: false,
+            after: vec![],
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
                 let media = data(cx.state, "stage-ffmpeg-0")?;
@@ -137,15 +145,15 @@ pub fn video() -> Vec<StageSpec> {
             timeout: Duration::from_secs(300),
             retry: RetryPolicy::default(),
         },
-        // Right after stage-ffmpeg-2, so a clip's transcription starts as soon as its audio
-        // exists. The driver runs a clip's tasks one after another, so its detection waits
-        // for it (in the other order transcription would wait for detection); a clip without
-        // sound is answered at once and holds nothing up. The audio key is null then.
+        // A clip's transcription and its detection both start once stage-ffmpeg-2 has cut
+        // its audio and frames, side by side: neither waits for the other. A clip without
+        // sound is answered at once (the audio key is null then).
         StageSpec {
             name: "stage-transcribe".into(),
             function: "stage-transcribe".into(),
             fan_out: FanOut::PerClip,
             lists_clips: false,
+            after: vec!["stage-ffmpeg-2".into()],
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
                 let audio = clip
@@ -163,6 +171,7 @@ pub fn video() -> Vec<StageSpec> {
             function: "stage-detect".into(),
             fan_out: FanOut::PerClip,
             lists_clips: false,
+            after: vec!["stage-ffmpeg-2".into()],
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
                 let frames = clip
@@ -189,6 +198,7 @@ pub fn noop(steps: usize, clips: usize) -> Vec<StageSpec> {
         function: NOOP_FUNCTION.into(),
         fan_out,
         lists_clips,
+        after: vec![],
         input: |cx| {
             let listing = cx.clip.is_none() && cx.params.noop_clips > 0;
             Ok(json!({
@@ -259,10 +269,10 @@ mod tests {
             .iter()
             .find(|s| s.name == "stage-transcribe")
             .expect("a transcribe stage");
-        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
-        let at = |n: &str| names.iter().position(|&s| s == n);
-        assert_eq!(at("stage-transcribe"), at("stage-ffmpeg-2").map(|i| i + 1));
         assert_eq!(spec.fan_out, FanOut::PerClip);
+        assert_eq!(spec.after, ["stage-ffmpeg-2"]);
+        let detect = stages.iter().find(|s| s.name == "stage-detect").unwrap();
+        assert_eq!(detect.after, ["stage-ffmpeg-2"], "not after transcription");
 
         let submission = Submission {
             video_uri: "file:///v.mp4".into(),
@@ -337,6 +347,16 @@ mod tests {
                 .iter()
                 .all(|s| s.name.parse::<fave_common::ids::StageName>().is_ok())
         );
+        for (i, s) in stages.iter().enumerate() {
+            for needed in &s.after {
+                assert!(
+                    s.fan_out == FanOut::PerClip
+                        && stages[first_per_clip..i].iter().any(|e| &e.name == needed),
+                    "{} comes after {needed}, an earlier per-clip stage",
+                    s.name
+                );
+            }
+        }
         let mut names: Vec<_> = stages.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
