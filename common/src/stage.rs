@@ -133,8 +133,8 @@ impl From<StageError> for ApiError {
 /// Where a stage runs: the store, and a work directory of its own that is removed after.
 pub struct StageContext<'a> {
     pub storage: &'a Storage,
-    /// Made on first use: a call that needs no files (a reused answer, a no-op stage)
-    /// should not pay for a directory made and removed.
+    /// Made on first use: a call that needs no files (the no-op stage, a stage that only
+    /// reads and writes JSON) should not pay for a directory made and removed.
     workdir: OnceLock<TempDir>,
 }
 
