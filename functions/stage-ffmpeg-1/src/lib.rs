@@ -20,6 +20,7 @@ use std::time::Instant;
 use fave_common::ids::ClipId;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
@@ -28,6 +29,9 @@ pub const NAME: &str = "stage-ffmpeg-1";
 
 /// More clips than this is a mistake upstream, not a video.
 const MAX_CLIPS: usize = 2_000;
+
+/// Clips uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +83,8 @@ impl Stage for Ffmpeg1 {
                 "at most {MAX_CLIPS} cuts, and min_clip_s must be a number ≥ 0"
             )));
         }
-        let video = ctx.workdir()?.join("video.mp4");
+        let work = ctx.workdir()?;
+        let video = work.join("video.mp4");
         ctx.storage.get_to_file(&input.video_key, &video).await?;
 
         let clock = Instant::now();
@@ -127,12 +132,9 @@ impl Stage for Ffmpeg1 {
             .chain(cuts.iter().copied())
             .chain(std::iter::once(duration))
             .collect();
-        for (i, ((file, _, _), edge)) in segments.into_iter().zip(bounds.windows(2)).enumerate() {
+        for (i, edge) in bounds.windows(2).enumerate() {
             let clip = ClipId::from_index(i);
             let key = format!("{prefix}{clip}.mp4");
-            ctx.storage
-                .put_file(&key, &ctx.workdir()?.join(&file), "video/mp4")
-                .await?;
             outputs.insert(clip.to_string(), key.clone());
             clips.push(Clip {
                 clip,
@@ -141,6 +143,18 @@ impl Stage for Ffmpeg1 {
                 key,
             });
         }
+        // A few uploads at a time: a long video has hundreds of clips, and one after another
+        // their round trips add up.
+        let uploads: Vec<_> = segments
+            .iter()
+            .zip(&clips)
+            .map(|((file, _, _), clip)| (work.join(file), clip.key.clone()))
+            .collect();
+        futures::stream::iter(uploads)
+            .map(|(file, key)| async move { ctx.storage.put_file(&key, &file, "video/mp4").await })
+            .buffer_unordered(UPLOADS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
         Ok(Produced {
             outputs,
             data: Output { clips, ffmpeg_ms },
