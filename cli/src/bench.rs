@@ -228,6 +228,26 @@ impl BaselineRun {
         self.steps.work()
     }
 
+    /// Every step's time, for a report.
+    pub fn to_json(&self) -> serde_json::Value {
+        let b = &self.steps;
+        serde_json::json!({
+            "wall_ms": self.wall_ms,
+            "work_ms": b.work(),
+            "steps_ms": {
+                "normalize": b.normalize,
+                "scenes": b.scenes,
+                "audio": b.audio,
+                "split": b.split,
+                "frames": b.frames,
+                "detect": b.detect,
+            },
+            "setup_ms": b.setup,
+            "frames": b.frame_count,
+            "detections": b.detections,
+        })
+    }
+
     pub fn describe(&self) -> String {
         let b = &self.steps;
         format!(

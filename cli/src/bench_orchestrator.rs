@@ -19,6 +19,7 @@ use fave_local::stack::Stack;
 use serde_json::{Value, json};
 
 use crate::StackArgs;
+use crate::report::{Chart, Report, Series, percentile_curve};
 
 /// Targets from the issue that asked for these suites.
 const OVERHEAD_TARGET_MS: f64 = 5.0;
@@ -132,8 +133,20 @@ fn print_spread(label: &str, v: &[f64], unit: &str) {
     );
 }
 
+/// The same figures as [`print_spread`], for a report.
+fn spread(v: &[f64]) -> Value {
+    json!({
+        "p50": quantile(v, 0.5),
+        "p95": quantile(v, 0.95),
+        "p99": quantile(v, 0.99),
+        "min": v.first(),
+        "max": v.last(),
+        "n": v.len(),
+    })
+}
+
 /// `fave bench overhead`: the orchestrator's cost per sequential step.
-pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow::Result<()> {
+pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow::Result<Report> {
     let (stack, data) =
         noop_stack(&args, "overhead", &[("FAVE_NOOP_STEPS", steps.to_string())]).await?;
     let http = reqwest::Client::new();
@@ -181,7 +194,38 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
             "not met"
         }
     );
-    Ok(())
+    Ok(Report {
+        suite: "overhead",
+        setup: json!({ "steps": steps, "requests": requests, "warm_up_requests": 2 }),
+        figures: json!({
+            "per_step_ms": spread(&step_ms),
+            "call_ms": spread(&call_ms),
+            "state_and_scheduling_p50_ms": state_p50,
+            "target_p50_ms": OVERHEAD_TARGET_MS,
+            "met": p50 <= OVERHEAD_TARGET_MS,
+            "steps_ms": step_ms,
+        }),
+        chart: Chart::Lines {
+            title: format!("orchestration overhead per step ({requests} × {steps} no-op steps)"),
+            x_label: "percentile".into(),
+            y_label: "ms".into(),
+            log_x: false,
+            series: vec![
+                Series {
+                    name: "per step (all of it)".into(),
+                    points: percentile_curve(&step_ms),
+                },
+                Series {
+                    name: "of which the call".into(),
+                    points: percentile_curve(&call_ms),
+                },
+            ],
+            target: Some((
+                format!("target p50 {OVERHEAD_TARGET_MS} ms"),
+                OVERHEAD_TARGET_MS,
+            )),
+        },
+    })
 }
 
 /// `fave bench fanout`: per-clip no-op tasks per second, per concurrency setting.
@@ -190,7 +234,7 @@ pub async fn fanout(
     clips: usize,
     concurrency: &[usize],
     runs: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     println!(
         "fave bench fanout: one request listing {clips} clips, each through one no-op task, \
          MAX_CONCURRENT_INVOCATIONS = {concurrency:?}, a fresh stack per setting, 1 warm-up + \
@@ -245,26 +289,67 @@ pub async fn fanout(
         table.push((c, rates));
     }
     remove_data(&stores);
-    if let Some((base_c, base)) = table.first() {
-        let base = quantile(base, 0.5);
+    let base = table.first().map_or(f64::NAN, |(_, r)| quantile(r, 0.5));
+    if let Some((base_c, _)) = table.first() {
         println!(
             "  side by side (median tasks/s; ratio to concurrency {base_c}; vs target {FANOUT_TARGET_PER_S}/s):"
         );
-        for (c, rates) in &table {
-            let m = quantile(rates, 0.5);
-            println!(
-                "    {c:>3}: {m:>8.1}   {:>5.2}×   {:>5.2}× target",
-                m / base,
-                m / FANOUT_TARGET_PER_S
-            );
-        }
     }
-    Ok(())
+    let mut settings = Vec::new();
+    for (c, rates) in &table {
+        let m = quantile(rates, 0.5);
+        println!(
+            "    {c:>3}: {m:>8.1}   {:>5.2}×   {:>5.2}× target",
+            m / base,
+            m / FANOUT_TARGET_PER_S
+        );
+        settings.push(json!({
+            "max_concurrent_invocations": c,
+            "tasks_per_s": rates,
+            "median": m,
+            "ratio_to_first": m / base,
+            "ratio_to_target": m / FANOUT_TARGET_PER_S,
+        }));
+    }
+    let point = |f: fn(&[f64]) -> f64| -> Vec<(f64, f64)> {
+        table.iter().map(|(c, r)| (*c as f64, f(r))).collect()
+    };
+    Ok(Report {
+        suite: "fanout",
+        setup: json!({
+            "clips": clips,
+            "max_concurrent_invocations": concurrency,
+            "runs": runs.max(1),
+            "warm_up_runs": 1,
+            "data_dir": args.data_dir,
+        }),
+        figures: json!({ "settings": settings, "target_tasks_per_s": FANOUT_TARGET_PER_S }),
+        chart: Chart::Lines {
+            title: format!("no-op clip tasks per second, one request of {clips} clips"),
+            x_label: "MAX_CONCURRENT_INVOCATIONS".into(),
+            y_label: "tasks/s".into(),
+            log_x: true,
+            series: vec![
+                Series {
+                    name: "median".into(),
+                    points: point(|r| quantile(r, 0.5)),
+                },
+                Series {
+                    name: "slowest run".into(),
+                    points: point(|r| r.first().copied().unwrap_or(f64::NAN)),
+                },
+            ],
+            target: Some((
+                format!("target {FANOUT_TARGET_PER_S}/s"),
+                FANOUT_TARGET_PER_S,
+            )),
+        },
+    })
 }
 
 /// `fave bench api`: latency of a status query and of a submit under `clients` concurrent
 /// clients. Submits answer 202 at once (sync window 0) and run one no-op step after.
-pub async fn api(args: StackArgs, clients: usize, per_client: usize) -> anyhow::Result<()> {
+pub async fn api(args: StackArgs, clients: usize, per_client: usize) -> anyhow::Result<Report> {
     let (stack, data) = noop_stack(
         &args,
         "api",
@@ -349,16 +434,39 @@ pub async fn api(args: StackArgs, clients: usize, per_client: usize) -> anyhow::
     let (status_ms, status_wall, submit_ms, submit_wall) = outcome?;
     print_spread("status query", &status_ms, "ms");
     print_spread("submit", &submit_ms, "ms");
-    println!(
-        "  throughput: {:.0} status queries/s, {:.0} submits/s",
-        status_ms.len() as f64 / status_wall.as_secs_f64(),
-        submit_ms.len() as f64 / submit_wall.as_secs_f64()
-    );
-    println!(
-        "  side by side, p50: submit / status = {:.1}×",
-        quantile(&submit_ms, 0.5) / quantile(&status_ms, 0.5)
-    );
-    Ok(())
+    let status_per_s = status_ms.len() as f64 / status_wall.as_secs_f64();
+    let submit_per_s = submit_ms.len() as f64 / submit_wall.as_secs_f64();
+    println!("  throughput: {status_per_s:.0} status queries/s, {submit_per_s:.0} submits/s");
+    let ratio = quantile(&submit_ms, 0.5) / quantile(&status_ms, 0.5);
+    println!("  side by side, p50: submit / status = {ratio:.1}×");
+    Ok(Report {
+        suite: "api",
+        setup: json!({ "clients": clients, "per_client": per_client, "warm_up_per_client": 2 }),
+        figures: json!({
+            "status_ms": spread(&status_ms),
+            "submit_ms": spread(&submit_ms),
+            "status_per_s": status_per_s,
+            "submits_per_s": submit_per_s,
+            "submit_over_status_p50": ratio,
+        }),
+        chart: Chart::Lines {
+            title: format!("API latency under {clients} concurrent clients"),
+            x_label: "percentile".into(),
+            y_label: "ms".into(),
+            log_x: false,
+            series: vec![
+                Series {
+                    name: "GET /requests/{id}".into(),
+                    points: percentile_curve(&status_ms),
+                },
+                Series {
+                    name: "POST / (202)".into(),
+                    points: percentile_curve(&submit_ms),
+                },
+            ],
+            target: None,
+        },
+    })
 }
 
 #[cfg(test)]

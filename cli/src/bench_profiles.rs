@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fave_local::stack::Stack;
+use serde_json::json;
 
 use crate::StackArgs;
+use crate::report::{Chart, Report};
 
 /// The target for a function's own start (process spawn → healthy), model loads
 /// aside.
@@ -32,7 +34,7 @@ fn median(v: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Result<()> {
+pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Result<Report> {
     if !video.is_file() {
         bail!(
             "no video at {} (scripts/setup fetches the samples)",
@@ -52,16 +54,32 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
         "  {:<16} {:>10} {:>10} {:>7} {:>14} {:>10}",
         "stage (median)", "warm call", "cold call", "ratio", "start (cold)", "work"
     );
+    let mut per_stage = serde_json::Map::new();
+    let (mut categories, mut warm_bars, mut cold_bars) = (Vec::new(), Vec::new(), Vec::new());
     for (stage, warm_calls) in &warm.call_ms {
         let w = median(warm_calls);
-        let c = cold.call_ms.get(stage).map_or(f64::NAN, |v| median(v));
+        let cold_calls = cold.call_ms.get(stage).map_or(&[][..], Vec::as_slice);
+        let c = median(cold_calls);
         let function = stage.as_str();
-        let start = cold.start_ms.get(function).map_or(f64::NAN, |v| median(v));
+        let starts = cold.start_ms.get(function).map_or(&[][..], Vec::as_slice);
+        let start = median(starts);
         let work = median(warm.work_ms.get(stage).map_or(&[][..], Vec::as_slice));
         println!(
             "  {stage:<16} {w:>8.0}ms {c:>8.0}ms {:>6.2}× {start:>12.1}ms {work:>8.0}ms",
             c / w
         );
+        per_stage.insert(
+            stage.clone(),
+            json!({
+                "warm_call_ms": warm_calls,
+                "cold_call_ms": cold_calls,
+                "cold_start_ms": starts,
+                "median": { "warm_call_ms": w, "cold_call_ms": c, "cold_start_ms": start, "work_ms": work },
+            }),
+        );
+        categories.push(stage.clone());
+        warm_bars.push(w);
+        cold_bars.push(c);
     }
     let (w, c) = (median(&warm.total_ms), median(&cold.total_ms));
     println!(
@@ -69,6 +87,9 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
         "whole request",
         c / w
     );
+    categories.push("whole request".into());
+    warm_bars.push(w);
+    cold_bars.push(c);
     println!(
         "  process start → healthy under cold, per function (target ≤ {COLD_START_TARGET_MS} ms, model loads aside):"
     );
@@ -88,7 +109,25 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
             }
         );
     }
-    Ok(())
+    Ok(Report {
+        suite: "profiles",
+        setup: json!({ "video": video, "runs": runs.max(1), "warm_up_runs": 1 }),
+        figures: json!({
+            "stages": per_stage,
+            "whole_request": {
+                "warm_ms": warm.total_ms,
+                "cold_ms": cold.total_ms,
+                "median": { "warm_ms": w, "cold_ms": c, "cold_over_warm": c / w },
+            },
+            "cold_start_target_ms": COLD_START_TARGET_MS,
+        }),
+        chart: Chart::Bars {
+            title: format!("{}: median call time, warm vs cold", video.display()),
+            y_label: "ms".into(),
+            categories,
+            series: vec![("warm".into(), warm_bars), ("cold".into(), cold_bars)],
+        },
+    })
 }
 
 async fn run_profile(

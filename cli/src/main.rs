@@ -15,6 +15,7 @@ mod bench;
 mod bench_orchestrator;
 mod bench_profiles;
 mod client;
+mod report;
 mod requests;
 mod term;
 mod timeline;
@@ -29,6 +30,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use fave_common::secrets::Secret;
 use fave_local::stack::{Stack, StackOptions, StoreChoice};
+use report::{Chart, Report};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -89,9 +91,19 @@ enum Command {
         #[arg(long, default_value = "find scenes with cars")]
         query: String,
     },
-    /// Benchmarks that print figures side by side with a baseline.
+    /// Benchmarks that print figures side by side with a baseline, and write a report
+    /// (JSON) and a chart (SVG) of them.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Where each suite writes `<suite>.json` (every figure and its setup, for scripts) and
+    /// `<suite>.svg` (a chart of them).
+    #[arg(long, global = true, default_value = ".fave/reports")]
+    report_dir: PathBuf,
     #[command(subcommand)]
-    Bench(Bench),
+    suite: Bench,
 }
 
 #[derive(Subcommand)]
@@ -253,57 +265,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             video,
             query,
         } => demo(stack, &video, &query).await,
-        Command::Bench(Bench::Pipeline {
+        Command::Bench(bench) => run_bench(bench).await,
+    }
+}
+
+/// Runs one benchmark suite and writes its report and chart.
+async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let report = match args.suite {
+        Bench::Pipeline {
             stack,
             video,
             query,
             runs,
-        }) => bench_pipeline(stack, &video, &query, runs).await,
-        Command::Bench(Bench::Memory {
+        } => bench_pipeline(stack, &video, &query, runs).await?,
+        Bench::Memory {
             stack,
             video,
             minutes,
-        }) => bench_memory(stack, &video, minutes).await,
-        Command::Bench(Bench::Overhead {
+        } => bench_memory(stack, &video, minutes).await?,
+        Bench::Overhead {
             stack,
             steps,
             requests,
             quick,
-        }) => {
+        } => {
             let (steps, requests) = if quick { (5, 3) } else { (steps, requests) };
-            bench_orchestrator::overhead(stack, steps, requests)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            bench_orchestrator::overhead(stack, steps, requests).await?
         }
-        Command::Bench(Bench::Fanout {
+        Bench::Fanout {
             stack,
             clips,
             concurrency,
             runs,
             quick,
-        }) => {
+        } => {
             let (clips, concurrency, runs) = if quick {
                 (100, vec![1, 4], 1)
             } else {
                 (clips, concurrency, runs)
             };
-            bench_orchestrator::fanout(stack, clips, &concurrency, runs)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            bench_orchestrator::fanout(stack, clips, &concurrency, runs).await?
         }
-        Command::Bench(Bench::Profiles { stack, video, runs }) => {
-            bench_profiles::profiles(stack, &video, runs)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+        Bench::Profiles { stack, video, runs } => {
+            bench_profiles::profiles(stack, &video, runs).await?
         }
-        Command::Bench(Bench::Api {
+        Bench::Api {
             stack,
             clients,
             per_client,
-        }) => bench_orchestrator::api(stack, clients, per_client)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-    }
+        } => bench_orchestrator::api(stack, clients, per_client).await?,
+    };
+    let (json, svg) = report.write(&args.report_dir)?;
+    println!("  report: {}\n  chart:  {}", json.display(), svg.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn exit_code(status: u16) -> ExitCode {
@@ -548,7 +562,7 @@ async fn bench_pipeline(
     video: &Path,
     query: &str,
     runs: usize,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Report> {
     if !video.is_file() {
         bail!(
             "no video at {} (scripts/setup fetches the samples)",
@@ -568,6 +582,7 @@ async fn bench_pipeline(
         video.display()
     );
     let (mut fave_ms, mut base_work, mut base_wall) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_run = Vec::new();
     for run in 1..=runs.max(1) {
         let clock = Instant::now();
         let outcome = submit(stack.gateway_url.as_str(), &uri, Some(query), None).await;
@@ -624,10 +639,22 @@ async fn bench_pipeline(
             b.wall_ms,
             b.describe()
         );
+        per_run.push(json!({
+            "fave_ms": ms,
+            "fave_stage_call_ms": body["stages"].as_object().map(|m| {
+                m.iter().map(|(name, s)| (name.clone(), s["call_ms"].clone())).collect::<serde_json::Map<_, _>>()
+            }),
+            "baseline": b.to_json(),
+        }));
         base_work.push(b.work_ms());
         base_wall.push(b.wall_ms);
     }
     stack.shutdown().await;
+    let categories = (1..=fave_ms.len()).map(|r| format!("run {r}")).collect();
+    let bars = vec![
+        ("fave (warm stack)".to_owned(), fave_ms.clone()),
+        ("baseline, work".to_owned(), base_work.clone()),
+    ];
     let (fave_best, fave_median) = bench::best_median(fave_ms);
     let (work_best, work_median) = bench::best_median(base_work);
     let (wall_best, _) = bench::best_median(base_wall);
@@ -635,15 +662,37 @@ async fn bench_pipeline(
     println!("  fave (warm stack)  {fave_best:>8.0} ms {fave_median:>8.0} ms");
     println!("  baseline, work     {work_best:>8.0} ms {work_median:>8.0} ms");
     println!("  baseline, wall     {wall_best:>8.0} ms   (work + librosa import + model load)");
+    let (ratio_best, ratio_median) = (fave_best / work_best, fave_median / work_median);
     println!(
-        "  ratio fave / baseline work: best {:.2}, median {:.2}  (target <= 0.60)",
-        fave_best / work_best,
-        fave_median / work_median
+        "  ratio fave / baseline work: best {ratio_best:.2}, median {ratio_median:.2}  (target <= {PIPELINE_TARGET_RATIO:.2})"
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Report {
+        suite: "pipeline",
+        setup: json!({ "video": video, "query": query, "runs": runs.max(1), "frames_per_s": fps }),
+        figures: json!({
+            "runs": per_run,
+            "fave_ms": { "best": fave_best, "median": fave_median },
+            "baseline_work_ms": { "best": work_best, "median": work_median },
+            "baseline_wall_best_ms": wall_best,
+            "ratio": { "best": ratio_best, "median": ratio_median },
+            "target_ratio": PIPELINE_TARGET_RATIO,
+        }),
+        chart: Chart::Bars {
+            title: format!(
+                "{}: fave vs a plain sequential run of the same work",
+                video.display()
+            ),
+            y_label: "ms".into(),
+            categories,
+            series: bars,
+        },
+    })
 }
 
-async fn bench_memory(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow::Result<ExitCode> {
+/// The pipeline issue's target: fave in at most this share of the baseline's time.
+const PIPELINE_TARGET_RATIO: f64 = 0.6;
+
+async fn bench_memory(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow::Result<Report> {
     if !video.is_file() {
         bail!(
             "no video at {} (scripts/setup fetches the samples)",
@@ -686,12 +735,37 @@ async fn bench_memory(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow
         "  {:<15} {:>8} {:>8} {:>7}",
         "stage", "short", "long", "ratio"
     );
+    let (mut names, mut short_mib, mut long_mib) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_stage = serde_json::Map::new();
     if let Some(stages) = peaks[0].as_object() {
         for name in stages.keys() {
             let mib = |p: &Value| p[name]["peak_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0;
             let (a, b) = (mib(&peaks[0]), mib(&peaks[1]));
             println!("  {name:<15} {a:>8.1} {b:>8.1} {:>7.2}", b / a);
+            per_stage.insert(
+                name.clone(),
+                json!({ "short_mib": a, "long_mib": b, "long_over_short": b / a }),
+            );
+            names.push(name.clone());
+            short_mib.push(a);
+            long_mib.push(b);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Report {
+        suite: "memory",
+        setup: json!({ "video": video, "long_minutes": minutes }),
+        figures: json!({ "peak_rss": per_stage }),
+        chart: Chart::Bars {
+            title: format!(
+                "peak RSS per function: {} once vs looped to {minutes} min",
+                video.display()
+            ),
+            y_label: "MiB".into(),
+            categories: names,
+            series: vec![
+                ("short".into(), short_mib),
+                (format!("{minutes} min"), long_mib),
+            ],
+        },
+    })
 }
