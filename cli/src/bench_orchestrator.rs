@@ -19,7 +19,7 @@ use fave_local::stack::Stack;
 use serde_json::{Value, json};
 
 use crate::StackArgs;
-use crate::report::{Chart, Report, Series, percentile_curve};
+use crate::report::{Chart, Report, Series};
 
 /// Targets from the issue that asked for these suites.
 const OVERHEAD_TARGET_MS: f64 = 5.0;
@@ -205,26 +205,17 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
             "met": p50 <= OVERHEAD_TARGET_MS,
             "steps_ms": step_ms,
         }),
-        chart: Chart::Lines {
-            title: format!("orchestration overhead per step ({requests} × {steps} no-op steps)"),
-            x_label: "percentile".into(),
-            y_label: "ms".into(),
-            log_x: false,
-            series: vec![
-                Series {
-                    name: "per step (all of it)".into(),
-                    points: percentile_curve(&step_ms),
-                },
-                Series {
-                    name: "of which the call".into(),
-                    points: percentile_curve(&call_ms),
-                },
+        chart: Chart::latency(
+            format!("orchestration overhead per step ({requests} × {steps} no-op steps)"),
+            &[
+                ("per step (all of it)", &step_ms),
+                ("of which the call", &call_ms),
             ],
-            target: Some((
+            Some((
                 format!("target p50 {OVERHEAD_TARGET_MS} ms"),
                 OVERHEAD_TARGET_MS,
             )),
-        },
+        ),
     })
 }
 
@@ -449,23 +440,14 @@ pub async fn api(args: StackArgs, clients: usize, per_client: usize) -> anyhow::
             "submits_per_s": submit_per_s,
             "submit_over_status_p50": ratio,
         }),
-        chart: Chart::Lines {
-            title: format!("API latency under {clients} concurrent clients"),
-            x_label: "percentile".into(),
-            y_label: "ms".into(),
-            log_x: false,
-            series: vec![
-                Series {
-                    name: "GET /requests/{id}".into(),
-                    points: percentile_curve(&status_ms),
-                },
-                Series {
-                    name: "POST / (202)".into(),
-                    points: percentile_curve(&submit_ms),
-                },
+        chart: Chart::latency(
+            format!("API latency under {clients} concurrent clients"),
+            &[
+                ("GET /requests/{id}", &status_ms),
+                ("POST / (202)", &submit_ms),
             ],
-            target: None,
-        },
+            None,
+        ),
     })
 }
 

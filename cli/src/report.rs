@@ -44,13 +44,37 @@ pub struct Series {
 }
 
 /// The points of a sorted sample as (percentile, value), for a latency curve.
-pub fn percentile_curve(sorted: &[f64]) -> Vec<(f64, f64)> {
+fn percentile_curve(sorted: &[f64]) -> Vec<(f64, f64)> {
     let n = sorted.len() as f64;
     sorted
         .iter()
         .enumerate()
         .map(|(i, &v)| (100.0 * (i as f64 + 1.0) / n, v))
         .collect()
+}
+
+impl Chart {
+    /// Latency curves: each sorted sample against its percentiles, in ms.
+    pub fn latency(
+        title: String,
+        samples: &[(&str, &[f64])],
+        target: Option<(String, f64)>,
+    ) -> Self {
+        Chart::Lines {
+            title,
+            x_label: "percentile".into(),
+            y_label: "ms".into(),
+            log_x: false,
+            series: samples
+                .iter()
+                .map(|(name, sorted)| Series {
+                    name: (*name).to_owned(),
+                    points: percentile_curve(sorted),
+                })
+                .collect(),
+            target,
+        }
+    }
 }
 
 impl Report {
