@@ -285,12 +285,12 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-/// (best, median) of a list of milliseconds.
-pub fn best_median(mut v: Vec<f64>) -> (f64, f64) {
+/// (best, median, worst) of a list of milliseconds; NaN for an empty one.
+pub fn best_median_worst(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    match v.first() {
-        Some(&best) => (best, v[v.len() / 2]),
-        None => (f64::NAN, f64::NAN),
+    match (v.first(), v.last()) {
+        (Some(&best), Some(&worst)) => (best, v[v.len() / 2], worst),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
     }
 }
 

@@ -87,6 +87,18 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
         "whole request",
         c / w
     );
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.0}–{hi:.0} ms")
+    };
+    println!(
+        "  {:<16} warm {}, cold {} over {} runs each",
+        "  min–max",
+        range(&warm.total_ms),
+        range(&cold.total_ms),
+        warm.total_ms.len()
+    );
     categories.push("whole request".into());
     warm_bars.push(w);
     cold_bars.push(c);
