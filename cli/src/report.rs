@@ -53,30 +53,6 @@ fn percentile_curve(sorted: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-impl Chart {
-    /// Latency curves: each sorted sample against its percentiles, in ms.
-    pub fn latency(
-        title: String,
-        samples: &[(&str, &[f64])],
-        target: Option<(String, f64)>,
-    ) -> Self {
-        Chart::Lines {
-            title,
-            x_label: "percentile".into(),
-            y_label: "ms".into(),
-            log_x: false,
-            series: samples
-                .iter()
-                .map(|(name, sorted)| Series {
-                    name: (*name).to_owned(),
-                    points: percentile_curve(sorted),
-                })
-                .collect(),
-            target,
-        }
-    }
-}
-
 impl Report {
     /// Writes `<suite>.json` and `<suite>.svg` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -115,6 +91,28 @@ const PALETTE: [RGBColor; 4] = [
 ];
 
 impl Chart {
+    /// Latency curves: each sorted sample against its percentiles, in ms.
+    pub fn latency(
+        title: String,
+        samples: &[(&str, &[f64])],
+        target: Option<(String, f64)>,
+    ) -> Self {
+        Chart::Lines {
+            title,
+            x_label: "percentile".into(),
+            y_label: "ms".into(),
+            log_x: false,
+            series: samples
+                .iter()
+                .map(|(name, sorted)| Series {
+                    name: (*name).to_owned(),
+                    points: percentile_curve(sorted),
+                })
+                .collect(),
+            target,
+        }
+    }
+
     /// The chart as an SVG document.
     pub fn to_svg(&self) -> anyhow::Result<String> {
         let mut svg = String::new();

@@ -80,7 +80,8 @@ fn a_tone_silence_and_noise_are_not_speech() {
     // own boundary: the model writes "You" on it with a no-speech probability of ≈0.86, and
     // whisper's rule (no-speech > 0.6 and average log-probability < −1) drops it or not by a
     // hair; over seeds 1–16 the average log-probability ran −0.98 … −1.03, and seeds 12 and
-    // 14 kept "You" (seed 1: −1.034). Unseeded, this test failed one CI run in about eight.
+    // 14 kept "You" (seed 1: −1.034). Unseeded, about one run in eight would fail (one
+    // CI run did).
     for (name, source) in [
         ("tone", "sine=frequency=440:duration=8"),
         ("silence", "anullsrc=r=16000:cl=mono:d=8"),
