@@ -63,7 +63,7 @@ use std::path::Path;
 mod cuts;
 mod extractor;
 pub mod function;
-mod mel;
+pub mod mel;
 mod onset;
 mod spectrum;
 mod split;

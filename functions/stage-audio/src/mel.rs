@@ -4,6 +4,9 @@
 //! Every filter is a triangle over a contiguous run of FFT bins, so the bank
 //! is stored sparsely (first bin + weights) and applying it costs about two
 //! multiply-adds per FFT bin instead of `n_mels × n_bins`.
+//!
+//! Public for stage-transcribe, whose Whisper features use the same bank
+//! (`filters.mel(sr=16000, n_fft=400, n_mels=80)`).
 
 /// The Slaney scale's constants: linear at `F_SP` Hz per mel below `MIN_LOG_HZ`,
 /// logarithmic with step `logstep()` above.
@@ -45,7 +48,7 @@ struct Filter {
 
 /// A sparse mel filterbank for a given sample rate and FFT size.
 #[derive(Debug, Clone)]
-pub(crate) struct MelBank {
+pub struct MelBank {
     filters: Vec<Filter>,
 }
 
@@ -53,7 +56,7 @@ impl MelBank {
     /// Builds the bank like `librosa.filters.mel(sr=sr, n_fft=n_fft,
     /// n_mels=n_mels, fmax=sr/2)`: weights are computed in f64 and stored as
     /// f32, as librosa does (its default `dtype=np.float32`).
-    pub(crate) fn new(sr: f64, n_fft: usize, n_mels: usize) -> Self {
+    pub fn new(sr: f64, n_fft: usize, n_mels: usize) -> Self {
         let n_bins = n_fft / 2 + 1;
         // np.fft.rfftfreq(n_fft, 1/sr)
         let fftfreqs: Vec<f64> = (0..n_bins).map(|k| k as f64 * sr / n_fft as f64).collect();
@@ -113,14 +116,28 @@ impl MelBank {
     }
 
     /// Number of mel bands.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.filters.len()
+    }
+
+    /// Whether the bank has no bands.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// The weight of FFT bin `bin` in band `band` (zero outside its triangle).
+    pub fn weight(&self, band: usize, bin: usize) -> f32 {
+        let f = &self.filters[band];
+        bin.checked_sub(f.start)
+            .and_then(|i| f.weights.get(i))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// Minimum length of the power slice given to [`apply`](Self::apply):
     /// the zero-padded filters may read a few bins past `n_fft/2`, which the
     /// caller must keep at zero.
-    pub(crate) fn input_len(&self) -> usize {
+    pub fn input_len(&self) -> usize {
         self.filters
             .iter()
             .map(|f| f.start + f.weights.len())
@@ -131,7 +148,7 @@ impl MelBank {
     /// Projects a power spectrum (`n_fft/2+1` bins) onto the bank, writing one
     /// value per band into `out`.
     #[inline(always)]
-    pub(crate) fn apply(&self, power: &[f32], out: &mut [f32]) {
+    pub fn apply(&self, power: &[f32], out: &mut [f32]) {
         for (o, f) in out.iter_mut().zip(&self.filters) {
             let p = &power[f.start..f.start + f.weights.len()];
             *o = dot(&f.weights, p);
@@ -177,12 +194,13 @@ mod tests {
 
     #[test]
     fn mel_scale_round_trips() {
-        for f in [0.0, 100.0, 999.0, 1000.0, 4000.0, 11025.0] {
+        for f in [0.0, 100.0, 300.0, 999.0, 1000.0, 4000.0, 8000.0, 11025.0] {
             assert!((mel_to_hz(hz_to_mel(f)) - f).abs() < 1e-9 * f.max(1.0));
         }
         // Known Slaney values.
         assert!((hz_to_mel(1000.0) - 15.0).abs() < 1e-12);
         assert!((hz_to_mel(200.0) - 3.0).abs() < 1e-12);
+        assert!((hz_to_mel(8000.0) - 45.245_640_471_924_965).abs() < 1e-9);
     }
 
     #[test]

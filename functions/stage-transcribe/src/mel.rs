@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
+use stage_audio::mel::MelBank;
 
 /// Sample rate Whisper takes.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -70,8 +71,8 @@ impl Mel {
 
 /// Computes [`Mel`]s; holds the filters, the window and the FFT plan (cheap to share).
 pub struct LogMel {
-    /// [`N_MELS`] rows of [`BINS`] weights.
-    filters: Vec<f32>,
+    /// [`N_MELS`] filters over [`BINS`] power bins: stage-audio's librosa bank.
+    filters: MelBank,
     hann: Vec<f32>,
     fft: Arc<dyn Fft<f32>>,
 }
@@ -91,7 +92,7 @@ impl LogMel {
             })
             .collect();
         Self {
-            filters: mel_filters(f64::from(SAMPLE_RATE), N_FFT, N_MELS),
+            filters: MelBank::new(f64::from(SAMPLE_RATE), N_FFT, N_MELS),
             hann,
             fft: FftPlanner::new().plan_fft_forward(N_FFT),
         }
@@ -99,7 +100,7 @@ impl LogMel {
 
     /// The weight of power-spectrum bin `bin` in mel filter `mel`.
     pub fn filter(&self, mel: usize, bin: usize) -> f32 {
-        self.filters[mel * BINS + bin]
+        self.filters.weight(mel, bin)
     }
 
     /// Whisper's log-mel of `samples` (16 kHz, in −1..1) with 30 s of silence appended.
@@ -125,19 +126,20 @@ impl LogMel {
         let mut data = vec![0.0f32; N_MELS * frames];
         let mut buf = vec![Complex::new(0.0f32, 0.0); N_FFT];
         let mut scratch = vec![Complex::new(0.0f32, 0.0); self.fft.get_inplace_scratch_len()];
-        let mut power = [0.0f32; BINS];
+        // The bank reads a few zero bins past the spectrum's end (see MelBank::input_len).
+        let mut power = vec![0.0f32; self.filters.input_len().max(BINS)];
+        let mut energies = [0.0f32; N_MELS];
         for t in 0..frames {
             let origin = (t * HOP) as isize - half;
             for (n, c) in buf.iter_mut().enumerate() {
                 *c = Complex::new(at(origin + n as isize) * self.hann[n], 0.0);
             }
             self.fft.process_with_scratch(&mut buf, &mut scratch);
-            for (p, c) in power.iter_mut().zip(&buf) {
+            for (p, c) in power[..BINS].iter_mut().zip(&buf) {
                 *p = c.norm_sqr();
             }
-            for m in 0..N_MELS {
-                let weights = &self.filters[m * BINS..(m + 1) * BINS];
-                let energy: f32 = weights.iter().zip(&power).map(|(w, p)| w * p).sum();
+            self.filters.apply(&power, &mut energies);
+            for (m, energy) in energies.iter().enumerate() {
                 data[m * frames + t] = energy.max(1e-10).log10();
             }
         }
@@ -153,69 +155,9 @@ impl LogMel {
     }
 }
 
-/// Hz → mel on the Slaney scale (librosa's `hz_to_mel(htk=False)`): linear below 1 kHz,
-/// logarithmic above.
-fn hz_to_mel(hz: f64) -> f64 {
-    const F_SP: f64 = 200.0 / 3.0;
-    const MIN_LOG_HZ: f64 = 1000.0;
-    let min_log_mel = MIN_LOG_HZ / F_SP;
-    let logstep = 6.4f64.ln() / 27.0;
-    if hz >= MIN_LOG_HZ {
-        min_log_mel + (hz / MIN_LOG_HZ).ln() / logstep
-    } else {
-        hz / F_SP
-    }
-}
-
-/// The inverse of [`hz_to_mel`].
-fn mel_to_hz(mel: f64) -> f64 {
-    const F_SP: f64 = 200.0 / 3.0;
-    const MIN_LOG_HZ: f64 = 1000.0;
-    let min_log_mel = MIN_LOG_HZ / F_SP;
-    let logstep = 6.4f64.ln() / 27.0;
-    if mel >= min_log_mel {
-        MIN_LOG_HZ * (logstep * (mel - min_log_mel)).exp()
-    } else {
-        F_SP * mel
-    }
-}
-
-/// librosa's `filters.mel(sr, n_fft, n_mels)` (fmin 0, fmax sr/2, Slaney scale and area
-/// normalisation): `n_mels` rows of `n_fft / 2 + 1` weights, row-major.
-fn mel_filters(sr: f64, n_fft: usize, n_mels: usize) -> Vec<f32> {
-    let bins = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> = (0..bins)
-        .map(|i| i as f64 * sr / 2.0 / (bins - 1) as f64)
-        .collect();
-    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
-    let mel_f: Vec<f64> = (0..n_mels + 2)
-        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
-        .collect();
-    let mut weights = vec![0.0f32; n_mels * bins];
-    for m in 0..n_mels {
-        let (left, centre, right) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);
-        let norm = 2.0 / (right - left);
-        for (b, &f) in fft_freqs.iter().enumerate() {
-            let lower = (f - left) / (centre - left);
-            let upper = (right - f) / (right - centre);
-            weights[m * bins + b] = (lower.min(upper).max(0.0) * norm) as f32;
-        }
-    }
-    weights
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_slaney_scale_round_trips_and_bends_at_1khz() {
-        for hz in [0.0, 300.0, 999.0, 1000.0, 4000.0, 8000.0] {
-            assert!((mel_to_hz(hz_to_mel(hz)) - hz).abs() < 1e-9, "{hz}");
-        }
-        assert!((hz_to_mel(1000.0) - 15.0).abs() < 1e-12);
-        assert!((hz_to_mel(8000.0) - 45.245_640_471_924_965).abs() < 1e-9);
-    }
 
     #[test]
     fn the_filters_match_librosa() {
