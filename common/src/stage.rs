@@ -91,6 +91,18 @@ pub struct Manifest<O> {
     pub peak_rss_kb: Option<u64>,
 }
 
+/// One clip of the list a clip-listing stage returns in its `data.clips` (stage-ffmpeg-1,
+/// and the no-op stage standing in for it): the orchestrator runs the per-clip stages over
+/// these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedClip {
+    pub clip: ClipId,
+    pub start_s: f64,
+    pub end_s: f64,
+    /// The clip's video in the store.
+    pub key: String,
+}
+
 /// What a stage's `run` returns: the objects it wrote and its result.
 #[derive(Debug, Clone)]
 pub struct Produced<O> {

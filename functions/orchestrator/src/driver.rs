@@ -18,7 +18,7 @@ use fave_common::error::ApiError;
 use fave_common::gateway::{GatewayClient, InvokeError};
 use fave_common::ids::{ClipId, RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
-use fave_common::stage::{Manifest, StageCall};
+use fave_common::stage::{ListedClip, Manifest, StageCall};
 use fave_common::state::{
     ClipState, DriverRecord, IllegalTransition, InputObject, Lease, RequestEvent, RequestState,
     RequestStatus, StageEvent, StageState, StageStatus,
@@ -392,14 +392,7 @@ impl Driver<'_> {
         let listed = pipeline::data(&t.state, &source.name)
             .map(|d| d["clips"].clone())
             .map_err(|e| illegal("making clips", e))?;
-        #[derive(serde::Deserialize)]
-        struct Cut {
-            clip: ClipId,
-            start_s: f64,
-            end_s: f64,
-            key: String,
-        }
-        let cuts: Vec<Cut> = serde_json::from_value(listed)
+        let cuts: Vec<ListedClip> = serde_json::from_value(listed)
             .map_err(|e| illegal("making clips", format!("a bad clip list: {e}")))?;
         let mut clips = Vec::with_capacity(cuts.len());
         for cut in cuts {

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use fave_common::ids::ClipId;
-use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::stage::{ListedClip, Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -45,18 +45,9 @@ pub struct Input {
     pub min_clip_s: f64,
 }
 
-/// One clip, as cut.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Clip {
-    pub clip: ClipId,
-    pub start_s: f64,
-    pub end_s: f64,
-    pub key: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
-    pub clips: Vec<Clip>,
+    pub clips: Vec<ListedClip>,
     /// Time spent in ffprobe and ffmpeg, the rest being storage.
     pub ffmpeg_ms: u64,
 }
@@ -102,7 +93,7 @@ impl Stage for Ffmpeg1 {
         if cuts.is_empty() {
             let clip = ClipId::from_index(0);
             outputs.insert(clip.to_string(), input.video_key.clone());
-            clips.push(Clip {
+            clips.push(ListedClip {
                 clip,
                 start_s: 0.0,
                 end_s: duration,
@@ -136,7 +127,7 @@ impl Stage for Ffmpeg1 {
             let clip = ClipId::from_index(i);
             let key = format!("{prefix}{clip}.mp4");
             outputs.insert(clip.to_string(), key.clone());
-            clips.push(Clip {
+            clips.push(ListedClip {
                 clip,
                 start_s: round_ms(edge[0]),
                 end_s: round_ms(edge[1]),

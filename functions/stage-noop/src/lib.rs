@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fave_common::ids::ClipId;
-use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::stage::{ListedClip, Produced, Stage, StageCall, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 
 pub const NAME: &str = "stage-noop";
@@ -26,19 +26,10 @@ pub struct Input {
     pub clips: usize,
 }
 
-/// A listed clip, shaped as stage-ffmpeg-1 lists real ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Clip {
-    pub clip: ClipId,
-    pub start_s: f64,
-    pub end_s: f64,
-    pub key: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub clips: Vec<Clip>,
+    pub clips: Vec<ListedClip>,
 }
 
 pub struct Noop;
@@ -73,7 +64,7 @@ impl Stage for Noop {
         let clips = (0..input.clips)
             .map(|i| {
                 let clip = ClipId::from_index(i);
-                Clip {
+                ListedClip {
                     key: format!("{prefix}/{clip}"),
                     clip,
                     start_s: i as f64,
