@@ -6,7 +6,7 @@ use fave_common::ids::StageName;
 use fave_common::state::{RequestStatus, StageStatus};
 use serde_json::{Value, json};
 
-use crate::util::{TestStack, duration, ffprobe, file_uri, sample};
+use crate::util::{TestStack, duration, ffprobe, file_uri, request_id, sample};
 
 fn name(s: &str) -> StageName {
     s.parse().expect("a stage name")
@@ -138,11 +138,7 @@ async fn a_street_video_is_cut_detected_and_the_query_answered() {
 
     // state.json records every per-clip task; detection started on some clip before the
     // frames of a later clip were begun (per-clip pipelining, no global barrier).
-    let id = answer["request_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .expect("an id");
+    let id = request_id(&answer);
     let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Completed);
     assert_eq!(state.clips.len(), clips.len());

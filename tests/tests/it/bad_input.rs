@@ -2,11 +2,10 @@
 //! cases are data, `tests/data/bad-input.json`; the parsers' property tests are in
 //! `functions/orchestrator/tests/parsers.rs`.
 
-use fave_common::ids::RequestId;
 use fave_common::state::{RequestStatus, StageStatus};
 use serde_json::{Value, json};
 
-use crate::util::{TestStack, file_uri, read};
+use crate::util::{TestStack, file_uri, read, request_id};
 
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
@@ -253,11 +252,7 @@ async fn not_a_video(t: &TestStack, fake: &std::path::Path) {
     assert_eq!(answer["status"], "FAILED");
 
     // The request is terminal and says why; nothing claims to be done.
-    let id: RequestId = answer["request_id"]
-        .as_str()
-        .expect("the failed request is named")
-        .parse()
-        .expect("valid");
+    let id = request_id(&answer);
     let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Failed);
     let failure = state.failure.as_ref().expect("a failure is recorded");

@@ -10,7 +10,9 @@ use fave_common::state::{RequestState, RequestStatus, StageStatus};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
-use crate::util::{TestStack, embedded_store, file_uri, read, sample, signal, wait_for_states};
+use crate::util::{
+    TestStack, embedded_store, file_uri, read, request_id, sample, signal, wait_for_states,
+};
 
 /// Settings that make resuming quick enough to test.
 const FAST_RESUME: &[(&str, &str)] =
@@ -415,11 +417,7 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
         .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
         .await;
     assert_eq!(status, 200, "{answer}");
-    let id: fave_common::ids::RequestId = answer["request_id"]
-        .as_str()
-        .expect("an id")
-        .parse()
-        .expect("valid");
+    let id = request_id(&answer);
     let state = t.state(&id).await;
     let input = state.input.as_ref().expect("copied in");
     // The call the orchestrator made, sent again, as at-least-once delivery would.
@@ -477,11 +475,7 @@ async fn fault_a_stage_past_its_timeout_counts_as_a_failed_attempt() {
         (502, Some("stage_timeout")),
         "{body}"
     );
-    let id: fave_common::ids::RequestId = body["request_id"]
-        .as_str()
-        .expect("an id")
-        .parse()
-        .expect("valid");
+    let id = request_id(&body);
     let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Failed);
     let attempts = &state.stages[0].attempts;

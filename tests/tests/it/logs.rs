@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::util::{TestStack, file_uri, sample};
+use crate::util::{TestStack, file_uri, request_id, sample};
 
 /// Every `request_id`, `stage`, `clip` and `call_id` a log line carries, in its own fields
 /// or in the spans it was logged in.
@@ -55,11 +55,7 @@ async fn a_request_is_followed_across_functions_by_its_id_and_no_secret_is_logge
         .await;
     assert_eq!(status, 200, "{result}");
     bodies.push(result.to_string());
-    let id: fave_common::ids::RequestId = result["request_id"]
-        .as_str()
-        .expect("an id")
-        .parse()
-        .expect("valid");
+    let id = request_id(&result);
     let state = t.state(&id).await;
 
     // Every call id the orchestrator recorded, per function.

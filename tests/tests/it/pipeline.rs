@@ -7,7 +7,7 @@ use fave_common::keys::{self, RequestKeys};
 use fave_common::state::{RequestState, RequestStatus, StageStatus};
 use serde_json::{Value, json};
 
-use crate::util::{TestStack, duration, ffprobe, file_uri, read, sample};
+use crate::util::{TestStack, duration, ffprobe, file_uri, read, request_id, sample};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_video_runs_end_to_end_through_the_gateway() {
@@ -59,11 +59,7 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
         assert!(headers.contains_key(h), "the gateway adds {h}");
     }
     assert_eq!(answer["status"], "COMPLETED");
-    let id: fave_common::ids::RequestId = answer["request_id"]
-        .as_str()
-        .expect("an id")
-        .parse()
-        .expect("valid");
+    let id = request_id(&answer);
     let seen = watcher.await.expect("the watcher runs");
     assert!(seen.contains(&RequestStatus::Running), "saw {seen:?}");
     assert_eq!(seen.last(), Some(&RequestStatus::Completed), "saw {seen:?}");

@@ -12,7 +12,7 @@ use fave_common::ids::StageName;
 use fave_common::state::{RequestStatus, StageStatus};
 use serde_json::{Value, json};
 
-use crate::util::{TestStack, file_uri, sample};
+use crate::util::{TestStack, file_uri, request_id, sample};
 
 /// What espeak-ng says.
 const SENTENCE: &str =
@@ -160,11 +160,7 @@ async fn speech_is_transcribed_in_the_videos_time_and_a_spoken_phrase_found() {
 
     // state.json: every clip was transcribed once its audio was cut, with its detection
     // side by side: where there was speech to transcribe, detection did not wait for it.
-    let id = answer["request_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .expect("an id");
+    let id = request_id(&answer);
     let state = t.state(&id).await;
     let stage = |s: &str| -> StageName { s.parse().expect("a stage name") };
     for c in &state.clips {
@@ -231,11 +227,7 @@ async fn a_video_without_sound_gets_empty_transcripts() {
         answer["answer"]["message"], "no clip has \"hello\" said",
         "{answer}"
     );
-    let id = answer["request_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .expect("an id");
+    let id = request_id(&answer);
     let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Completed);
     let stage: StageName = "stage-transcribe".parse().unwrap();

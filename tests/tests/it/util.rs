@@ -330,6 +330,14 @@ pub async fn read(response: reqwest::Response) -> (u16, reqwest::header::HeaderM
 }
 
 /// A sample from `samples/` (fetched by scripts/setup from registry packages).
+/// The request id an answer (final.json, a 202, a callback body) names.
+pub fn request_id(answer: &Value) -> fave_common::ids::RequestId {
+    answer["request_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no valid request id in {answer}"))
+}
+
 pub fn sample(name: &str) -> PathBuf {
     let path = repo_root().join("samples").join(name);
     assert!(
