@@ -1,9 +1,10 @@
 //! The `stage-detect` function, one call per clip: object detection on the clip's frames.
 //!
-//! The frames are fetched from the store a few at a time while the detector works through
-//! them in order, so download and inference overlap. Inference runs on a fixed set of
-//! worker threads, one per core, shared by every call the process serves: concurrent calls
-//! take turns instead of oversubscribing the CPU, and memory stays what a core's worth of
+//! The frames are fetched from the store a few at a time while the detector works on them,
+//! so download and inference overlap. Inference runs on a fixed set of worker threads, one
+//! per core, shared by every call the process serves: a call keeps one frame per worker in
+//! flight (a lone clip uses every core), concurrent calls take turns instead of
+//! oversubscribing the CPU, and memory stays what a core's worth of
 //! inference needs (a pool that grows and shrinks, like tokio's blocking pool, leaves each
 //! new thread's allocator arena behind; measured with `fave bench memory`). It writes
 //! `detections.json` (every frame's detections) and returns, per label, the best score and
@@ -26,14 +27,8 @@ pub const NAME: &str = "stage-detect";
 /// Frames fetched ahead of the detector.
 const PREFETCH: usize = 4;
 
-/// A frame to look at.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrameRef {
-    /// Seconds from the start of the clip.
-    pub time_s: f64,
-    pub key: String,
-}
+/// A frame to look at: its key, and when it shows (s from the clip's start).
+pub use fave_common::stage::Frame as FrameRef;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,13 +87,15 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A fixed set of threads that run jobs in the order they are sent.
 struct Workers {
     jobs: mpsc::Sender<Job>,
+    threads: usize,
 }
 
 impl Workers {
     fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let queue = queue.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("detect-{i}"))
@@ -116,7 +113,7 @@ impl Workers {
                 tracing::error!(error = %e, "could not start a detection worker");
             }
         }
-        Self { jobs }
+        Self { jobs, threads }
     }
 
     /// Runs `f` on a worker and waits for its result.
@@ -132,6 +129,42 @@ impl Workers {
             .map_err(|_| StageError::Internal("the detection workers are gone".into()))?;
         rx.await
             .map_err(|_| StageError::Internal("detection failed (the job panicked)".into()))
+    }
+}
+
+impl Detect {
+    /// Detects objects in one fetched frame on a worker; returns them and the
+    /// detector's time in milliseconds.
+    async fn look(
+        &self,
+        frame: FrameRef,
+        path: PathBuf,
+        options: DetectOptions,
+    ) -> Result<(FrameDetections, u64), StageError> {
+        let detector = self.detector.clone();
+        let (width, height, detections, ms) = self
+            .workers
+            .run(move || {
+                let img = image::open(&path)
+                    .map_err(|e| StageError::InvalidMedia(format!("a frame is not an image: {e}")))?
+                    .to_rgb8();
+                let _ = std::fs::remove_file(&path);
+                let clock = std::time::Instant::now();
+                let found = detector
+                    .detect(&img, &options)
+                    .map_err(|e| StageError::Internal(format!("detection: {e}")))?;
+                let ms = clock.elapsed().as_millis() as u64;
+                Ok::<_, StageError>((img.width(), img.height(), found, ms))
+            })
+            .await??;
+        let found = FrameDetections {
+            time_s: frame.time_s,
+            key: frame.key,
+            width,
+            height,
+            detections,
+        };
+        Ok((found, ms))
     }
 }
 
@@ -152,41 +185,18 @@ impl Stage for Detect {
             call.require_own_key("a frame's key", &frame.key)?;
         }
         let options = call.input.options.unwrap_or_default();
-        let mut detect_ms = 0u64;
-        let mut results = Vec::with_capacity(call.input.frames.len());
         let jobs: Vec<(usize, FrameRef)> = call.input.frames.iter().cloned().enumerate().collect();
-        let mut fetched = futures::stream::iter(jobs)
+        // One frame per worker in flight, so that a lone clip has every core; concurrent
+        // calls share the workers' queue. `try_buffered` keeps the frames in order.
+        let looked: Vec<(FrameDetections, u64)> = futures::stream::iter(jobs)
             .map(|(i, frame)| fetch(ctx, i, frame))
-            .buffered(PREFETCH);
-        while let Some((frame, path)) = fetched.try_next().await? {
-            let detector = self.detector.clone();
-            let (width, height, detections, ms) = self
-                .workers
-                .run(move || {
-                    let img = image::open(&path)
-                        .map_err(|e| {
-                            StageError::InvalidMedia(format!("a frame is not an image: {e}"))
-                        })?
-                        .to_rgb8();
-                    let _ = std::fs::remove_file(&path);
-                    let clock = std::time::Instant::now();
-                    let found = detector
-                        .detect(&img, &options)
-                        .map_err(|e| StageError::Internal(format!("detection: {e}")))?;
-                    let ms = clock.elapsed().as_millis() as u64;
-                    Ok::<_, StageError>((img.width(), img.height(), found, ms))
-                })
-                .await??;
-            detect_ms += ms;
-            results.push(FrameDetections {
-                time_s: frame.time_s,
-                key: frame.key,
-                width,
-                height,
-                detections,
-            });
-        }
-        drop(fetched);
+            .buffered(PREFETCH)
+            .map_ok(|(frame, path)| self.look(frame, path, options))
+            .try_buffered(self.workers.threads)
+            .try_collect()
+            .await?;
+        let detect_ms = looked.iter().map(|(_, ms)| ms).sum();
+        let results: Vec<FrameDetections> = looked.into_iter().map(|(f, _)| f).collect();
 
         let path = ctx.workdir()?.join("detections.json");
         let text = serde_json::to_vec(&results)
