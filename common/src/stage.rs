@@ -103,6 +103,18 @@ pub struct ListedClip {
     pub key: String,
 }
 
+/// Frames taken for detection are at most this wide (px), the height in proportion.
+pub const FRAME_MAX_WIDTH: u32 = 640;
+
+/// A frame in the store and when it shows, in seconds from the start of the video or clip
+/// it was taken from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frame {
+    pub time_s: f64,
+    pub key: String,
+}
+
 /// What a stage's `run` returns: the objects it wrote and its result.
 #[derive(Debug, Clone)]
 pub struct Produced<O> {

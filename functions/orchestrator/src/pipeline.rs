@@ -84,7 +84,11 @@ pub fn video() -> Vec<StageSpec> {
                     .input
                     .as_ref()
                     .ok_or("the input has not been copied in")?;
-                Ok(json!({ "source_key": input.key }))
+                // The frames detection looks at come from this same decode.
+                Ok(json!({
+                    "source_key": input.key,
+                    "frames": { "fps": cx.params.frames_per_second },
+                }))
             },
             timeout: Duration::from_secs(600),
             retry: RetryPolicy::default(),
@@ -135,11 +139,24 @@ pub fn video() -> Vec<StageSpec> {
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
                 let media = data(cx.state, "stage-ffmpeg-0")?;
+                // The clip's share of the frames stage-ffmpeg-0 took, when it took them at
+                // the rate and size wanted (a request begun before it took any has none).
+                let taken = &media["frames"];
+                let from_video = output(cx.state, "stage-ffmpeg-0", "frames")
+                    .filter(|_| {
+                        taken["fps"].as_f64() == Some(cx.params.frames_per_second)
+                            && taken["max_width"].as_u64()
+                                == Some(u64::from(fave_common::stage::FRAME_MAX_WIDTH))
+                    })
+                    .map(|key| {
+                        json!({ "frames_key": key, "start_s": clip.start_s, "end_s": clip.end_s })
+                    });
                 Ok(json!({
                     "clip_key": clip.key,
                     "fps": cx.params.frames_per_second,
                     "keyframe_interval_s": media["keyframe_interval_s"],
                     "audio": media["has_audio"] == true,
+                    "from_video": from_video,
                 }))
             },
             timeout: Duration::from_secs(300),
@@ -321,6 +338,91 @@ mod tests {
             .outputs
             .insert("audio".into(), "requests/r1/a.wav".into());
         assert_eq!(input(&clip), Ok(json!({"audio_key": "requests/r1/a.wav"})));
+    }
+
+    #[test]
+    fn a_clip_takes_its_frames_from_the_video_when_they_were_taken_as_wanted() {
+        use fave_common::state::{ClipState, RequestState, StageState, Submission};
+        let stages = video();
+        let spec = |name: &str| stages.iter().find(|s| s.name == name).unwrap();
+        let submission = Submission {
+            video_uri: "file:///v.mp4".into(),
+            query: None,
+            profile: Default::default(),
+            callback_url: None,
+        };
+        let mut state = RequestState::new(
+            "r1".parse().unwrap(),
+            submission,
+            vec![StageState::new(
+                "stage-ffmpeg-0".parse().unwrap(),
+                "stage-ffmpeg-0",
+            )],
+            chrono::Utc::now(),
+        );
+        let params = |fps: f64| Params {
+            clip_min_s: 5.0,
+            clip_max_s: 20.0,
+            frames_per_second: fps,
+            noop_clips: 0,
+            noop_work_ms: 0,
+        };
+        let clip = ClipState {
+            clip: "clip-0001".parse().unwrap(),
+            start_s: 20.0,
+            end_s: 40.0,
+            key: "requests/r1/clips/clip-0001.mp4".into(),
+            tasks: vec![],
+        };
+        let one_fps = params(1.0);
+        let input = |state: &RequestState, params: &Params, clip: Option<&ClipState>| {
+            let name = if clip.is_some() {
+                "stage-ffmpeg-2"
+            } else {
+                "stage-ffmpeg-0"
+            };
+            (spec(name).input)(&InputContext {
+                state,
+                clip,
+                params,
+            })
+            .unwrap()
+        };
+
+        state.input = Some(fave_common::state::InputObject {
+            key: "requests/r1/input/source.mp4".into(),
+            bytes: 1,
+            sha256: "00".into(),
+        });
+        assert_eq!(
+            input(&state, &one_fps, None)["frames"],
+            json!({"fps": 1.0}),
+            "stage-ffmpeg-0 is asked for the frames"
+        );
+        let ffmpeg0 = &mut state.stages[0];
+        ffmpeg0.metrics.insert(
+            "data".into(),
+            json!({"keyframe_interval_s": 1.0, "has_audio": false,
+                   "frames": {"fps": 1.0, "max_width": 640, "count": 80}}),
+        );
+        ffmpeg0
+            .outputs
+            .insert("frames".into(), "requests/r1/f/frames.json".into());
+        assert_eq!(
+            input(&state, &one_fps, Some(&clip))["from_video"],
+            json!({"frames_key": "requests/r1/f/frames.json", "start_s": 20.0, "end_s": 40.0})
+        );
+        assert_eq!(
+            input(&state, &params(2.0), Some(&clip))["from_video"],
+            Value::Null,
+            "taken at another rate: the clip is decoded"
+        );
+        state.stages[0].outputs.clear();
+        assert_eq!(
+            input(&state, &one_fps, Some(&clip))["from_video"],
+            Value::Null,
+            "none taken: the clip is decoded"
+        );
     }
 
     fn well_formed(stages: &[StageSpec]) {

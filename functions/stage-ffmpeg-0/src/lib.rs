@@ -5,11 +5,17 @@
 //! - `video.mp4`: the canonical H.264 mp4 (yuv420p, at most 1280 px wide) with a keyframe
 //!   forced every `keyframe_interval_s`, so later cuts by stream copy land exactly on them;
 //! - `audio.wav`: mono 16-bit PCM at `sample_rate` Hz, when the input has sound;
+//! - `frames/frame-NNNNNN.jpg` and their index `frames.json` (each frame's key and time
+//!   from the video's first frame), when `frames` asks for them: the frames object detection looks at,
+//!   the first frame at or after every `1 / fps` s (the rule the keyframes are forced by,
+//!   so with one frame per keyframe interval they are the keyframes' pictures), at most
+//!   `max_width` px wide. stage-ffmpeg-2 then hands each clip its share of them instead of
+//!   decoding the clip again;
 //! - in its result, the times of the scene changes ffmpeg's `scene` score finds above
 //!   `scene_threshold` (the cut candidates that stage-audio combines with the sound's).
 //!
 //! One ffmpeg process decodes the input once and writes every output, so scene detection
-//! costs no second decode. A file ffprobe cannot
+//! and the frames cost no second decode. A file ffprobe cannot
 //! read, or one with no video stream, is `invalid_media` (422, final).
 
 use std::collections::BTreeMap;
@@ -17,8 +23,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use fave_common::keys::RequestKeys;
-use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::stage::{
+    FRAME_MAX_WIDTH, Frame, Produced, Stage, StageCall, StageContext, StageError,
+};
 use fave_common::tool::{self, dir_and_name as split};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
@@ -37,6 +46,22 @@ pub struct Input {
     /// ffmpeg's scene score (0..1) above which a frame starts a new scene.
     #[serde(default = "default_scene_threshold")]
     pub scene_threshold: f64,
+    /// Frames to take for detection from the same decode; none if absent.
+    #[serde(default)]
+    pub frames: Option<FrameSampling>,
+}
+
+/// Which frames to take: the first at or after every `1 / fps` s, at most `max_width` wide.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameSampling {
+    pub fps: f64,
+    #[serde(default = "default_frame_width")]
+    pub max_width: u32,
+}
+
+fn default_frame_width() -> u32 {
+    FRAME_MAX_WIDTH
 }
 
 fn default_keyframe_interval() -> f64 {
@@ -54,6 +79,12 @@ fn default_scene_threshold() -> f64 {
 /// At most this many scene changes are kept (a strobing video must not bloat the result).
 const MAX_SCENE_CHANGES: usize = 10_000;
 
+/// At most this many frames are taken (a day of video at one a second).
+const MAX_FRAMES: u32 = 86_400;
+
+/// Frames uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     pub duration_s: f64,
@@ -67,8 +98,19 @@ pub struct Output {
     pub sample_rate: u32,
     /// Times (s) where a new scene starts, increasing.
     pub scene_changes: Vec<f64>,
+    /// The frames taken for detection (listed in the `frames` output), if asked for.
+    #[serde(default)]
+    pub frames: Option<TakenFrames>,
     /// Time spent in ffprobe and ffmpeg, the rest being storage.
     pub ffmpeg_ms: u64,
+}
+
+/// How the frames of `frames.json` were taken, and how many there are.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TakenFrames {
+    pub fps: f64,
+    pub max_width: u32,
+    pub count: usize,
 }
 
 /// What matters of a probe.
@@ -119,6 +161,13 @@ impl Stage for Ffmpeg0 {
                 "sample_rate must be within 8000..=48000".into(),
             ));
         }
+        if let Some(f) = input.frames
+            && (!(0.01..=30.0).contains(&f.fps) || !(16..=4096).contains(&f.max_width))
+        {
+            return Err(StageError::InvalidInput(
+                "frames: fps must be within 0.01..=30, max_width 16..=4096".into(),
+            ));
+        }
         let dir = ctx.workdir()?;
         let source = dir.join("source");
         let source_bytes = ctx.storage.get_to_file(&input.source_key, &source).await?;
@@ -135,6 +184,12 @@ impl Stage for Ffmpeg0 {
         let video = dir.join("video.mp4");
         let audio = dir.join("audio.wav");
         let scenes = dir.join("scenes.txt");
+        let frames_dir = dir.join("frames");
+        if input.frames.is_some() {
+            tokio::fs::create_dir_all(&frames_dir)
+                .await
+                .map_err(|e| StageError::Internal(format!("making the frames folder: {e}")))?;
+        }
         normalize(
             &source,
             &video,
@@ -161,6 +216,18 @@ impl Stage for Ffmpeg0 {
         if info.has_audio {
             put("audio", &audio, "audio/wav", "audio.wav").await?;
         }
+        let mut taken = None;
+        if let Some(sampling) = input.frames {
+            let frames = upload_frames(ctx, &frames_dir, &format!("{prefix}frames/")).await?;
+            let key = format!("{prefix}frames.json");
+            ctx.storage.put_json(&key, &frames).await?;
+            outputs.insert("frames".to_owned(), key);
+            taken = Some(TakenFrames {
+                fps: sampling.fps,
+                max_width: sampling.max_width,
+                count: frames.len(),
+            });
+        }
         Ok(Produced {
             outputs,
             data: Output {
@@ -174,6 +241,7 @@ impl Stage for Ffmpeg0 {
                 keyframe_interval_s: input.keyframe_interval_s,
                 sample_rate: input.sample_rate,
                 scene_changes,
+                frames: taken,
                 ffmpeg_ms,
             },
         })
@@ -237,17 +305,21 @@ pub fn media_info(probe: &serde_json::Value) -> Result<MediaInfo, StageError> {
     })
 }
 
-/// The times of ffmpeg's `metadata=print` log: one `frame:N pts:P pts_time:T` line per
-/// selected frame (followed by its metadata lines).
+/// The times in ffmpeg's `metadata=print` log, in order: one `frame:N pts:P pts_time:T`
+/// line per frame that passed (followed by its metadata lines); a time ffmpeg could not
+/// give is NaN, so that the n-th time stays the n-th frame's.
+pub fn frame_times(log: &str) -> impl Iterator<Item = f64> + '_ {
+    log.lines().filter(|l| l.starts_with("frame:")).map(|l| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("pts_time:"))
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    })
+}
+
+/// The scene changes of the scene branch's log: positive times, increasing.
 pub fn parse_scene_log(log: &str) -> Vec<f64> {
-    let mut times: Vec<f64> = log
-        .lines()
-        .filter(|l| l.starts_with("frame:"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("pts_time:"))
-        })
-        .filter_map(|t| t.parse::<f64>().ok())
+    let mut times: Vec<f64> = frame_times(log)
         .filter(|t| t.is_finite() && *t > 0.0)
         .take(MAX_SCENE_CHANGES)
         .collect();
@@ -256,7 +328,46 @@ pub fn parse_scene_log(log: &str) -> Vec<f64> {
     times
 }
 
-/// One ffmpeg run: the canonical mp4, the mono wav if wanted, and the scene-change log.
+/// Uploads the frames ffmpeg wrote to `dir` (`frame-NNNNNN.jpg`, with their times in
+/// `frames.txt`) under `prefix`, a few at a time; returns them in order.
+async fn upload_frames(
+    ctx: &StageContext<'_>,
+    dir: &Path,
+    prefix: &str,
+) -> Result<Vec<Frame>, StageError> {
+    let log = tokio::fs::read_to_string(dir.join("frames.txt"))
+        .await
+        .unwrap_or_default();
+    // The n-th frame written is the n-th one logged; a frame without a file (ffmpeg
+    // stopped at MAX_FRAMES) or without a time is not listed. Times count from the first
+    // frame, as stage-ffmpeg-1's clip times do.
+    let times: Vec<f64> = frame_times(&log).collect();
+    let first = times
+        .first()
+        .copied()
+        .filter(|t| t.is_finite())
+        .unwrap_or(0.0);
+    let frames: Vec<(String, f64)> = times
+        .into_iter()
+        .enumerate()
+        .map(|(n, t)| (format!("frame-{n:06}.jpg"), t - first))
+        .filter(|(name, t)| t.is_finite() && dir.join(name).is_file())
+        .collect();
+    futures::stream::iter(frames)
+        .map(|(name, time_s)| async move {
+            let key = format!("{prefix}{name}");
+            ctx.storage
+                .put_file(&key, &dir.join(&name), "image/jpeg")
+                .await?;
+            Ok::<_, StageError>(Frame { time_s, key })
+        })
+        .buffered(UPLOADS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+/// One ffmpeg run: the canonical mp4, the mono wav if wanted, the scene-change log, and
+/// the frames for detection if wanted.
 async fn normalize(
     source: &Path,
     video: &Path,
@@ -270,12 +381,24 @@ async fn normalize(
     // is plenty for a scene score: a tenth of the cost of a second decode) goes through
     // `select` and logs the frames that start a scene. Every file is in the work
     // directory and named relative to it.
-    let graph = format!(
-        "[0:v:0]scale='trunc(min(1280,iw)/2)*2':-2,split=2[v][s];\
+    let mut graph = format!(
+        "[0:v:0]scale='trunc(min(1280,iw)/2)*2':-2,split={}[v][s]{};\
          [s]scale=160:-2:flags=neighbor,select='gt(scene,{})',metadata=print:file={},nullsink",
+        if input.frames.is_some() { 3 } else { 2 },
+        if input.frames.is_some() { "[f]" } else { "" },
         input.scene_threshold,
         split(scenes).1.to_string_lossy(),
     );
+    // The frames branch picks the first frame at or after each multiple of `1 / fps` s,
+    // as `-force_key_frames` below does, and logs each one's time (`metadata=print` only
+    // logs a frame that carries metadata, hence the `add`).
+    if let Some(f) = input.frames {
+        graph.push_str(&format!(
+            ";[f]select='gte(t,selected_n/{})',scale='min({},iw)':-2,\
+             metadata=add:key=fave.frame:value=1,metadata=print:file=frames/frames.txt[frames]",
+            f.fps, f.max_width,
+        ));
+    }
     cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
         .arg(split(source).1)
         .arg("-filter_complex")
@@ -316,6 +439,12 @@ async fn normalize(
             .args(["-c:a", "pcm_s16le"])
             .arg(split(audio).1);
     }
+    if input.frames.is_some() {
+        // One file per frame picked, none repeated to fill a constant rate.
+        cmd.args(["-map", "[frames]", "-fps_mode", "passthrough", "-frames:v"])
+            .arg(MAX_FRAMES.to_string())
+            .args(["-q:v", "3", "-start_number", "0", "frames/frame-%06d.jpg"]);
+    }
     tool::run(&mut cmd, split(source).0, "ffmpeg")
         .await
         .map_err(StageError::InvalidMedia)?;
@@ -351,6 +480,21 @@ mod tests {
                    frame:2    pts:0    pts_time:0\nframe:3 pts:1 pts_time:nan\n";
         assert_eq!(parse_scene_log(log), vec![3.5, 12.32]);
         assert!(parse_scene_log("").is_empty());
+    }
+
+    #[test]
+    fn frame_log_times_stay_in_frame_order() {
+        let log = "frame:0    pts:0       pts_time:0\nfave.frame=1\n\
+                   frame:1    pts:1001    pts_time:1.001\nfave.frame=1\n\
+                   frame:2    pts:?\nframe:3    pts:3003    pts_time:3.003\n";
+        let times: Vec<f64> = frame_times(log).collect();
+        assert_eq!(
+            times.len(),
+            4,
+            "one per frame line, the first at 0 included"
+        );
+        assert_eq!((times[0], times[1], times[3]), (0.0, 1.001, 3.003));
+        assert!(times[2].is_nan(), "a frame without a time keeps its place");
     }
 
     #[test]

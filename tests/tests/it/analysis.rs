@@ -173,6 +173,87 @@ async fn a_street_video_is_cut_detected_and_the_query_answered() {
         first_detect < last_frames,
         "detection waited for every clip's frames"
     );
+
+    // The frames were taken once, by stage-ffmpeg-0 from its one decode: no clip was
+    // decoded again for them, and each clip got the ones that show within it, on time.
+    let taken = format!("requests/{id}/stages/stage-ffmpeg-0/frames/");
+    for (c, clip) in state.clips.iter().zip(clips) {
+        let data = &c
+            .task(&name("stage-ffmpeg-2"))
+            .expect("a frames task")
+            .metrics["data"];
+        assert_eq!(data["frames_from_video"], true, "{data}");
+        let frames = data["frames"].as_array().expect("frames");
+        assert_eq!(Some(frames.len() as u64), clip["frames"].as_u64());
+        for f in frames {
+            assert!(f["key"].as_str().unwrap().starts_with(&taken), "{f}");
+        }
+    }
+    // The second clip's first frame is the picture at the clip's start, not a second off.
+    let clip = &state.clips[1];
+    let first = &clip.task(&name("stage-ffmpeg-2")).unwrap().metrics["data"]["frames"][0];
+    assert_eq!(first["time_s"], 0.0, "{first}");
+    let frame = dir.path().join("frame.jpg");
+    let file = dir.path().join("clip.mp4");
+    t.store()
+        .get_to_file(first["key"].as_str().unwrap(), &frame)
+        .await
+        .expect("the frame is stored");
+    t.store()
+        .get_to_file(&clip.key, &file)
+        .await
+        .expect("the clip is stored");
+    let (at_start, a_second_on) = (psnr_at(&frame, &file, 0.0), psnr_at(&frame, &file, 1.0));
+    assert!(
+        at_start > 35.0 && a_second_on < 30.0,
+        "PSNR {at_start} dB against the clip's first picture, {a_second_on} dB a second on"
+    );
+}
+
+/// PSNR (dB) of `image` against the picture of `video` at `at_s` (its first at or after
+/// that time), scaled to 640 px wide. The picture is written out first: with both inputs in
+/// one filter graph, ffmpeg pairs frames by timestamp, not the two pictures meant.
+fn psnr_at(image: &std::path::Path, video: &std::path::Path, at_s: f64) -> f64 {
+    let picture = image.with_extension(format!("{at_s}.png"));
+    let ffmpeg = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-y", "-v", "info"])
+            .args(args)
+            .output()
+            .expect("ffmpeg runs")
+    };
+    let select = format!("select='gte(t,{at_s})',scale=640:-2");
+    let out = ffmpeg(&[
+        "-i".as_ref(),
+        video.as_os_str(),
+        "-vf".as_ref(),
+        select.as_ref(),
+        "-frames:v".as_ref(),
+        "1".as_ref(),
+        picture.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ffmpeg(&[
+        "-i".as_ref(),
+        image.as_os_str(),
+        "-i".as_ref(),
+        picture.as_os_str(),
+        "-lavfi".as_ref(),
+        "[0:v]format=rgb24[a];[1:v]format=rgb24[b];[a][b]psnr".as_ref(),
+        "-f".as_ref(),
+        "null".as_ref(),
+        "-".as_ref(),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    log.split("average:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no PSNR in {log}"))
 }
 
 /// The number of video frames (packets) in a file.

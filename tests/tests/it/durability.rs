@@ -421,11 +421,12 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
     let state = t.state(&id).await;
     let input = state.input.as_ref().expect("copied in");
     // The call the orchestrator made, sent again, as at-least-once delivery would.
+    let sent = json!({"source_key": input.key, "frames": {"fps": 1.0}});
     let call = json!({
         "request_id": id,
         "stage": "stage-ffmpeg-0",
-        "idempotency_key": orchestrator::driver::idempotency_key(id.as_str(), "stage-ffmpeg-0", None, &json!({"source_key": input.key})),
-        "input": {"source_key": input.key},
+        "idempotency_key": orchestrator::driver::idempotency_key(id.as_str(), "stage-ffmpeg-0", None, &sent),
+        "input": sent,
     });
     let response = t
         .http

@@ -331,3 +331,40 @@ async fn a_video_is_also_taken_from_s3_and_http_uris() {
     );
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_clip_is_looked_at_on_every_core() {
+    // Four frames a second of a 3 s video: one clip of 12 frames, one detection call.
+    let t = TestStack::start_with(&[("FAVE_FRAMES_PER_SEC", "4")]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let video = dir.path().join("short.mkv");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=25:duration=3")
+        .args(["-c:v", "mpeg4"])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let state = t.state(&request_id(&answer)).await;
+    assert_eq!(state.clips.len(), 1);
+    let detect = state.clips[0]
+        .task(&"stage-detect".parse().expect("a stage name"))
+        .expect("a detection task");
+    let data = &detect.metrics["data"];
+    assert_eq!(data["frames"], 12, "{data}");
+    // The detector's own time, summed over the frames, exceeds the call's whole work only
+    // if frames were looked at side by side: one after another, it is a part of it.
+    let (looking, work) = (
+        data["detect_ms"].as_u64().expect("detect_ms"),
+        detect.metrics["work_ms"].as_u64().expect("work_ms"),
+    );
+    if std::thread::available_parallelism().map_or(1, usize::from) >= 2 {
+        assert!(
+            looking > work,
+            "{looking} ms of detection in {work} ms of work"
+        );
+    }
+}
