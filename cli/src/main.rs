@@ -228,7 +228,17 @@ struct RunArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     fave_common::telemetry::init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so `fave list --json | head` would panic on the closed pipe. The
+    // API commands only print, and end quietly as other Unix tools do; the ones that run the
+    // stack (child processes, sockets) keep Rust's default.
+    if !matches!(
+        cli.command,
+        Command::Up(_) | Command::Demo { .. } | Command::Bench(_)
+    ) {
+        sigpipe::reset();
+    }
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

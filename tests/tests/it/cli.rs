@@ -126,6 +126,21 @@ async fn one_request_through_submit_status_result_list_timeline_and_cancel() {
     assert_eq!(ran.json(), result, "the stored final.json");
     let ran = fave(&t, &["result", &id]).await;
     assert!(ran.stdout.contains("answer to \"find bikes\""), "{ran}");
+    // Into a reader that has gone (`fave result ID --json | head -c0`): no panic, the
+    // quiet end of SIGPIPE, as any Unix tool.
+    let mut child = command(&t, &["result", &id, "--json"])
+        .spawn()
+        .expect("fave runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.expect("fave ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(13),
+        "ended by SIGPIPE: {:?} {stderr}",
+        out.status
+    );
 
     let ran = fave(&t, &["list", "--json"]).await;
     assert_eq!(ran.code, 0, "{ran}");
