@@ -6,17 +6,17 @@
 //!   forced every `keyframe_interval_s`, so later cuts by stream copy land exactly on them;
 //! - `audio.wav`: mono 16-bit PCM at `sample_rate` Hz, when the input has sound;
 //! - `frames/frame-NNNNNN.jpg` and their index `frames.json` (each frame's key and time
-//!   from the video's first frame), when `frames` asks for them: the frames object detection looks at,
-//!   the first frame at or after every `1 / fps` s (the rule the keyframes are forced by,
-//!   so with one frame per keyframe interval they are the keyframes' pictures), at most
-//!   `max_width` px wide. stage-ffmpeg-2 then hands each clip its share of them instead of
-//!   decoding the clip again;
+//!   from the video's first frame), when `frames` asks for them: the frames object
+//!   detection looks at, the first frame at or after every `1 / fps` s (the rule the
+//!   keyframes are forced by, so with one frame per keyframe interval they are the
+//!   keyframes' pictures), at most `max_width` px wide. stage-ffmpeg-2 then hands each clip
+//!   its share of them instead of decoding the clip again;
 //! - in its result, the times of the scene changes ffmpeg's `scene` score finds above
 //!   `scene_threshold` (the cut candidates that stage-audio combines with the sound's).
 //!
 //! One ffmpeg process decodes the input once and writes every output, so scene detection
-//! and the frames cost no second decode. A file ffprobe cannot
-//! read, or one with no video stream, is `invalid_media` (422, final).
+//! and the frames cost no second decode. A file ffprobe cannot read, or one with no video
+//! stream, is `invalid_media` (422, final).
 
 use std::collections::BTreeMap;
 use std::path::Path;

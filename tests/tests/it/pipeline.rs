@@ -213,22 +213,7 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
 async fn a_video_without_sound_completes_without_a_wav() {
     let t = TestStack::start().await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let video = dir.path().join("silent.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=15:duration=2.5",
-            "-c:v",
-            "mpeg4",
-        ])
-        .arg(&video)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success());
+    let video = silent_video(dir.path(), 15, 2.5);
     let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
     assert_eq!(status, 200, "{answer}\n{}", t.logs());
     assert_eq!(answer["media"]["has_audio"], false);
@@ -337,15 +322,7 @@ async fn a_lone_clip_is_looked_at_on_every_core() {
     // Four frames a second of a 3 s video: one clip of 12 frames, one detection call.
     let t = TestStack::start_with(&[("FAVE_FRAMES_PER_SEC", "4")]).await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let video = dir.path().join("short.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=320x240:rate=25:duration=3")
-        .args(["-c:v", "mpeg4"])
-        .arg(&video)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success());
+    let video = silent_video(dir.path(), 25, 3.0);
     let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
     assert_eq!(status, 200, "{answer}\n{}", t.logs());
     let state = t.state(&request_id(&answer)).await;
@@ -367,4 +344,20 @@ async fn a_lone_clip_is_looked_at_on_every_core() {
             "{looking} ms of detection in {work} ms of work"
         );
     }
+}
+
+/// `silent.mkv` in `dir`: ffmpeg's moving test pattern, 320×240 at `fps`, MPEG-4, no sound.
+fn silent_video(dir: &std::path::Path, fps: u32, seconds: f64) -> std::path::PathBuf {
+    let video = dir.join("silent.mkv");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size=320x240:rate={fps}:duration={seconds}"
+        ))
+        .args(["-c:v", "mpeg4"])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    video
 }
