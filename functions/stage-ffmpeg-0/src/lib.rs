@@ -203,31 +203,43 @@ impl Stage for Ffmpeg0 {
         let canonical = media_info(&ffprobe(&video).await?)?;
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
+        // The files go up side by side with the frames: the video is one large body, the
+        // frames many small ones, and neither waits for the other.
         let prefix = call.output_prefix();
-        let mut outputs = BTreeMap::new();
-        let mut put = async |name: &str, file: &Path, content_type: &str, filename: &str| {
-            let key = format!("{prefix}{filename}");
-            ctx.storage.put_file(&key, file, content_type).await?;
-            outputs.insert(name.to_owned(), key);
-            Ok::<_, StageError>(())
+        let files = async {
+            let mut outputs = BTreeMap::new();
+            let mut put = async |name: &str, file: &Path, content_type: &str, filename: &str| {
+                let key = format!("{prefix}{filename}");
+                ctx.storage.put_file(&key, file, content_type).await?;
+                outputs.insert(name.to_owned(), key);
+                Ok::<_, StageError>(())
+            };
+            put("probe", &probe_path, "application/json", "probe.json").await?;
+            put("video", &video, "video/mp4", "video.mp4").await?;
+            if info.has_audio {
+                put("audio", &audio, "audio/wav", "audio.wav").await?;
+            }
+            Ok::<_, StageError>(outputs)
         };
-        put("probe", &probe_path, "application/json", "probe.json").await?;
-        put("video", &video, "video/mp4", "video.mp4").await?;
-        if info.has_audio {
-            put("audio", &audio, "audio/wav", "audio.wav").await?;
-        }
-        let mut taken = None;
-        if let Some(sampling) = input.frames {
+        let frames = async {
+            let Some(sampling) = input.frames else {
+                return Ok(None);
+            };
             let frames = upload_frames(ctx, &frames_dir, &format!("{prefix}frames/")).await?;
             let key = format!("{prefix}frames.json");
             ctx.storage.put_json(&key, &frames).await?;
-            outputs.insert("frames".to_owned(), key);
-            taken = Some(TakenFrames {
+            let taken = TakenFrames {
                 fps: sampling.fps,
                 max_width: sampling.max_width,
                 count: frames.len(),
-            });
-        }
+            };
+            Ok::<_, StageError>(Some((key, taken)))
+        };
+        let (mut outputs, frames) = tokio::try_join!(files, frames)?;
+        let taken = frames.map(|(key, taken)| {
+            outputs.insert("frames".to_owned(), key);
+            taken
+        });
         Ok(Produced {
             outputs,
             data: Output {
