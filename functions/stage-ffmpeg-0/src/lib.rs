@@ -101,7 +101,8 @@ pub struct Output {
     /// The frames taken for detection (listed in the `frames` output), if asked for.
     #[serde(default)]
     pub frames: Option<TakenFrames>,
-    /// Time spent in ffprobe and ffmpeg, the rest being storage.
+    /// Time spent probing the input and in ffmpeg, before the uploads (the canonical
+    /// video's probe runs alongside them).
     pub ffmpeg_ms: u64,
 }
 
@@ -200,11 +201,10 @@ impl Stage for Ffmpeg0 {
         .await?;
         let scene_log = tokio::fs::read_to_string(&scenes).await.unwrap_or_default();
         let scene_changes = parse_scene_log(&scene_log);
-        let canonical = media_info(&ffprobe(&video).await?)?;
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
-        // The files go up side by side with the frames: the video is one large body, the
-        // frames many small ones, and neither waits for the other.
+        // The files go up side by side with the frames (the video is one large body, the
+        // frames many small ones) and neither waits for the other.
         let prefix = call.output_prefix();
         let files = async {
             let mut outputs = BTreeMap::new();
@@ -235,7 +235,12 @@ impl Stage for Ffmpeg0 {
             };
             Ok::<_, StageError>(Some((key, taken)))
         };
-        let (mut outputs, frames) = tokio::try_join!(files, frames)?;
+        // What the canonical video is, read while it goes up.
+        let canonical = async {
+            let probe = ffprobe(&video).await?;
+            media_info(&probe)
+        };
+        let (mut outputs, frames, canonical) = tokio::try_join!(files, frames, canonical)?;
         let taken = frames.map(|(key, taken)| {
             outputs.insert("frames".to_owned(), key);
             taken

@@ -79,8 +79,9 @@ impl Stage for Ffmpeg1 {
         ctx.storage.get_to_file(&input.video_key, &video).await?;
 
         let clock = Instant::now();
-        let keyframes = keyframe_times(&video).await?;
-        let (Some(&origin), Some(end)) = (keyframes.first(), video_end(&video).await?) else {
+        // Two reads of the container's index, side by side.
+        let (keyframes, end) = tokio::try_join!(keyframe_times(&video), video_end(&video))?;
+        let (Some(&origin), Some(end)) = (keyframes.first(), end) else {
             return Err(StageError::InvalidMedia("the video has no keyframe".into()));
         };
         let relative: Vec<f64> = keyframes.iter().map(|t| t - origin).collect();
