@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -172,6 +173,28 @@ impl StageContext<'_> {
             .map_err(|e| StageError::Internal(format!("creating a work directory: {e}")))?;
         // Only this call uses its context, so the cell is still empty here.
         Ok(self.workdir.get_or_init(|| dir).path())
+    }
+
+    /// Uploads frames (`(file name in dir, time)`, JPEG) under `prefix`, a few at a time:
+    /// each is small, so the round trips dominate. Returns them in the order given.
+    pub async fn put_frames(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        frames: Vec<(String, f64)>,
+    ) -> Result<Vec<Frame>, StageError> {
+        const IN_FLIGHT: usize = 8;
+        futures::stream::iter(frames)
+            .map(|(name, time_s)| async move {
+                let key = format!("{prefix}{name}");
+                self.storage
+                    .put_file(&key, &dir.join(&name), "image/jpeg")
+                    .await?;
+                Ok::<_, StageError>(Frame { time_s, key })
+            })
+            .buffered(IN_FLIGHT)
+            .try_collect()
+            .await
     }
 }
 

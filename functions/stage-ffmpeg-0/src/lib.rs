@@ -27,7 +27,6 @@ use fave_common::stage::{
     FRAME_MAX_WIDTH, Frame, Produced, Stage, StageCall, StageContext, StageError,
 };
 use fave_common::tool::{self, dir_and_name as split};
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
@@ -81,9 +80,6 @@ const MAX_SCENE_CHANGES: usize = 10_000;
 
 /// At most this many frames are taken (a day of video at one a second).
 const MAX_FRAMES: u32 = 86_400;
-
-/// Frames uploaded at once.
-const UPLOADS_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
@@ -346,7 +342,7 @@ pub fn parse_scene_log(log: &str) -> Vec<f64> {
 }
 
 /// Uploads the frames ffmpeg wrote to `dir` (`frame-NNNNNN.jpg`, with their times in
-/// `frames.txt`) under `prefix`, a few at a time; returns them in order.
+/// `frames.txt`) under `prefix`; returns them in order.
 async fn upload_frames(
     ctx: &StageContext<'_>,
     dir: &Path,
@@ -370,17 +366,7 @@ async fn upload_frames(
         .map(|(n, t)| (format!("frame-{n:06}.jpg"), t - first))
         .filter(|(name, t)| t.is_finite() && dir.join(name).is_file())
         .collect();
-    futures::stream::iter(frames)
-        .map(|(name, time_s)| async move {
-            let key = format!("{prefix}{name}");
-            ctx.storage
-                .put_file(&key, &dir.join(&name), "image/jpeg")
-                .await?;
-            Ok::<_, StageError>(Frame { time_s, key })
-        })
-        .buffered(UPLOADS_IN_FLIGHT)
-        .try_collect()
-        .await
+    ctx.put_frames(dir, prefix, frames).await
 }
 
 /// One ffmpeg run: the canonical mp4, the mono wav if wanted, the scene-change log, and

@@ -22,15 +22,11 @@ use fave_common::stage::{
     FRAME_MAX_WIDTH, Frame, Produced, Stage, StageCall, StageContext, StageError,
 };
 use fave_common::tool::{self, dir_and_name};
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 /// This stage's name, which is its function's name.
 pub const NAME: &str = "stage-ffmpeg-2";
-
-/// Frames uploaded at once.
-const UPLOADS_IN_FLIGHT: usize = 8;
 
 /// Sample rate of the clip audio.
 pub const AUDIO_RATE: u32 = 16_000;
@@ -146,14 +142,15 @@ impl Stage for Ffmpeg2 {
             let (dir, name) = dir_and_name(&clip);
             let mut cmd = Command::new("ffmpeg");
             cmd.args(["-nostdin", "-y", "-v", "error"]);
-            if decode && keyframes_are_the_frames(input) {
+            let keyframes_only = keyframes_are_the_frames(input);
+            if decode && keyframes_only {
                 cmd.args(["-skip_frame", "nokey"]);
             }
             cmd.arg("-i").arg(name);
             if decode {
                 let scale = format!("scale='min({},iw)':-2", input.max_width);
                 cmd.args(["-map", "0:v:0", "-vf"]);
-                if keyframes_are_the_frames(input) {
+                if keyframes_only {
                     cmd.arg(scale).args(["-fps_mode", "passthrough"]);
                 } else {
                     cmd.arg(format!("fps={},{scale}", input.fps));
@@ -223,8 +220,8 @@ pub fn frames_within(index: &[Frame], start_s: f64, end_s: f64, max: u32) -> Vec
         .collect()
 }
 
-/// Uploads the frames ffmpeg wrote to the work directory, a few at a time, naming each in
-/// `outputs`; returns them in order, frame `n` showing at `n / fps` s into the clip.
+/// Uploads the frames ffmpeg wrote to the work directory, naming each in `outputs`; returns
+/// them in order, frame `n` showing at `n / fps` s into the clip.
 async fn upload_frames(
     ctx: &StageContext<'_>,
     prefix: &str,
@@ -247,20 +244,13 @@ async fn upload_frames(
         }
     }
     names.sort();
-    // Uploaded a few at a time: each frame is small, so the round trips dominate.
-    let files: Vec<String> = names.iter().map(|(_, name)| name.clone()).collect();
-    let keys: Vec<String> = futures::stream::iter(files)
-        .map(|name| upload(ctx, prefix, name))
-        .buffered(UPLOADS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let mut frames = Vec::with_capacity(names.len());
-    for ((n, name), key) in names.iter().zip(keys) {
-        outputs.insert(name.trim_end_matches(".jpg").to_owned(), key.clone());
-        frames.push(Frame {
-            time_s: f64::from(*n) / fps,
-            key,
-        });
+    let files = names
+        .iter()
+        .map(|(n, name)| (name.clone(), f64::from(*n) / fps))
+        .collect();
+    let frames = ctx.put_frames(work, prefix, files).await?;
+    for ((_, name), f) in names.iter().zip(&frames) {
+        outputs.insert(name.trim_end_matches(".jpg").to_owned(), f.key.clone());
     }
     Ok(frames)
 }
@@ -271,15 +261,6 @@ fn keyframes_are_the_frames(input: &Input) -> bool {
     input
         .keyframe_interval_s
         .is_some_and(|k| (k * input.fps - 1.0).abs() < 1e-9)
-}
-
-/// Uploads one frame of the work directory; returns its key.
-async fn upload(ctx: &StageContext<'_>, prefix: &str, name: String) -> Result<String, StageError> {
-    let key = format!("{prefix}{name}");
-    ctx.storage
-        .put_file(&key, &ctx.workdir()?.join(&name), "image/jpeg")
-        .await?;
-    Ok(key)
 }
 
 /// `frame-000012.jpg` → 12.
