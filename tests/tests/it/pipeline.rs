@@ -361,3 +361,62 @@ fn silent_video(dir: &std::path::Path, fps: u32, seconds: f64) -> std::path::Pat
     assert!(status.success());
     video
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_without_the_videos_frames_is_decoded_for_them() {
+    // A request begun before stage-ffmpeg-0 took frames has none to hand out: stage-ffmpeg-2
+    // then decodes the clip, keyframes only when they are the frames wanted, else every one.
+    let t = TestStack::start().await;
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let id = request_id(&answer);
+    let state = t.state(&id).await;
+    let clip = &state.clips[0];
+    let taken = clip
+        .task(&"stage-ffmpeg-2".parse().expect("a stage name"))
+        .expect("a frames task")
+        .metrics["data"]["frames"]
+        .clone();
+    let own = format!("requests/{id}/clips/{}/stage-ffmpeg-2/", clip.clip);
+    for (fps, keyframe_interval_s) in [(1.0, Some(1.0)), (2.0, None)] {
+        let input = json!({
+            "clip_key": clip.key, "fps": fps, "keyframe_interval_s": keyframe_interval_s,
+        });
+        let call = json!({
+            "request_id": id, "stage": "stage-ffmpeg-2", "clip": clip.clip,
+            "idempotency_key": format!("decode-at-{fps}"), "input": input,
+        });
+        let response = t
+            .http
+            .post(t.url("stage-ffmpeg-2", ""))
+            .json(&call)
+            .send()
+            .await
+            .expect("answers");
+        let (status, _, manifest) = read(response).await;
+        assert_eq!(status, 200, "{manifest}");
+        let data = &manifest["data"];
+        assert_eq!(data["frames_from_video"], false, "{data}");
+        let frames = data["frames"].as_array().expect("frames");
+        assert_eq!(frames.len() as f64, 10.0 * fps, "bikes.mp4 is 10 s long");
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(f["time_s"].as_f64(), Some(i as f64 / fps), "{f}");
+            let key = f["key"].as_str().expect("a key");
+            assert!(key.starts_with(&own), "{key}");
+            assert_eq!(manifest["outputs"][format!("frame-{i:06}")], key);
+        }
+        if fps == 1.0 {
+            // The same instants as the frames stage-ffmpeg-0 took.
+            let times = |v: &Value| -> Vec<Value> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["time_s"].clone())
+                    .collect()
+            };
+            assert_eq!(times(&data["frames"]), times(&taken));
+        }
+    }
+}
