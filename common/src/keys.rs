@@ -64,6 +64,12 @@ impl RequestKeys {
         format!("{}stages/{stage}/", self.root)
     }
 
+    /// `requests/{id}/clips/{clip}/video.mp4`: a clip's video, where the clip list says it
+    /// is (the stage that lists the clips names it; the stage that cuts them writes it).
+    pub fn clip_video(&self, clip: &ClipId) -> String {
+        format!("{}clips/{clip}/video.mp4", self.root)
+    }
+
     /// `requests/{id}/clips/{clip}/{stage}/`: where a per-clip stage writes its outputs.
     pub fn clip_stage_prefix(&self, clip: &ClipId, stage: &StageName) -> String {
         format!("{}clips/{clip}/{stage}/", self.root)
@@ -107,6 +113,10 @@ mod tests {
         assert_eq!(
             k.clip_stage_prefix(&ClipId::from_index(3), &stage),
             "requests/r1/clips/clip-0003/stage-ffmpeg-0/"
+        );
+        assert_eq!(
+            k.clip_video(&ClipId::from_index(3)),
+            "requests/r1/clips/clip-0003/video.mp4"
         );
     }
 

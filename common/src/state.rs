@@ -475,6 +475,13 @@ impl RequestState {
             .iter()
             .chain(self.clips.iter().flat_map(|c| &c.tasks))
     }
+
+    /// Every task, to change.
+    pub fn tasks_mut(&mut self) -> impl Iterator<Item = &mut StageState> {
+        self.stages
+            .iter_mut()
+            .chain(self.clips.iter_mut().flat_map(|c| &mut c.tasks))
+    }
 }
 
 #[cfg(test)]

@@ -359,11 +359,40 @@ impl Storage {
         path: &Path,
         limit: u64,
     ) -> Result<u64, StorageError> {
+        self.download(key, None, path, limit).await
+    }
+
+    /// Downloads the bytes `range` of an object (fewer if it ends sooner) into a file,
+    /// streaming them. Returns the bytes written.
+    pub async fn get_range_to_file(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        path: &Path,
+    ) -> Result<u64, StorageError> {
+        if range.is_empty() {
+            tokio::fs::File::create(path)
+                .await
+                .map_err(|e| StorageError::io("create", path, e))?;
+            return Ok(0);
+        }
+        let limit = range.end - range.start;
+        self.download(key, Some(range), path, limit).await
+    }
+
+    async fn download(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+        path: &Path,
+        limit: u64,
+    ) -> Result<u64, StorageError> {
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
             .send()
             .await
             .map_err(|e| StorageError::from_sdk("GetObject", key, e))?;

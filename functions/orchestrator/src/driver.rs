@@ -24,7 +24,7 @@ use fave_common::state::{
     RequestStatus, StageEvent, StageState, StageStatus,
 };
 use fave_common::storage::{Storage, StorageError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Notify, Semaphore};
@@ -332,21 +332,8 @@ impl Driver<'_> {
         let started = Instant::now();
         let (once, per_clip): (Vec<&StageSpec>, Vec<&StageSpec>) =
             self.stages.iter().partition(|s| s.fan_out == FanOut::Once);
-        for spec in once {
-            let task = Task::request_wide(spec)?;
-            let done = task_done(&t.lock().await.state, &task);
-            if done {
-                continue;
-            }
-            if let Err(failure) = self.run_stage(t, spec, &task).await? {
-                return self.fail(t, &task, failure).await;
-            }
-        }
-        if !per_clip.is_empty() {
-            self.make_clips(t, &per_clip).await?;
-            if let Err((task, failure)) = self.run_clips(t, &per_clip).await? {
-                return self.fail(t, &task, failure).await;
-            }
+        if let Err((task, failure)) = self.run_stages(t, &once, &per_clip).await? {
+            return self.fail(t, &task, failure).await;
         }
         // final.json reads every clip's detections: not under the lock, so the heartbeat
         // keeps the lease meanwhile.
@@ -364,15 +351,32 @@ impl Driver<'_> {
     }
 
     /// Fails the request for good: `task` ran out of attempts or failed for good.
+    /// The tasks still in flight beside it are not waited for: they are recorded as
+    /// failed too (`abandoned`), so no task of an ended request claims to be running.
     async fn fail(&self, t: &Shared, task: &Task, failure: InvokeError) -> Step {
         let detail = format!("{task}: {failure}");
-        t.lock().await.state.apply(
-            RequestEvent::Fail {
-                code: failure.code(),
-                detail,
-            },
-            Utc::now(),
-        )?;
+        {
+            let now = Utc::now();
+            let state = &mut t.lock().await.state;
+            for other in state.tasks_mut() {
+                if matches!(other.status, StageStatus::Running | StageStatus::Retrying) {
+                    other.apply(
+                        StageEvent::Fail {
+                            code: "abandoned".into(),
+                            detail: format!("not waited for: the request failed at {task}"),
+                        },
+                        now,
+                    )?;
+                }
+            }
+            state.apply(
+                RequestEvent::Fail {
+                    code: failure.code(),
+                    detail,
+                },
+                now,
+            )?;
+        }
         commit_shared(t).await?;
         self.forget(&t.lock().await.state).await
     }
@@ -416,6 +420,86 @@ impl Driver<'_> {
         t.state.clips = clips;
         drop(t);
         commit_shared(shared).await
+    }
+
+    /// Runs the request-wide stages as a graph: each starts as soon as the stages it comes
+    /// `after` are done, so stages that do not read each other run side by side. The clips
+    /// start as soon as the stage that lists them is done, beside the request-wide stages
+    /// still running. Stops at the first task that fails for good, and returns it.
+    async fn run_stages(
+        &self,
+        t: &Shared,
+        once: &[&StageSpec],
+        per_clip: &[&StageSpec],
+    ) -> Result<Result<(), (Task, InvokeError)>, DriveError> {
+        let tasks = once
+            .iter()
+            .map(|spec| Task::request_wide(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lister = once.iter().position(|s| s.lists_clips);
+        let mut launched = vec![false; once.len()];
+        let mut clips_launched = per_clip.is_empty();
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            {
+                let state = &t.lock().await.state;
+                let done = |name: &str| {
+                    tasks
+                        .iter()
+                        .any(|task| task.name.as_str() == name && task_done(state, task))
+                };
+                for (i, (spec, task)) in once.iter().zip(&tasks).enumerate() {
+                    if launched[i] {
+                        continue;
+                    }
+                    if task_done(state, task) {
+                        launched[i] = true;
+                    } else if spec.after.iter().all(|name| done(name)) {
+                        launched[i] = true;
+                        running.push(
+                            async move {
+                                Ok(match self.run_stage(t, spec, task).await? {
+                                    Ok(()) => Ok(()),
+                                    Err(failure) => Err((task.clone(), failure)),
+                                })
+                            }
+                            .boxed(),
+                        );
+                    }
+                }
+                if !clips_launched && lister.is_some_and(|i| task_done(state, &tasks[i])) {
+                    clips_launched = true;
+                    running.push(
+                        async move {
+                            self.make_clips(t, per_clip).await?;
+                            self.run_clips(t, per_clip).await
+                        }
+                        .boxed(),
+                    );
+                }
+            }
+            match running.next().await {
+                Some(ended) => {
+                    if let Err(failed) = ended? {
+                        return Ok(Err(failed));
+                    }
+                }
+                None => break,
+            }
+        }
+        if let Some(i) = launched.iter().position(|l| !l) {
+            return Err(DriveError::Illegal(illegal(
+                "running the request",
+                format!("{} waits for a stage that never ran", tasks[i]),
+            )));
+        }
+        if !clips_launched {
+            return Err(DriveError::Illegal(illegal(
+                "running the request",
+                "no stage listed the clips".into(),
+            )));
+        }
+        Ok(Ok(()))
     }
 
     /// Runs every clip's per-clip tasks, `fan_out` clips at a time. Within a clip each task

@@ -3,10 +3,12 @@
 //! retry policy. The driver walks this table; adding a stage is one entry here plus one
 //! function crate.
 //!
-//! Request-wide stages run in order. Per-clip stages run per clip, each as soon as the tasks
-//! of the same clip that it reads (`after`) are done: every clip moves on its own, with the
-//! clips fanned out under `MAX_CONCURRENT_INVOCATIONS` (no barrier between clips), and two
-//! tasks of one clip that do not read each other run side by side.
+//! Every stage starts as soon as the stages it reads (`after`) are done, so stages that do
+//! not read each other run side by side. The clips start as soon as the stage that lists
+//! them is done, beside the request-wide stages still running. Per-clip stages run per
+//! clip, each as soon as the tasks of the same clip that it reads are done: every clip
+//! moves on its own, with the clips fanned out under `MAX_CONCURRENT_INVOCATIONS` (no
+//! barrier between clips).
 
 use std::time::Duration;
 
@@ -51,8 +53,9 @@ pub struct StageSpec {
     /// Whether this request-wide stage's result is the clip list (`data.clips`) the
     /// per-clip chain runs over; exactly one has it when there is a per-clip chain.
     pub lists_clips: bool,
-    /// For a per-clip stage: the per-clip stages (earlier in the table) whose results it
-    /// reads; it starts on a clip as soon as they are done on that clip.
+    /// The stages (earlier in the table) whose results it reads: for a request-wide stage,
+    /// request-wide ones; for a per-clip stage, per-clip ones, on the same clip. It starts as
+    /// soon as they are done.
     pub after: Vec<String>,
     /// Builds the stage's input from what earlier stages recorded.
     pub input: fn(&InputContext<'_>) -> Result<Value, String>,
@@ -69,7 +72,18 @@ pub fn stages(choice: PipelineChoice) -> Vec<StageSpec> {
     }
 }
 
-/// The video-analysis pipeline, in order: the request-wide stages, then the per-clip chain.
+/// The video-analysis pipeline: the request-wide stages, then the per-clip chain.
+///
+/// ```text
+/// stage-ffmpeg-0 (analysis) ──> stage-audio (lists the clips) ──┬──> per clip: stage-ffmpeg-2 ──> stage-detect
+///                                                               │                         └─> stage-transcribe
+/// stage-ffmpeg-0-video (encode) ─────────────────────────────> stage-ffmpeg-1 (cuts the clips' videos)
+/// ```
+///
+/// The encode is the longest step and nothing the clips are looked at with comes from it,
+/// so it runs beside the rest: the analysis reads the same input for the sound, the scene
+/// changes, the frames and where the encoder will put the keyframes, and the clips are
+/// planned on those keyframes and looked at while the video is still being made.
 pub fn video() -> Vec<StageSpec> {
     vec![
         StageSpec {
@@ -79,17 +93,22 @@ pub fn video() -> Vec<StageSpec> {
             lists_clips: false,
             after: vec![],
             input: |cx| {
-                let input = cx
-                    .state
-                    .input
-                    .as_ref()
-                    .ok_or("the input has not been copied in")?;
-                // The frames detection looks at come from this same decode.
                 Ok(json!({
-                    "source_key": input.key,
+                    "source_key": source_key(cx)?,
                     "frames": { "fps": cx.params.frames_per_second },
+                    "video": false,
                 }))
             },
+            timeout: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
+        },
+        StageSpec {
+            name: "stage-ffmpeg-0-video".into(),
+            function: "stage-ffmpeg-0".into(),
+            fan_out: FanOut::Once,
+            lists_clips: false,
+            after: vec![],
+            input: |cx| Ok(json!({ "source_key": source_key(cx)?, "analysis": false })),
             timeout: Duration::from_secs(600),
             retry: RetryPolicy::default(),
         },
@@ -97,12 +116,14 @@ pub fn video() -> Vec<StageSpec> {
             name: "stage-audio".into(),
             function: "stage-audio".into(),
             fan_out: FanOut::Once,
-            lists_clips: false,
-            after: vec![],
+            lists_clips: true,
+            after: vec!["stage-ffmpeg-0".into()],
             input: |cx| {
                 let media = data(cx.state, "stage-ffmpeg-0")?;
                 Ok(json!({
                     "audio_key": output(cx.state, "stage-ffmpeg-0", "audio"),
+                    "keyframes_key": output(cx.state, "stage-ffmpeg-0", "keyframes")
+                        .ok_or("stage-ffmpeg-0 wrote no keyframe times")?,
                     "duration_s": media["duration_s"],
                     "scene_changes": media["scene_changes"],
                     "min_clip_s": cx.params.clip_min_s,
@@ -116,15 +137,14 @@ pub fn video() -> Vec<StageSpec> {
             name: "stage-ffmpeg-1".into(),
             function: "stage-ffmpeg-1".into(),
             fan_out: FanOut::Once,
-            lists_clips: true,
-            after: vec![],
+            lists_clips: false,
+            after: vec!["stage-audio".into(), "stage-ffmpeg-0-video".into()],
             input: |cx| {
-                let video = output(cx.state, "stage-ffmpeg-0", "video")
-                    .ok_or("stage-ffmpeg-0 wrote no video")?;
+                let video = output(cx.state, "stage-ffmpeg-0-video", "video")
+                    .ok_or("stage-ffmpeg-0-video wrote no video")?;
                 Ok(json!({
                     "video_key": video,
-                    "cuts": data(cx.state, "stage-audio")?["cuts"],
-                    "min_clip_s": cx.params.clip_min_s,
+                    "clips": data(cx.state, "stage-audio")?["clips"],
                 }))
             },
             timeout: Duration::from_secs(300),
@@ -138,25 +158,12 @@ pub fn video() -> Vec<StageSpec> {
             after: vec![],
             input: |cx| {
                 let clip = cx.clip.ok_or("a per-clip stage without a clip")?;
-                let media = data(cx.state, "stage-ffmpeg-0")?;
-                // The clip's share of the frames stage-ffmpeg-0 took, when it took them at
-                // the rate and size wanted (a request begun before it took any has none).
-                let taken = &media["frames"];
-                let from_video = output(cx.state, "stage-ffmpeg-0", "frames")
-                    .filter(|_| {
-                        taken["fps"].as_f64() == Some(cx.params.frames_per_second)
-                            && taken["max_width"].as_u64()
-                                == Some(u64::from(fave_common::stage::FRAME_MAX_WIDTH))
-                    })
-                    .map(|key| {
-                        json!({ "frames_key": key, "start_s": clip.start_s, "end_s": clip.end_s })
-                    });
                 Ok(json!({
-                    "clip_key": clip.key,
-                    "fps": cx.params.frames_per_second,
-                    "keyframe_interval_s": media["keyframe_interval_s"],
-                    "audio": media["has_audio"] == true,
-                    "from_video": from_video,
+                    "frames_key": output(cx.state, "stage-ffmpeg-0", "frames")
+                        .ok_or("stage-ffmpeg-0 took no frames")?,
+                    "start_s": clip.start_s,
+                    "end_s": clip.end_s,
+                    "speech_key": output(cx.state, "stage-ffmpeg-0", "speech"),
                 }))
             },
             timeout: Duration::from_secs(300),
@@ -207,15 +214,16 @@ pub fn video() -> Vec<StageSpec> {
 /// The function that serves every stage of the no-op pipeline.
 pub const NOOP_FUNCTION: &str = "stage-noop";
 
-/// `steps` no-op stages in a row, the last listing `clips` clips, then one no-op task per
-/// clip: the orchestrator's own costs (gateway hops, state writes, manifests) with no work.
+/// `steps` no-op stages in a row (each after the one before), the last listing `clips`
+/// clips, then one no-op task per clip: the orchestrator's own costs (gateway hops, state
+/// writes, manifests) with no work.
 pub fn noop(steps: usize, clips: usize) -> Vec<StageSpec> {
-    let step = |name: String, fan_out, lists_clips| StageSpec {
+    let step = |name: String, fan_out, lists_clips, after| StageSpec {
         name,
         function: NOOP_FUNCTION.into(),
         fan_out,
         lists_clips,
-        after: vec![],
+        after,
         input: |cx| {
             let listing = cx.clip.is_none() && cx.params.noop_clips > 0;
             Ok(json!({
@@ -228,17 +236,25 @@ pub fn noop(steps: usize, clips: usize) -> Vec<StageSpec> {
     };
     let mut table: Vec<StageSpec> = (1..=steps)
         .map(|i| {
+            let before = (i > 1).then(|| format!("noop-{:03}", i - 1));
             step(
                 format!("noop-{i:03}"),
                 FanOut::Once,
                 clips > 0 && i == steps,
+                before.into_iter().collect(),
             )
         })
         .collect();
     if clips > 0 {
-        table.push(step("noop-clip".into(), FanOut::PerClip, false));
+        table.push(step("noop-clip".into(), FanOut::PerClip, false, vec![]));
     }
     table
+}
+
+/// The request's copy of its video.
+fn source_key(cx: &InputContext<'_>) -> Result<String, String> {
+    let input = cx.state.input.as_ref();
+    Ok(input.ok_or("the input has not been copied in")?.key.clone())
 }
 
 /// A request-wide stage's result (`data` of its manifest), once it succeeded.
@@ -341,29 +357,61 @@ mod tests {
     }
 
     #[test]
-    fn a_clip_takes_its_frames_from_the_video_when_they_were_taken_as_wanted() {
-        use fave_common::state::{ClipState, RequestState, StageState, Submission};
+    fn the_clips_are_listed_and_looked_at_without_waiting_for_the_encode() {
+        use fave_common::state::{ClipState, InputObject, RequestState, StageState, Submission};
         let stages = video();
         let spec = |name: &str| stages.iter().find(|s| s.name == name).unwrap();
+        // What each stage waits for, transitively.
+        fn waits_for<'a>(stages: &'a [StageSpec], name: &str, out: &mut Vec<&'a str>) {
+            let spec = stages.iter().find(|s| s.name == name).unwrap();
+            for before in &spec.after {
+                out.push(before);
+                waits_for(stages, before, out);
+            }
+        }
+        let chain = |name: &str| {
+            let mut out = Vec::new();
+            waits_for(&stages, name, &mut out);
+            out
+        };
+        assert!(spec("stage-audio").lists_clips);
+        assert!(!chain("stage-audio").contains(&"stage-ffmpeg-0-video"));
+        for per_clip in ["stage-ffmpeg-2", "stage-detect", "stage-transcribe"] {
+            assert!(
+                !chain(per_clip).contains(&"stage-ffmpeg-0-video"),
+                "{per_clip}"
+            );
+        }
+        assert_eq!(
+            spec("stage-ffmpeg-1").after,
+            ["stage-audio", "stage-ffmpeg-0-video"]
+        );
+
         let submission = Submission {
             video_uri: "file:///v.mp4".into(),
             query: None,
             profile: Default::default(),
             callback_url: None,
         };
+        let names = ["stage-ffmpeg-0", "stage-ffmpeg-0-video", "stage-audio"];
         let mut state = RequestState::new(
             "r1".parse().unwrap(),
             submission,
-            vec![StageState::new(
-                "stage-ffmpeg-0".parse().unwrap(),
-                "stage-ffmpeg-0",
-            )],
+            names
+                .iter()
+                .map(|n| StageState::new(n.parse().unwrap(), *n))
+                .collect(),
             chrono::Utc::now(),
         );
-        let params = |fps: f64| Params {
+        state.input = Some(InputObject {
+            key: "requests/r1/input/source.mp4".into(),
+            bytes: 1,
+            sha256: "00".into(),
+        });
+        let params = Params {
             clip_min_s: 5.0,
             clip_max_s: 20.0,
-            frames_per_second: fps,
+            frames_per_second: 2.0,
             noop_clips: 0,
             noop_work_ms: 0,
         };
@@ -371,57 +419,56 @@ mod tests {
             clip: "clip-0001".parse().unwrap(),
             start_s: 20.0,
             end_s: 40.0,
-            key: "requests/r1/clips/clip-0001.mp4".into(),
+            key: "requests/r1/clips/clip-0001/video.mp4".into(),
             tasks: vec![],
         };
-        let one_fps = params(1.0);
-        let input = |state: &RequestState, params: &Params, clip: Option<&ClipState>| {
-            let name = if clip.is_some() {
-                "stage-ffmpeg-2"
-            } else {
-                "stage-ffmpeg-0"
-            };
+        let input = |state: &RequestState, name: &str, clip: Option<&ClipState>| {
             (spec(name).input)(&InputContext {
                 state,
                 clip,
-                params,
+                params: &params,
             })
-            .unwrap()
         };
-
-        state.input = Some(fave_common::state::InputObject {
-            key: "requests/r1/input/source.mp4".into(),
-            bytes: 1,
-            sha256: "00".into(),
-        });
+        let analysis = input(&state, "stage-ffmpeg-0", None).unwrap();
+        assert_eq!(analysis["frames"], json!({"fps": 2.0}));
+        assert_eq!(analysis["video"], false);
         assert_eq!(
-            input(&state, &one_fps, None)["frames"],
-            json!({"fps": 1.0}),
-            "stage-ffmpeg-0 is asked for the frames"
+            input(&state, "stage-ffmpeg-0-video", None).unwrap()["analysis"],
+            false
         );
+
+        // The analysis is done, the encode is not: the clips' inputs are whole all the same.
         let ffmpeg0 = &mut state.stages[0];
         ffmpeg0.metrics.insert(
             "data".into(),
-            json!({"keyframe_interval_s": 1.0, "has_audio": false,
-                   "frames": {"fps": 1.0, "max_width": 640, "count": 80}}),
+            json!({"duration_s": 79.5, "scene_changes": [20.0]}),
         );
-        ffmpeg0
-            .outputs
-            .insert("frames".into(), "requests/r1/f/frames.json".into());
+        for (name, key) in [
+            ("frames", "requests/r1/stages/stage-ffmpeg-0/frames.json"),
+            (
+                "keyframes",
+                "requests/r1/stages/stage-ffmpeg-0/keyframes.json",
+            ),
+            ("speech", "requests/r1/stages/stage-ffmpeg-0/speech.wav"),
+        ] {
+            ffmpeg0.outputs.insert(name.into(), key.into());
+        }
         assert_eq!(
-            input(&state, &one_fps, Some(&clip))["from_video"],
-            json!({"frames_key": "requests/r1/f/frames.json", "start_s": 20.0, "end_s": 40.0})
+            input(&state, "stage-audio", None).unwrap()["keyframes_key"],
+            "requests/r1/stages/stage-ffmpeg-0/keyframes.json"
         );
         assert_eq!(
-            input(&state, &params(2.0), Some(&clip))["from_video"],
-            Value::Null,
-            "taken at another rate: the clip is decoded"
+            input(&state, "stage-ffmpeg-2", Some(&clip)).unwrap(),
+            json!({
+                "frames_key": "requests/r1/stages/stage-ffmpeg-0/frames.json",
+                "speech_key": "requests/r1/stages/stage-ffmpeg-0/speech.wav",
+                "start_s": 20.0,
+                "end_s": 40.0,
+            })
         );
-        state.stages[0].outputs.clear();
-        assert_eq!(
-            input(&state, &one_fps, Some(&clip))["from_video"],
-            Value::Null,
-            "none taken: the clip is decoded"
+        assert!(
+            input(&state, "stage-ffmpeg-1", None).is_err(),
+            "the cut waits for the video"
         );
     }
 
@@ -452,9 +499,10 @@ mod tests {
         for (i, s) in stages.iter().enumerate() {
             for needed in &s.after {
                 assert!(
-                    s.fan_out == FanOut::PerClip
-                        && stages[first_per_clip..i].iter().any(|e| &e.name == needed),
-                    "{} comes after {needed}, an earlier per-clip stage",
+                    stages[..i]
+                        .iter()
+                        .any(|e| &e.name == needed && e.fan_out == s.fan_out),
+                    "{} comes after {needed}, an earlier stage of the same fan-out",
                     s.name
                 );
             }

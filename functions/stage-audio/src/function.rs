@@ -1,16 +1,18 @@
-//! The `stage-audio` function: the features of stage-ffmpeg-0's wav, and the clip cuts
-//! they propose together with the video's scene changes.
+//! The `stage-audio` function: the features of stage-ffmpeg-0's wav, the clip cuts they
+//! propose together with the video's scene changes, and, given the times of the canonical
+//! video's keyframes, the clip list those cuts make ([`crate::clips`]).
 //!
 //! It writes `features.json` (the per-frame series, onsets and non-silent intervals, for
-//! whoever wants the detail) and returns a summary and the cuts, which is all the
-//! pipeline needs. A video without sound is cut on its scene changes alone.
+//! whoever wants the detail) and returns a summary, the cuts and the clips, which is all
+//! the pipeline needs. A video without sound is cut on its scene changes alone.
 
 use std::collections::BTreeMap;
 
-use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::keys::RequestKeys;
+use fave_common::stage::{ListedClip, Produced, Stage, StageCall, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::{AudioError, AudioFeatures, analyze_wav, propose_cuts};
+use crate::{AudioError, AudioFeatures, analyze_wav, clips, propose_cuts};
 
 /// This stage's name, which is its function's name.
 pub const NAME: &str = "stage-audio";
@@ -28,7 +30,19 @@ pub struct Input {
     pub scene_changes: Vec<f64>,
     pub min_clip_s: f64,
     pub max_clip_s: f64,
+    /// stage-ffmpeg-0's `keyframes.json`: the clips are listed when it is given.
+    #[serde(default)]
+    pub keyframes_key: Option<String>,
 }
+
+/// `keyframes.json`: the canonical video's keyframe times from its first frame.
+#[derive(Debug, Deserialize)]
+struct Keyframes {
+    times: Vec<f64>,
+}
+
+/// More clips than this is a mistake upstream, not a video.
+const MAX_CLIPS: usize = 2_000;
 
 /// The summary of the features, and the cuts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +50,10 @@ pub struct Output {
     pub has_audio: bool,
     /// Proposed cut times (s), increasing.
     pub cuts: Vec<f64>,
+    /// The clips the cuts make, moved to keyframes, with the keys their videos are to have;
+    /// listed when the keyframes were given.
+    #[serde(default)]
+    pub clips: Option<Vec<ListedClip>>,
     pub audio_duration_s: f64,
     pub frames: usize,
     pub onsets: usize,
@@ -77,12 +95,24 @@ impl Stage for Audio {
                 "need 0 ≤ min_clip_s ≤ max_clip_s and a positive duration_s".into(),
             ));
         }
+        let keyframes = match &input.keyframes_key {
+            Some(key) => {
+                call.require_own_key("keyframes_key", key)?;
+                let found = ctx.storage.get_json::<Keyframes>(key).await?;
+                let Some((keyframes, _)) = found else {
+                    return Err(StageError::InvalidInput(format!("no keyframes at {key}")));
+                };
+                Some(keyframes.times)
+            }
+            None => None,
+        };
         let wav = ctx.workdir()?.join("audio.wav");
         if let Some(key) = &input.audio_key {
             ctx.storage.get_to_file(key, &wav).await?;
         }
         let clock = std::time::Instant::now();
         let has_audio = input.audio_key.is_some();
+        let (duration_s, min_clip_s) = (input.duration_s, input.min_clip_s);
         // The analysis is CPU-bound: off the async threads.
         let (features, cuts) = tokio::task::spawn_blocking(move || {
             let features = if has_audio {
@@ -105,6 +135,16 @@ impl Stage for Audio {
             AudioError::Io(e) => StageError::Internal(format!("reading the wav: {e}")),
             other => StageError::InvalidMedia(other.to_string()),
         })?;
+        let keys = RequestKeys::new(&call.request_id);
+        let clips = keyframes.map(|keyframes| {
+            let cuts = clips::snap_cuts(&cuts, &keyframes, duration_s, min_clip_s);
+            clips::clips_between(&cuts, duration_s, |clip| keys.clip_video(clip))
+        });
+        if clips.as_ref().is_some_and(|c| c.len() > MAX_CLIPS) {
+            return Err(StageError::InvalidInput(format!(
+                "more than {MAX_CLIPS} clips: min_clip_s is too small for this video"
+            )));
+        }
         let analysis_ms = clock.elapsed().as_millis() as u64;
 
         let path = ctx.workdir()?.join("features.json");
@@ -116,7 +156,10 @@ impl Stage for Audio {
             .await?;
         Ok(Produced {
             outputs: BTreeMap::from([("features".to_owned(), key)]),
-            data: summary(&features, has_audio, cuts, analysis_ms),
+            data: Output {
+                clips,
+                ..summary(&features, has_audio, cuts, analysis_ms)
+            },
         })
     }
 }
@@ -147,6 +190,7 @@ fn summary(f: &AudioFeatures, has_audio: bool, cuts: Vec<f64>, analysis_ms: u64)
     Output {
         has_audio,
         cuts,
+        clips: None,
         audio_duration_s: f.duration_s(),
         frames: f.rms.len(),
         onsets: f.onsets.len(),

@@ -60,6 +60,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
+pub mod clips;
 mod cuts;
 mod extractor;
 pub mod function;

@@ -1,22 +1,28 @@
 //! `stage-ffmpeg-0`: probe and normalize the request's input video with ffmpeg.
 //!
-//! From `requests/{id}/input/source.*` it writes, under `requests/{id}/stages/stage-ffmpeg-0/`:
+//! From `requests/{id}/input/source.*` it writes, under `requests/{id}/stages/{stage}/`,
+//! what `video` and `analysis` ask for (both, by default, from one decode):
 //! - `probe.json`: ffprobe's view of the input;
-//! - `video.mp4`: the canonical H.264 mp4 (yuv420p, at most 1280 px wide) with a keyframe
-//!   forced every `keyframe_interval_s`, so later cuts by stream copy land exactly on them;
-//! - `audio.wav`: mono 16-bit PCM at `sample_rate` Hz, when the input has sound;
-//! - `frames/frame-NNNNNN.jpg` and their index `frames.json` (each frame's key and time
-//!   from the video's first frame), when `frames` asks for them: the frames object
-//!   detection looks at, the first frame at or after every `1 / fps` s (the rule the
-//!   keyframes are forced by, so with one frame per keyframe interval they are the
-//!   keyframes' pictures), at most `max_width` px wide. stage-ffmpeg-2 then hands each clip
-//!   its share of them instead of decoding the clip again;
-//! - in its result, the times of the scene changes ffmpeg's `scene` score finds above
-//!   `scene_threshold` (the cut candidates that stage-audio combines with the sound's).
+//! - with `video`, `video.mp4`: the canonical H.264 mp4 (yuv420p, at most 1280 px wide)
+//!   with a keyframe forced every `keyframe_interval_s`, so later cuts by stream copy land
+//!   exactly on them;
+//! - with `analysis`, what the rest of the pipeline reads first:
+//!   - `audio.wav`: mono 16-bit PCM at `sample_rate` Hz, and `speech.wav`, the same at
+//!     16 kHz (what speech models take), when the input has sound;
+//!   - `keyframes.json`: the times the canonical video's keyframes have (or will have, when
+//!     it is made by another call): the first frame at or after every
+//!     `keyframe_interval_s`, the rule they are forced by, counted from the first frame;
+//!   - `frames/frame-NNNNNN.jpg` and their index `frames.json` (each frame's key and time
+//!     from the first frame), when `frames` asks for them: the frames object detection
+//!     looks at, the first frame at or after every `1 / fps` s, at most `max_width` px
+//!     wide. stage-ffmpeg-2 hands each clip its share of them;
+//!   - in its result, the times of the scene changes ffmpeg's `scene` score finds above
+//!     `scene_threshold` (the cut candidates that stage-audio combines with the sound's).
 //!
-//! One ffmpeg process decodes the input once and writes every output, so scene detection
-//! and the frames cost no second decode. A file ffprobe cannot read, or one with no video
-//! stream, is `invalid_media` (422, final).
+//! One ffmpeg process decodes the input once and writes every output asked for. The
+//! pipeline asks for the two parts in two calls side by side: the analysis is a fraction
+//! of the encode's time, and the clips are planned and looked at while the encode runs. A
+//! file ffprobe cannot read, or one with no video stream, is `invalid_media` (422, final).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +39,10 @@ use tokio::process::Command;
 /// This stage's name, which is its function's name.
 pub const NAME: &str = "stage-ffmpeg-0";
 
+/// The pipeline's other stage this function serves: the canonical video alone, made beside
+/// the analysis (`stage-ffmpeg-0` in the table).
+pub const VIDEO_STAGE: &str = "stage-ffmpeg-0-video";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
@@ -48,6 +58,16 @@ pub struct Input {
     /// Frames to take for detection from the same decode; none if absent.
     #[serde(default)]
     pub frames: Option<FrameSampling>,
+    /// Write the canonical video.
+    #[serde(default = "yes")]
+    pub video: bool,
+    /// Write the analysis: the wavs, the keyframe times, the scene changes, the frames.
+    #[serde(default = "yes")]
+    pub analysis: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which frames to take: the first at or after every `1 / fps` s, at most `max_width` wide.
@@ -81,6 +101,10 @@ const MAX_SCENE_CHANGES: usize = 10_000;
 /// At most this many frames are taken (a day of video at one a second).
 const MAX_FRAMES: u32 = 86_400;
 
+/// Sample rate of `speech.wav`.
+pub const SPEECH_RATE: u32 = 16_000;
+
+/// The canonical video's facts when this call wrote it, else the input's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     pub duration_s: f64,
@@ -92,8 +116,11 @@ pub struct Output {
     pub source_bytes: u64,
     pub keyframe_interval_s: f64,
     pub sample_rate: u32,
-    /// Times (s) where a new scene starts, increasing.
+    /// Times (s) where a new scene starts, increasing (none without `analysis`).
     pub scene_changes: Vec<f64>,
+    /// How many keyframe times `keyframes.json` holds (none without `analysis`).
+    #[serde(default)]
+    pub keyframes: usize,
     /// The frames taken for detection (listed in the `frames` output), if asked for.
     #[serde(default)]
     pub frames: Option<TakenFrames>,
@@ -131,6 +158,10 @@ impl Stage for Ffmpeg0 {
         NAME
     }
 
+    fn serves(&self, stage: &str) -> bool {
+        stage == NAME || stage == VIDEO_STAGE
+    }
+
     async fn run(
         &self,
         ctx: &StageContext<'_>,
@@ -165,6 +196,11 @@ impl Stage for Ffmpeg0 {
                 "frames: fps must be within 0.01..=30, max_width 16..=4096".into(),
             ));
         }
+        if !input.video && !input.analysis {
+            return Err(StageError::InvalidInput(
+                "nothing to write: video and analysis are both false".into(),
+            ));
+        }
         let dir = ctx.workdir()?;
         let source = dir.join("source");
         let source_bytes = ctx.storage.get_to_file(&input.source_key, &source).await?;
@@ -178,25 +214,19 @@ impl Stage for Ffmpeg0 {
         tokio::fs::write(&probe_path, probe_text)
             .await
             .map_err(|e| StageError::Internal(format!("writing probe.json: {e}")))?;
-        let video = dir.join("video.mp4");
-        let audio = dir.join("audio.wav");
-        let scenes = dir.join("scenes.txt");
-        let frames_dir = dir.join("frames");
-        if input.frames.is_some() {
-            tokio::fs::create_dir_all(&frames_dir)
+        let out = Outputs::in_dir(dir, input, info.has_audio);
+        if out.frames.is_some() {
+            tokio::fs::create_dir_all(dir.join("frames"))
                 .await
                 .map_err(|e| StageError::Internal(format!("making the frames folder: {e}")))?;
         }
-        normalize(
-            &source,
-            &video,
-            info.has_audio.then_some(audio.as_path()),
-            &scenes,
-            input,
-        )
-        .await?;
-        let scene_log = tokio::fs::read_to_string(&scenes).await.unwrap_or_default();
-        let scene_changes = parse_scene_log(&scene_log);
+        normalize(&source, &out, input).await?;
+        let read_log = async |path: &Option<std::path::PathBuf>| match path {
+            Some(path) => tokio::fs::read_to_string(path).await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let scene_changes = parse_scene_log(&read_log(&out.scenes).await);
+        let keyframes = relative_times(&read_log(&out.keyframes).await);
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
         // The files go up side by side with the frames (the video is one large body, the
@@ -204,24 +234,36 @@ impl Stage for Ffmpeg0 {
         let prefix = call.output_prefix();
         let files = async {
             let mut outputs = BTreeMap::new();
-            let mut put = async |name: &str, file: &Path, content_type: &str, filename: &str| {
+            let mut put = async |name: &str, file: &Path, content_type: &str| {
+                let filename = split(file).1.to_string_lossy().into_owned();
                 let key = format!("{prefix}{filename}");
                 ctx.storage.put_file(&key, file, content_type).await?;
                 outputs.insert(name.to_owned(), key);
                 Ok::<_, StageError>(())
             };
-            put("probe", &probe_path, "application/json", "probe.json").await?;
-            put("video", &video, "video/mp4", "video.mp4").await?;
-            if info.has_audio {
-                put("audio", &audio, "audio/wav", "audio.wav").await?;
+            put("probe", &probe_path, "application/json").await?;
+            if let Some(video) = &out.video {
+                put("video", video, "video/mp4").await?;
+            }
+            if let Some((audio, speech)) = &out.audio {
+                put("audio", audio, "audio/wav").await?;
+                put("speech", speech, "audio/wav").await?;
+            }
+            if out.keyframes.is_some() {
+                let key = format!("{prefix}keyframes.json");
+                ctx.storage
+                    .put_json(&key, &serde_json::json!({ "times": keyframes }))
+                    .await?;
+                outputs.insert("keyframes".to_owned(), key);
             }
             Ok::<_, StageError>(outputs)
         };
         let frames = async {
-            let Some(sampling) = input.frames else {
+            let Some(sampling) = out.frames else {
                 return Ok(None);
             };
-            let frames = upload_frames(ctx, &frames_dir, &format!("{prefix}frames/")).await?;
+            let frames =
+                upload_frames(ctx, &dir.join("frames"), &format!("{prefix}frames/")).await?;
             let key = format!("{prefix}frames.json");
             ctx.storage.put_json(&key, &frames).await?;
             let taken = TakenFrames {
@@ -233,8 +275,10 @@ impl Stage for Ffmpeg0 {
         };
         // What the canonical video is, read while it goes up.
         let canonical = async {
-            let probe = ffprobe(&video).await?;
-            media_info(&probe)
+            match &out.video {
+                Some(video) => media_info(&ffprobe(video).await?),
+                None => Ok(info.clone()),
+            }
         };
         let (mut outputs, frames, canonical) = tokio::try_join!(files, frames, canonical)?;
         let taken = frames.map(|(key, taken)| {
@@ -254,10 +298,36 @@ impl Stage for Ffmpeg0 {
                 keyframe_interval_s: input.keyframe_interval_s,
                 sample_rate: input.sample_rate,
                 scene_changes,
+                keyframes: keyframes.len(),
                 frames: taken,
                 ffmpeg_ms,
             },
         })
+    }
+}
+
+/// The files one call writes in its work directory; `None` for what it was not asked for.
+struct Outputs {
+    video: Option<std::path::PathBuf>,
+    /// The wav at the asked rate, and the one for speech.
+    audio: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Logs of the frames that start a scene, and of those the keyframes are forced on.
+    scenes: Option<std::path::PathBuf>,
+    keyframes: Option<std::path::PathBuf>,
+    frames: Option<FrameSampling>,
+}
+
+impl Outputs {
+    fn in_dir(dir: &Path, input: &Input, has_audio: bool) -> Self {
+        let analysis = |name: &str| input.analysis.then(|| dir.join(name));
+        Self {
+            video: input.video.then(|| dir.join("video.mp4")),
+            audio: (input.analysis && has_audio)
+                .then(|| (dir.join("audio.wav"), dir.join("speech.wav"))),
+            scenes: analysis("scenes.txt"),
+            keyframes: analysis("keyframes.txt"),
+            frames: input.frames.filter(|_| input.analysis),
+        }
     }
 }
 
@@ -341,6 +411,18 @@ pub fn parse_scene_log(log: &str) -> Vec<f64> {
     times
 }
 
+/// A `metadata=print` log's times counted from its first frame's, in frame order (NaN
+/// where ffmpeg gave none, so the n-th time stays the n-th frame's).
+pub fn relative_times(log: &str) -> Vec<f64> {
+    let times: Vec<f64> = frame_times(log).collect();
+    let first = times
+        .first()
+        .copied()
+        .filter(|t| t.is_finite())
+        .unwrap_or(0.0);
+    times.into_iter().map(|t| t - first).collect()
+}
+
 /// Uploads the frames ffmpeg wrote to `dir` (`frame-NNNNNN.jpg`, with their times in
 /// `frames.txt`) under `prefix`; returns them in order.
 async fn upload_frames(
@@ -353,96 +435,99 @@ async fn upload_frames(
         .unwrap_or_default();
     // The n-th frame written is the n-th one logged; a frame without a file (ffmpeg
     // stopped at MAX_FRAMES) or without a time is not listed. Times count from the first
-    // frame, as stage-ffmpeg-1's clip times do.
-    let times: Vec<f64> = frame_times(&log).collect();
-    let first = times
-        .first()
-        .copied()
-        .filter(|t| t.is_finite())
-        .unwrap_or(0.0);
-    let frames: Vec<(String, f64)> = times
+    // frame, as the keyframes' and the clips' do.
+    let frames: Vec<(String, f64)> = relative_times(&log)
         .into_iter()
         .enumerate()
-        .map(|(n, t)| (format!("frame-{n:06}.jpg"), t - first))
+        .map(|(n, t)| (format!("frame-{n:06}.jpg"), t))
         .filter(|(name, t)| t.is_finite() && dir.join(name).is_file())
         .collect();
     ctx.put_frames(dir, prefix, frames).await
 }
 
-/// One ffmpeg run: the canonical mp4, the mono wav if wanted, the scene-change log, and
-/// the frames for detection if wanted.
-async fn normalize(
-    source: &Path,
-    video: &Path,
-    audio: Option<&Path>,
-    scenes: &Path,
-    input: &Input,
-) -> Result<(), StageError> {
-    let mut cmd = Command::new("ffmpeg");
+/// One ffmpeg run writing `out`: the canonical mp4, the wavs, the scene-change and keyframe
+/// logs, and the frames for detection, each only if wanted.
+async fn normalize(source: &Path, out: &Outputs, input: &Input) -> Result<(), StageError> {
+    let name = |path: &Path| split(path).1.to_string_lossy().into_owned();
     // The decoded video is scaled to even dimensions (yuv420p needs them) at most 1280
-    // wide, then split: one branch is encoded, the other (shrunk the cheapest way, which
-    // is plenty for a scene score: a tenth of the cost of a second decode) goes through
-    // `select` and logs the frames that start a scene. Every file is in the work
-    // directory and named relative to it.
-    let mut graph = format!(
-        "[0:v:0]scale='trunc(min(1280,iw)/2)*2':-2,split={}[v][s]{};\
-         [s]scale=160:-2:flags=neighbor,select='gt(scene,{})',metadata=print:file={},nullsink",
-        if input.frames.is_some() { 3 } else { 2 },
-        if input.frames.is_some() { "[f]" } else { "" },
-        input.scene_threshold,
-        split(scenes).1.to_string_lossy(),
-    );
-    // The frames branch picks the first frame at or after each multiple of `1 / fps` s,
-    // as `-force_key_frames` below does, and logs each one's time (`metadata=print` only
-    // logs a frame that carries metadata, hence the `add`).
-    if let Some(f) = input.frames {
-        graph.push_str(&format!(
-            ";[f]select='gte(t,selected_n/{})',scale='min({},iw)':-2,\
+    // wide, then split into a branch per output. The scene branch (shrunk the cheapest
+    // way, which is plenty for a scene score: a tenth of the cost of a second decode)
+    // goes through `select` and logs the frames that start a scene. The keyframe branch
+    // picks the first frame at or after each multiple of `keyframe_interval_s`, as
+    // `-force_key_frames` below does, and logs their times; the frames branch does the same
+    // at `1 / fps` s and writes them. (`metadata=print` only logs a frame that carries
+    // metadata, hence the `add`.) Every file is in the work directory and named relative to
+    // it.
+    let mut labels = Vec::new();
+    let mut branches = Vec::new();
+    if out.video.is_some() {
+        labels.push("[v]");
+    }
+    if let Some(scenes) = &out.scenes {
+        labels.push("[s]");
+        branches.push(format!(
+            "[s]scale=160:-2:flags=neighbor,select='gt(scene,{})',metadata=print:file={},nullsink",
+            input.scene_threshold,
+            name(scenes),
+        ));
+    }
+    if let Some(keyframes) = &out.keyframes {
+        labels.push("[k]");
+        branches.push(format!(
+            "[k]select='gte(t,selected_n*{})',metadata=add:key=fave.keyframe:value=1,\
+             metadata=print:file={}[keys]",
+            input.keyframe_interval_s,
+            name(keyframes),
+        ));
+    }
+    if let Some(f) = out.frames {
+        labels.push("[f]");
+        branches.push(format!(
+            "[f]select='gte(t,selected_n/{})',scale='min({},iw)':-2,\
              metadata=add:key=fave.frame:value=1,metadata=print:file=frames/frames.txt[frames]",
             f.fps, f.max_width,
         ));
     }
+    let mut graph = format!(
+        "[0:v:0]scale='trunc(min(1280,iw)/2)*2':-2,split={}{}",
+        labels.len(),
+        labels.concat()
+    );
+    for branch in branches {
+        graph.push(';');
+        graph.push_str(&branch);
+    }
+    let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
         .arg(split(source).1)
         .arg("-filter_complex")
-        .arg(graph)
-        .args([
-            "-map",
-            "[v]",
-            "-map",
-            "0:a:0?",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "23",
-            "-pix_fmt",
-            "yuv420p",
-            "-force_key_frames",
-        ])
-        .arg(format!(
-            "expr:gte(t,n_forced*{})",
-            input.keyframe_interval_s
-        ))
-        .args([
-            "-sc_threshold",
-            "0",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-movflags",
-            "+faststart",
-        ])
-        .arg(split(video).1);
-    if let Some(audio) = audio {
-        cmd.args(["-map", "0:a:0", "-vn", "-ac", "1", "-ar"])
-            .arg(input.sample_rate.to_string())
-            .args(["-c:a", "pcm_s16le"])
-            .arg(split(audio).1);
+        .arg(graph);
+    if let Some(video) = &out.video {
+        cmd.args(["-map", "[v]", "-map", "0:a:0?"])
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"])
+            .args(["-pix_fmt", "yuv420p", "-force_key_frames"])
+            .arg(format!(
+                "expr:gte(t,n_forced*{})",
+                input.keyframe_interval_s
+            ))
+            .args(["-sc_threshold", "0", "-c:a", "aac", "-b:a", "128k"])
+            .args(["-movflags", "+faststart"])
+            .arg(name(video));
     }
-    if input.frames.is_some() {
+    if let Some((audio, speech)) = &out.audio {
+        for (path, rate) in [(audio, input.sample_rate), (speech, SPEECH_RATE)] {
+            cmd.args(["-map", "0:a:0", "-vn", "-ac", "1", "-ar"])
+                .arg(rate.to_string())
+                .args(["-c:a", "pcm_s16le"])
+                .arg(name(path));
+        }
+    }
+    if out.keyframes.is_some() {
+        // Nothing to write but the log; an output all the same, so the call has one
+        // when it writes no other file (a silent video, no frames asked for).
+        cmd.args(["-map", "[keys]", "-f", "null", "-"]);
+    }
+    if out.frames.is_some() {
         // One file per frame picked, none repeated to fill a constant rate.
         cmd.args(["-map", "[frames]", "-fps_mode", "passthrough", "-frames:v"])
             .arg(MAX_FRAMES.to_string())

@@ -1,19 +1,15 @@
-//! `stage-ffmpeg-1`: cut the canonical video into clips at the proposed cut points.
+//! `stage-ffmpeg-1`: cut the canonical video into the listed clips.
 //!
-//! stage-ffmpeg-0 forces a keyframe every second or so, and stream copy can only cut at a
-//! keyframe, so each proposed cut is moved to the nearest keyframe (read from the packet
-//! index, no decoding); cuts that would leave a clip shorter than `min_clip_s` are dropped.
-//! Then one `ffmpeg -c copy -f segment` run writes every clip, each from one chosen
-//! keyframe to the next: those keyframes' times are the clips' exact time ranges. No frame is re-encoded, so the clips
-//! are exactly the canonical video's frames, each once.
+//! stage-audio lists the clips before the canonical video exists, at the times its
+//! keyframes will have (stage-ffmpeg-0 forces one every second or so and reports where).
+//! This stage checks that every clip boundary is a keyframe of the video (read from the
+//! packet index, no decoding), then one `ffmpeg -c copy -f segment` run writes every clip,
+//! each from one keyframe to the next, and each goes to the key the list gave it. No frame
+//! is re-encoded, so the clips are exactly the canonical video's frames, each once.
 //!
 //! Times are in the canonical video's presentation time, starting at 0 (any offset the
 //! container or the muxer adds is taken off).
-//!
-//! A video with no cut (shorter than the maximum clip length) is one clip: the canonical
-//! video itself, referenced, not copied.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -33,21 +29,25 @@ const MAX_CLIPS: usize = 2_000;
 /// Clips uploaded at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
+/// How far a listed boundary may be from the keyframe it names (the list's times are
+/// rounded to the millisecond).
+const BOUNDARY_TOLERANCE_S: f64 = 2e-3;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// The canonical video; must be one of the request's own objects.
     pub video_key: String,
-    /// Proposed cut times in seconds (any order; out-of-range ones are ignored).
-    pub cuts: Vec<f64>,
-    /// Cuts that would make a clip shorter than this are dropped.
-    #[serde(default)]
-    pub min_clip_s: f64,
+    /// The clips to cut, in order, each starting where the one before ends.
+    pub clips: Vec<ListedClip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
-    pub clips: Vec<ListedClip>,
+    /// How many clips were written.
+    pub clips: usize,
+    /// Where the video ends, from its first frame: the last clip's true end.
+    pub end_s: f64,
     /// Time spent in ffprobe and ffmpeg, the rest being storage.
     pub ffmpeg_ms: u64,
 }
@@ -69,10 +69,9 @@ impl Stage for Ffmpeg1 {
     ) -> Result<Produced<Output>, StageError> {
         let input = &call.input;
         call.require_own_key("video_key", &input.video_key)?;
-        if input.cuts.len() > MAX_CLIPS || input.min_clip_s.is_nan() || input.min_clip_s < 0.0 {
-            return Err(StageError::InvalidInput(format!(
-                "at most {MAX_CLIPS} cuts, and min_clip_s must be a number ≥ 0"
-            )));
+        let cuts = cuts_of(&input.clips)?;
+        for clip in &input.clips {
+            call.require_own_key("clips[].key", &clip.key)?;
         }
         let work = ctx.workdir()?;
         let video = work.join("video.mp4");
@@ -85,77 +84,80 @@ impl Stage for Ffmpeg1 {
             return Err(StageError::InvalidMedia("the video has no keyframe".into()));
         };
         let relative: Vec<f64> = keyframes.iter().map(|t| t - origin).collect();
-        let duration = end - origin;
-        let cuts = snap_cuts(&input.cuts, &relative, duration, input.min_clip_s);
-
-        let prefix = call.output_prefix();
-        let mut outputs = BTreeMap::new();
-        let mut clips = Vec::new();
-        if cuts.is_empty() {
-            let clip = ClipId::from_index(0);
-            outputs.insert(clip.to_string(), input.video_key.clone());
-            clips.push(ListedClip {
-                clip,
-                start_s: 0.0,
-                end_s: duration,
-                key: input.video_key.clone(),
-            });
-            return Ok(Produced {
-                outputs,
-                data: Output {
-                    clips,
-                    ffmpeg_ms: clock.elapsed().as_millis() as u64,
-                },
-            });
-        }
-        let list = segment(&video, &cuts, origin).await?;
-        let ffmpeg_ms = clock.elapsed().as_millis() as u64;
-        let segments = parse_segment_list(&list)?;
-        if segments.len() != cuts.len() + 1 {
-            return Err(StageError::Internal(format!(
-                "ffmpeg wrote {} clips for {} cuts",
-                segments.len(),
-                cuts.len()
+        if let Some(stray) = cuts.iter().find(|&&c| {
+            !relative
+                .iter()
+                .any(|k| (k - c).abs() <= BOUNDARY_TOLERANCE_S)
+        }) {
+            return Err(StageError::InvalidInput(format!(
+                "a clip boundary at {stray} s is not a keyframe of the video"
             )));
         }
-        // Each clip runs from one chosen keyframe to the next. (The list's own times are
-        // not used: the muxer shifts all but the first by the B-frame delay.)
-        let bounds: Vec<f64> = std::iter::once(0.0)
-            .chain(cuts.iter().copied())
-            .chain(std::iter::once(duration))
-            .collect();
-        for (i, edge) in bounds.windows(2).enumerate() {
-            let clip = ClipId::from_index(i);
-            let key = format!("{prefix}{clip}.mp4");
-            outputs.insert(clip.to_string(), key.clone());
-            clips.push(ListedClip {
-                clip,
-                start_s: round_ms(edge[0]),
-                end_s: round_ms(edge[1]),
-                key,
-            });
-        }
+        let files: Vec<std::path::PathBuf> = if cuts.is_empty() {
+            vec![video.clone()]
+        } else {
+            let list = segment(&video, &cuts, origin).await?;
+            let segments = parse_segment_list(&list)?;
+            if segments.len() != input.clips.len() {
+                return Err(StageError::Internal(format!(
+                    "ffmpeg wrote {} clips for {} listed",
+                    segments.len(),
+                    input.clips.len()
+                )));
+            }
+            segments
+                .iter()
+                .map(|(file, _, _)| work.join(file))
+                .collect()
+        };
+        let ffmpeg_ms = clock.elapsed().as_millis() as u64;
         // A few uploads at a time: a long video has hundreds of clips, and one after another
         // their round trips add up.
-        let uploads: Vec<_> = segments
-            .iter()
-            .zip(&clips)
-            .map(|((file, _, _), clip)| (work.join(file), clip.key.clone()))
+        let uploads: Vec<_> = files
+            .into_iter()
+            .zip(&input.clips)
+            .map(|(file, clip)| (file, clip.clip.clone(), clip.key.clone()))
             .collect();
-        futures::stream::iter(uploads)
-            .map(|(file, key)| async move { ctx.storage.put_file(&key, &file, "video/mp4").await })
+        let outputs = futures::stream::iter(uploads)
+            .map(|(file, clip, key)| async move {
+                ctx.storage.put_file(&key, &file, "video/mp4").await?;
+                Ok::<_, StageError>((clip.to_string(), key))
+            })
             .buffer_unordered(UPLOADS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
+            .try_collect()
             .await?;
         Ok(Produced {
             outputs,
-            data: Output { clips, ffmpeg_ms },
+            data: Output {
+                clips: input.clips.len(),
+                end_s: (((end - origin) * 1000.0).round() / 1000.0).max(0.0),
+                ffmpeg_ms,
+            },
         })
     }
 }
 
-fn round_ms(t: f64) -> f64 {
-    (t.max(0.0) * 1000.0).round() / 1000.0
+/// The times between the clips (every clip's start but the first's); refuses a list that
+/// is empty, too long, out of order, not numbered clip-0000 onwards, or with a gap.
+fn cuts_of(clips: &[ListedClip]) -> Result<Vec<f64>, StageError> {
+    let bad = |why: &str| Err(StageError::InvalidInput(format!("clips: {why}")));
+    if clips.is_empty() || clips.len() > MAX_CLIPS {
+        return bad(&format!("between 1 and {MAX_CLIPS} clips"));
+    }
+    for (i, clip) in clips.iter().enumerate() {
+        let numbered = clip.clip == ClipId::from_index(i);
+        let ordered =
+            clip.start_s.is_finite() && clip.end_s.is_finite() && clip.start_s < clip.end_s;
+        let joined = i == 0 && clip.start_s == 0.0 || i > 0 && clip.start_s == clips[i - 1].end_s;
+        if !(numbered && ordered && joined) {
+            return bad(&format!(
+                "{} must be clip {i}, start where the one before ends (the first at 0) and \
+                 end after it starts",
+                clip.clip
+            ));
+        }
+    }
+    Ok(clips[1..].iter().map(|c| c.start_s).collect())
 }
 
 /// Presentation times of the video's keyframes, increasing, read from the packet index.
@@ -202,33 +204,6 @@ async fn video_end(video: &Path) -> Result<Option<f64>, StageError> {
         (Some(start), Some(duration)) if duration > 0.0 => Some(start + duration),
         _ => None,
     })
-}
-
-/// Moves each proposed cut to the nearest keyframe (times relative to the first one) and
-/// drops cuts that would leave a clip shorter than `min_clip_s`, or none at all.
-pub fn snap_cuts(proposed: &[f64], keyframes: &[f64], duration: f64, min_clip_s: f64) -> Vec<f64> {
-    let mut wanted: Vec<f64> = proposed
-        .iter()
-        .copied()
-        .filter(|t| t.is_finite() && *t > 0.0 && *t < duration)
-        .collect();
-    wanted.sort_by(f64::total_cmp);
-    let min = min_clip_s.max(1e-3);
-    let mut cuts: Vec<f64> = Vec::new();
-    for t in wanted {
-        let Some(&k) = keyframes
-            .iter()
-            .filter(|k| **k > 0.0)
-            .min_by(|a, b| (*a - t).abs().total_cmp(&(*b - t).abs()))
-        else {
-            break;
-        };
-        let last = cuts.last().copied().unwrap_or(0.0);
-        if k - last >= min && duration - k >= min {
-            cuts.push(k);
-        }
-    }
-    cuts
 }
 
 /// One stream-copy run of ffmpeg's segment muxer, cutting at the keyframes at `cuts`
@@ -289,22 +264,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cuts_move_to_the_nearest_keyframe_and_respect_the_minimum() {
-        let keyframes: Vec<f64> = (0..80).map(f64::from).collect();
-        assert_eq!(
-            snap_cuts(&[19.6, 40.2, 60.5], &keyframes, 79.5, 5.0),
-            vec![20.0, 40.0, 60.0]
-        );
-        // Unsorted, duplicate after snapping, too close to each other or to either end.
-        assert_eq!(
-            snap_cuts(&[41.0, 40.4, 2.0, 78.0, 20.1, 22.0], &keyframes, 79.5, 5.0),
-            vec![20.0, 40.0]
-        );
-        assert!(snap_cuts(&[f64::NAN, -1.0, 100.0], &keyframes, 79.5, 5.0).is_empty());
-        assert!(
-            snap_cuts(&[10.0], &[0.0], 20.0, 1.0).is_empty(),
-            "no keyframe to cut at"
-        );
+    fn a_clip_list_must_cover_the_video_in_order() {
+        let clip = |i: usize, start_s: f64, end_s: f64| ListedClip {
+            clip: ClipId::from_index(i),
+            start_s,
+            end_s,
+            key: format!("requests/r1/clips/{}/video.mp4", ClipId::from_index(i)),
+        };
+        let good = [
+            clip(0, 0.0, 20.0),
+            clip(1, 20.0, 41.001),
+            clip(2, 41.001, 50.0),
+        ];
+        assert_eq!(cuts_of(&good).unwrap(), vec![20.0, 41.001]);
+        assert_eq!(cuts_of(&good[..1]).unwrap(), Vec::<f64>::new());
+        for bad in [
+            vec![],
+            vec![clip(0, 1.0, 20.0)],
+            vec![clip(0, 0.0, 20.0), clip(1, 21.0, 30.0)],
+            vec![clip(0, 0.0, 20.0), clip(2, 20.0, 30.0)],
+            vec![clip(0, 0.0, 20.0), clip(1, 20.0, 20.0)],
+            vec![clip(0, 0.0, f64::NAN)],
+        ] {
+            assert!(cuts_of(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,29 +1,25 @@
 //! `stage-ffmpeg-2`, one call per clip: the frames object detection looks at, and the
-//! clip's audio for speech to text.
+//! clip's audio for speech to text, both cut from what stage-ffmpeg-0 took from the whole
+//! video in its one decode. (The stage is named for the ffmpeg run it used to make per
+//! clip; nothing is decoded here now.)
 //!
-//! When stage-ffmpeg-0 already took frames at `fps` from the whole video (`from_video`:
-//! its `frames.json` and the clip's place in the video), the clip's frames are those that
-//! show within it, and the clip is not decoded for them: it is not even fetched when there
-//! is no sound to cut. Otherwise (or when none of those frames falls in the clip) one
-//! ffmpeg run decodes the clip once and writes:
-//! - `frame-NNNNNN.jpg`: frames at `fps` per second, frame `n` being the one showing at
-//!   `n / fps` s into the clip, at most `max_width` px wide and at most `max_frames` of
-//!   them. When the clip has a keyframe every `1 / fps` s (stage-ffmpeg-0 forces one every
-//!   `keyframe_interval_s`, and clips start on one), those keyframes are exactly the frames
-//!   wanted, and only they are decoded (`-skip_frame nokey`): a tenth to a thirtieth of
-//!   the decoding. Otherwise ffmpeg's `fps` filter picks them from every decoded frame;
-//! - `audio.wav`: mono 16-bit PCM at 16 kHz (what speech models take), when `audio` is set
-//!   and the clip has sound.
+//! - The frames are those of `frames.json` (every frame's key and time in the video) that
+//!   show within the clip, times counted from the clip's start. None are copied: the clip's
+//!   list names stage-ffmpeg-0's objects.
+//! - `audio.wav` is the clip's stretch of `speech.wav` (mono 16-bit PCM at 16 kHz, what
+//!   speech models take): its header and just those samples are read from the store by
+//!   byte range, so a clip never fetches the whole video's sound.
+//!
+//! Neither needs the clip's own video, so a clip is looked at while the canonical video is
+//! still being encoded and cut.
 
 use std::collections::BTreeMap;
+use std::io::{BufReader, Read};
+use std::path::Path;
 use std::time::Instant;
 
-use fave_common::stage::{
-    FRAME_MAX_WIDTH, Frame, Produced, Stage, StageCall, StageContext, StageError,
-};
-use fave_common::tool::{self, dir_and_name};
+use fave_common::stage::{Frame, Produced, Stage, StageCall, StageContext, StageError};
 use serde::{Deserialize, Serialize};
-use tokio::process::Command;
 
 /// This stage's name, which is its function's name.
 pub const NAME: &str = "stage-ffmpeg-2";
@@ -31,45 +27,24 @@ pub const NAME: &str = "stage-ffmpeg-2";
 /// Sample rate of the clip audio.
 pub const AUDIO_RATE: u32 = 16_000;
 
+/// Bytes read to find a wav's header (ffmpeg's is under a hundred).
+const WAV_HEADER_BYTES: u64 = 64 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
-    /// The clip's video; must be one of the request's own objects.
-    pub clip_key: String,
-    /// Frames per second to extract.
-    #[serde(default = "default_fps")]
-    pub fps: f64,
-    #[serde(default = "default_max_width")]
-    pub max_width: u32,
-    #[serde(default = "default_max_frames")]
-    pub max_frames: u32,
-    /// The spacing of the clip's keyframes, if regular (stage-ffmpeg-0's forced ones).
-    #[serde(default)]
-    pub keyframe_interval_s: Option<f64>,
-    /// Whether to write the clip's audio (the video has sound).
-    #[serde(default)]
-    pub audio: bool,
-    /// Frames already taken at `fps` from the whole video, to use instead of decoding.
-    #[serde(default)]
-    pub from_video: Option<FromVideo>,
-}
-
-/// stage-ffmpeg-0's frames of the whole video, and where the clip lies in the video.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FromVideo {
-    /// `frames.json`: every frame's time in the video and key.
+    /// stage-ffmpeg-0's `frames.json`.
     pub frames_key: String,
+    /// Where the clip lies in the video, in seconds from its first frame.
     pub start_s: f64,
     pub end_s: f64,
+    /// stage-ffmpeg-0's `speech.wav`; absent when the video has no sound.
+    #[serde(default)]
+    pub speech_key: Option<String>,
+    #[serde(default = "default_max_frames")]
+    pub max_frames: u32,
 }
 
-fn default_fps() -> f64 {
-    1.0
-}
-fn default_max_width() -> u32 {
-    FRAME_MAX_WIDTH
-}
 fn default_max_frames() -> u32 {
     600
 }
@@ -78,13 +53,10 @@ fn default_max_frames() -> u32 {
 pub struct Output {
     /// The clip's frames, times from the clip's start.
     pub frames: Vec<Frame>,
-    /// Whether they are stage-ffmpeg-0's, taken from the whole video.
-    #[serde(default)]
-    pub frames_from_video: bool,
-    pub fps: f64,
     /// Whether `audio.wav` was written.
     pub audio: bool,
-    pub ffmpeg_ms: u64,
+    /// Time spent cutting the audio, the rest being storage.
+    pub audio_ms: u64,
 }
 
 pub struct Ffmpeg2;
@@ -103,102 +75,59 @@ impl Stage for Ffmpeg2 {
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
         let input = &call.input;
-        call.require_own_key("clip_key", &input.clip_key)?;
-        if !(0.01..=30.0).contains(&input.fps)
-            || !(16..=4096).contains(&input.max_width)
-            || !(1..=100_000).contains(&input.max_frames)
-        {
+        call.require_own_key("frames_key", &input.frames_key)?;
+        if let Some(key) = &input.speech_key {
+            call.require_own_key("speech_key", key)?;
+        }
+        let span_ok = input.start_s.is_finite()
+            && input.end_s.is_finite()
+            && 0.0 <= input.start_s
+            && input.start_s < input.end_s;
+        if !span_ok || !(1..=100_000).contains(&input.max_frames) {
             return Err(StageError::InvalidInput(
-                "fps must be within 0.01..=30, max_width 16..=4096, max_frames 1..=100000".into(),
+                "need 0 ≤ start_s < end_s, and max_frames within 1..=100000".into(),
             ));
         }
-        let taken = match &input.from_video {
-            Some(v) => {
-                call.require_own_key("from_video.frames_key", &v.frames_key)?;
-                let index: Vec<Frame> = ctx
-                    .storage
-                    .get_json(&v.frames_key)
-                    .await?
-                    .ok_or_else(|| {
-                        StageError::InvalidInput(format!("no frames at {}", v.frames_key))
-                    })?
-                    .0;
-                frames_within(&index, v.start_s, v.end_s, input.max_frames)
-            }
-            None => Vec::new(),
-        };
-        let decode = taken.is_empty();
-        let work = ctx.workdir()?;
-        let clip = work.join("clip.mp4");
-        let has_audio = if decode || input.audio {
-            ctx.storage.get_to_file(&input.clip_key, &clip).await?;
-            input.audio && has_audio(&clip).await?
-        } else {
-            false
-        };
+        let index: Vec<Frame> = ctx
+            .storage
+            .get_json(&input.frames_key)
+            .await?
+            .ok_or_else(|| StageError::InvalidInput(format!("no frames at {}", input.frames_key)))?
+            .0;
+        let frames = frames_within(&index, input.start_s, input.end_s, input.max_frames);
+        if frames.is_empty() {
+            return Err(StageError::InvalidMedia(format!(
+                "no frame of the video shows within {}..{} s",
+                input.start_s, input.end_s
+            )));
+        }
+        // Named like frame files, so the outputs read as the frames they are.
+        let mut outputs: BTreeMap<String, String> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("frame-{i:06}"), f.key.clone()))
+            .collect();
 
         let clock = Instant::now();
-        if decode || has_audio {
-            let (dir, name) = dir_and_name(&clip);
-            let mut cmd = Command::new("ffmpeg");
-            cmd.args(["-nostdin", "-y", "-v", "error"]);
-            let keyframes_only = keyframes_are_the_frames(input);
-            if decode && keyframes_only {
-                cmd.args(["-skip_frame", "nokey"]);
-            }
-            cmd.arg("-i").arg(name);
-            if decode {
-                let scale = format!("scale='min({},iw)':-2", input.max_width);
-                cmd.args(["-map", "0:v:0", "-vf"]);
-                if keyframes_only {
-                    cmd.arg(scale).args(["-fps_mode", "passthrough"]);
-                } else {
-                    cmd.arg(format!("fps={},{scale}", input.fps));
+        let audio = match &input.speech_key {
+            Some(key) => {
+                let wav = ctx.workdir()?.join("audio.wav");
+                let cut = cut_speech(ctx, key, input.start_s, input.end_s, &wav).await?;
+                if cut {
+                    let out = format!("{}audio.wav", call.output_prefix());
+                    ctx.storage.put_file(&out, &wav, "audio/wav").await?;
+                    outputs.insert("audio".to_owned(), out);
                 }
-                cmd.args(["-frames:v"])
-                    .arg(input.max_frames.to_string())
-                    .args(["-q:v", "3", "-start_number", "0", "frame-%06d.jpg"]);
+                cut
             }
-            if has_audio {
-                cmd.args(["-map", "0:a:0", "-vn", "-ac", "1", "-ar"])
-                    .arg(AUDIO_RATE.to_string())
-                    .args(["-c:a", "pcm_s16le", "audio.wav"]);
-            }
-            tool::run(&mut cmd, dir, "ffmpeg")
-                .await
-                .map_err(StageError::InvalidMedia)?;
-        }
-        let ffmpeg_ms = clock.elapsed().as_millis() as u64;
-
-        let prefix = call.output_prefix();
-        let mut outputs = BTreeMap::new();
-        let frames = if decode {
-            upload_frames(ctx, &prefix, input.fps, &mut outputs).await?
-        } else {
-            // Named like the frames this stage writes itself, so its outputs read the same.
-            for (i, f) in taken.iter().enumerate() {
-                outputs.insert(format!("frame-{i:06}"), f.key.clone());
-            }
-            taken
+            None => false,
         };
-        if frames.is_empty() {
-            return Err(StageError::InvalidMedia("the clip gave no frame".into()));
-        }
-        if has_audio {
-            let key = format!("{prefix}audio.wav");
-            ctx.storage
-                .put_file(&key, &work.join("audio.wav"), "audio/wav")
-                .await?;
-            outputs.insert("audio".to_owned(), key);
-        }
         Ok(Produced {
             outputs,
             data: Output {
                 frames,
-                frames_from_video: !decode,
-                fps: input.fps,
-                audio: has_audio,
-                ffmpeg_ms,
+                audio,
+                audio_ms: clock.elapsed().as_millis() as u64,
             },
         })
     }
@@ -220,93 +149,112 @@ pub fn frames_within(index: &[Frame], start_s: f64, end_s: f64, max: u32) -> Vec
         .collect()
 }
 
-/// Uploads the frames ffmpeg wrote to the work directory, naming each in `outputs`; returns
-/// them in order, frame `n` showing at `n / fps` s into the clip.
-async fn upload_frames(
+/// Writes to `out` the samples of the wav at `key` from `start_s` to `end_s`, reading only
+/// its header and those bytes. False when the sound ends before the clip starts.
+async fn cut_speech(
     ctx: &StageContext<'_>,
-    prefix: &str,
-    fps: f64,
-    outputs: &mut BTreeMap<String, String>,
-) -> Result<Vec<Frame>, StageError> {
+    key: &str,
+    start_s: f64,
+    end_s: f64,
+    out: &Path,
+) -> Result<bool, StageError> {
     let work = ctx.workdir()?;
-    let mut names = Vec::new();
-    let mut entries = tokio::fs::read_dir(work)
+    let head = work.join("speech-head.wav");
+    ctx.storage
+        .get_range_to_file(key, 0..WAV_HEADER_BYTES, &head)
+        .await?;
+    let header = read_header(&head)?;
+    let samples = header.samples_within(start_s, end_s);
+    if samples.is_empty() {
+        return Ok(false);
+    }
+    let raw = work.join("speech.pcm");
+    let bytes = header.byte_range(&samples);
+    let got = ctx
+        .storage
+        .get_range_to_file(key, bytes.clone(), &raw)
+        .await?;
+    if got != bytes.end - bytes.start {
+        return Err(StageError::InvalidMedia(format!(
+            "{key} is shorter than its header says"
+        )));
+    }
+    let (raw, out) = (raw.clone(), out.to_owned());
+    tokio::task::spawn_blocking(move || pcm_to_wav(&raw, &out))
         .await
-        .map_err(|e| StageError::Internal(format!("listing frames: {e}")))?;
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .map_err(|e| StageError::Internal(format!("listing frames: {e}")))?
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(n) = frame_number(&name) {
-            names.push((n, name));
+        .map_err(|e| StageError::Internal(format!("writing the clip's wav panicked: {e}")))?
+        .map_err(|e| StageError::Internal(format!("writing the clip's wav: {e}")))?;
+    Ok(true)
+}
+
+/// Where a wav's samples are: mono 16-bit PCM at [`AUDIO_RATE`], anything else refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WavHeader {
+    /// Byte offset of the first sample.
+    data_offset: u64,
+    samples: u64,
+}
+
+impl WavHeader {
+    /// The samples showing from `start_s` to `end_s`, within the wav.
+    fn samples_within(&self, start_s: f64, end_s: f64) -> std::ops::Range<u64> {
+        let at = |t: f64| ((t * f64::from(AUDIO_RATE)).round().max(0.0) as u64).min(self.samples);
+        at(start_s)..at(end_s)
+    }
+
+    fn byte_range(&self, samples: &std::ops::Range<u64>) -> std::ops::Range<u64> {
+        self.data_offset + 2 * samples.start..self.data_offset + 2 * samples.end
+    }
+}
+
+fn read_header(head: &Path) -> Result<WavHeader, StageError> {
+    let bad = |e: String| StageError::InvalidMedia(format!("the speech track: {e}"));
+    let file = std::fs::File::open(head).map_err(|e| bad(e.to_string()))?;
+    let reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    let spec = reader.spec();
+    let wanted = spec.channels == 1
+        && spec.sample_rate == AUDIO_RATE
+        && spec.bits_per_sample == 16
+        && spec.sample_format == hound::SampleFormat::Int;
+    if !wanted {
+        return Err(bad(format!(
+            "{spec:?} is not mono 16-bit PCM at {AUDIO_RATE} Hz"
+        )));
+    }
+    let samples = u64::from(reader.len());
+    // The reader stops at the first sample: what it read is the header.
+    let mut inner = reader.into_inner();
+    let data_offset = std::io::Seek::stream_position(&mut inner).map_err(|e| bad(e.to_string()))?;
+    Ok(WavHeader {
+        data_offset,
+        samples,
+    })
+}
+
+/// Wraps raw little-endian 16-bit mono samples in a wav header, streaming them.
+fn pcm_to_wav(raw: &Path, out: &Path) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: AUDIO_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(out, spec)?;
+    let mut input = BufReader::new(std::fs::File::open(raw)?);
+    let mut pair = [0u8; 2];
+    loop {
+        match input.read_exact(&mut pair) {
+            Ok(()) => writer.write_sample(i16::from_le_bytes(pair))?,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e.into()),
         }
     }
-    names.sort();
-    let files = names
-        .iter()
-        .map(|(n, name)| (name.clone(), f64::from(*n) / fps))
-        .collect();
-    let frames = ctx.put_frames(work, prefix, files).await?;
-    for ((_, name), f) in names.iter().zip(&frames) {
-        outputs.insert(name.trim_end_matches(".jpg").to_owned(), f.key.clone());
-    }
-    Ok(frames)
-}
-
-/// Whether the clip's keyframes fall every `1 / fps` s, so decoding only them gives the
-/// frames wanted.
-fn keyframes_are_the_frames(input: &Input) -> bool {
-    input
-        .keyframe_interval_s
-        .is_some_and(|k| (k * input.fps - 1.0).abs() < 1e-9)
-}
-
-/// `frame-000012.jpg` → 12.
-fn frame_number(name: &str) -> Option<u32> {
-    name.strip_prefix("frame-")?
-        .strip_suffix(".jpg")?
-        .parse()
-        .ok()
-}
-
-/// Whether the clip has an audio stream.
-async fn has_audio(clip: &std::path::Path) -> Result<bool, StageError> {
-    let (dir, name) = dir_and_name(clip);
-    let out = tool::run(
-        Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "a"])
-            .args(["-show_entries", "stream=index", "-of", "csv=p=0"])
-            .arg(name),
-        dir,
-        "ffprobe",
-    )
-    .await
-    .map_err(StageError::InvalidMedia)?;
-    Ok(!String::from_utf8_lossy(&out).trim().is_empty())
+    writer.finalize()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyframes_are_used_only_when_they_are_spaced_as_wanted() {
-        let input = |fps: f64, k: Option<f64>| Input {
-            clip_key: String::new(),
-            fps,
-            max_width: 640,
-            max_frames: 10,
-            keyframe_interval_s: k,
-            audio: false,
-            from_video: None,
-        };
-        assert!(keyframes_are_the_frames(&input(1.0, Some(1.0))));
-        assert!(keyframes_are_the_frames(&input(2.0, Some(0.5))));
-        assert!(!keyframes_are_the_frames(&input(2.0, Some(1.0))));
-        assert!(!keyframes_are_the_frames(&input(1.0, None)));
-    }
 
     #[test]
     fn a_clip_gets_the_video_frames_that_show_within_it() {
@@ -339,10 +287,63 @@ mod tests {
     }
 
     #[test]
-    fn frame_names_give_their_numbers() {
-        assert_eq!(frame_number("frame-000012.jpg"), Some(12));
-        assert_eq!(frame_number("frame-000000.jpg"), Some(0));
-        assert_eq!(frame_number("audio.wav"), None);
-        assert_eq!(frame_number("frame-x.jpg"), None);
+    fn a_clip_reads_just_its_own_samples_of_the_speech_track() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("speech.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: AUDIO_RATE,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        // Three seconds, each sample its own index (mod 2^15), so a slice shows where it
+        // came from.
+        let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+        for i in 0..3 * AUDIO_RATE {
+            w.write_sample((i % 32_768) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let header = read_header(&wav).unwrap();
+        assert_eq!(header.samples, u64::from(3 * AUDIO_RATE));
+        let samples = header.samples_within(1.0, 2.5);
+        assert_eq!(samples, 16_000..40_000);
+        assert_eq!(
+            header.samples_within(2.0, 9.0),
+            32_000..48_000,
+            "cut at its end"
+        );
+        assert!(header.samples_within(4.0, 9.0).is_empty(), "after its end");
+
+        // The bytes the range names are those samples: wrapped, they read back as them.
+        let bytes = header.byte_range(&samples);
+        let all = std::fs::read(&wav).unwrap();
+        let raw = dir.path().join("slice.pcm");
+        std::fs::write(&raw, &all[bytes.start as usize..bytes.end as usize]).unwrap();
+        let out = dir.path().join("clip.wav");
+        pcm_to_wav(&raw, &out).unwrap();
+        let back: Vec<i16> = hound::WavReader::open(&out)
+            .unwrap()
+            .samples::<i16>()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back.len(), 24_000);
+        assert_eq!((back[0], back[23_999]), (16_000, (39_999 % 32_768) as i16));
+
+        let stereo = dir.path().join("stereo.wav");
+        let mut w = hound::WavWriter::create(
+            &stereo,
+            hound::WavSpec {
+                channels: 2,
+                ..spec
+            },
+        )
+        .unwrap();
+        w.write_sample(0i16).unwrap();
+        w.write_sample(0i16).unwrap();
+        w.finalize().unwrap();
+        assert!(matches!(
+            read_header(&stereo),
+            Err(StageError::InvalidMedia(_))
+        ));
     }
 }

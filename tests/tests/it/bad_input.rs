@@ -267,8 +267,21 @@ async fn not_a_video(t: &TestStack, fake: &std::path::Path) {
         "no internal paths: {}",
         failure.error_detail
     );
-    let stage = &state.stages[0];
+    // Both reads of the video (the analysis and the encode) run at once; the first to
+    // find it is not one fails the request, and the other is not waited for.
+    let stage = state
+        .stages
+        .iter()
+        .find(|s| failure.error_detail.starts_with(&format!("{}:", s.name)))
+        .expect("the failure names its stage");
     assert_eq!(stage.status, StageStatus::Failed);
+    assert!(
+        state
+            .tasks()
+            .all(|s| s.status.is_terminal() || s.status == StageStatus::Pending),
+        "no task of a failed request is left running: {:?}",
+        state.stages
+    );
     assert_eq!(stage.attempts.len(), 1, "bad media is not retried");
     assert_eq!(stage.attempts[0].http_status, Some(422));
     assert!(stage.outputs.is_empty());

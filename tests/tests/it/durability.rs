@@ -18,12 +18,17 @@ use crate::util::{
 const FAST_RESUME: &[(&str, &str)] =
     &[("FAVE_RESUME_INTERVAL_MS", "200"), ("FAVE_LEASE_SECS", "3")];
 
-/// How many times stage-ffmpeg-0 finished real work for each request, from its own log.
-fn stage_runs(t: &TestStack) -> BTreeMap<String, usize> {
+/// How many times `stage` (one of the two the stage-ffmpeg-0 function serves) finished real
+/// work for each request, from the function's own log.
+fn stage_runs(t: &TestStack, stage: &str) -> BTreeMap<String, usize> {
     let log =
         std::fs::read_to_string(t.dir.path().join("logs/stage-ffmpeg-0.log")).unwrap_or_default();
     let mut runs = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains("stage done")) {
+    let this_stage = format!("stage=\"{stage}\"");
+    for line in log
+        .lines()
+        .filter(|l| l.contains("stage done") && l.contains(&this_stage))
+    {
         if let Some(id) = line
             .split("request_id=")
             .nth(1)
@@ -34,6 +39,9 @@ fn stage_runs(t: &TestStack) -> BTreeMap<String, usize> {
     }
     runs
 }
+
+/// Both stages the stage-ffmpeg-0 function serves.
+const FFMPEG_0: [&str; 2] = ["stage-ffmpeg-0", "stage-ffmpeg-0-video"];
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -160,16 +168,20 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
     );
     assert!(states.len() >= accepted, "an accepted request was lost");
     assert_complete_and_whole(&t, &states).await;
-    let runs = stage_runs(&t);
+    for stage in FFMPEG_0 {
+        let runs = stage_runs(&t, stage);
+        for s in &states {
+            assert_eq!(
+                runs.get(s.request_id.as_str()),
+                Some(&1),
+                "{stage} ran {:?} times for {}",
+                runs.get(s.request_id.as_str()),
+                s.request_id
+            );
+        }
+    }
     for s in &states {
         assert_one_driver_at_a_time(s);
-        assert_eq!(
-            runs.get(s.request_id.as_str()),
-            Some(&1),
-            "stage-ffmpeg-0 ran {:?} times for {}",
-            runs.get(s.request_id.as_str()),
-            s.request_id
-        );
     }
 }
 
@@ -211,7 +223,10 @@ async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
     assert_eq!(states.len(), 1);
     // The stage was running when the signal came: either it finished and its manifest was
     // reused, or it was abandoned and ran once more; it never finished twice.
-    assert_eq!(stage_runs(&t).get(states[0].request_id.as_str()), Some(&1));
+    for stage in FFMPEG_0 {
+        let runs = stage_runs(&t, stage);
+        assert_eq!(runs.get(states[0].request_id.as_str()), Some(&1), "{stage}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,15 +397,15 @@ async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
     .await;
     assert_eq!(states.len(), requests, "every submission was recorded once");
     assert_complete_and_whole(&t, &states).await;
-    let runs = stage_runs(&t);
+    for stage in FFMPEG_0 {
+        let runs = stage_runs(&t, stage);
+        for s in &states {
+            let ran = runs.get(s.request_id.as_str());
+            assert_eq!(ran, Some(&1), "{stage} runs for {}", s.request_id);
+        }
+    }
     let mut owners = std::collections::BTreeSet::new();
     for s in &states {
-        assert_eq!(
-            runs.get(s.request_id.as_str()),
-            Some(&1),
-            "stage-ffmpeg-0 runs for {}",
-            s.request_id
-        );
         assert_one_driver_at_a_time(s);
         owners.extend(s.drivers.iter().map(|d| d.owner.clone()));
     }
@@ -421,7 +436,7 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
     let state = t.state(&id).await;
     let input = state.input.as_ref().expect("copied in");
     // The call the orchestrator made, sent again, as at-least-once delivery would.
-    let sent = json!({"source_key": input.key, "frames": {"fps": 1.0}});
+    let sent = json!({"source_key": input.key, "frames": {"fps": 1.0}, "video": false});
     let call = json!({
         "request_id": id,
         "stage": "stage-ffmpeg-0",
@@ -446,7 +461,7 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
     assert_eq!(status, 200, "{manifest}");
     assert_eq!(manifest["outputs"], json!(state.stages[0].outputs));
     assert_eq!(
-        stage_runs(&t).get(id.as_str()),
+        stage_runs(&t, "stage-ffmpeg-0").get(id.as_str()),
         Some(&1),
         "the repeat did not run ffmpeg"
     );
@@ -462,7 +477,7 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
         .expect("answers");
     assert!(response.headers().get("x-fave-reused").is_none());
     assert_eq!(response.status(), 200);
-    assert_eq!(stage_runs(&t).get(id.as_str()), Some(&2));
+    assert_eq!(stage_runs(&t, "stage-ffmpeg-0").get(id.as_str()), Some(&2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +494,14 @@ async fn fault_a_stage_past_its_timeout_counts_as_a_failed_attempt() {
     let id = request_id(&body);
     let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Failed);
-    let attempts = &state.stages[0].attempts;
+    // Whichever of the two first stages ran out of time first failed the request.
+    let detail = &state.failure.as_ref().expect("recorded").error_detail;
+    let stage = state
+        .stages
+        .iter()
+        .find(|s| detail.starts_with(&format!("{}:", s.name)))
+        .expect("the failure names its stage");
+    let attempts = &stage.attempts;
     assert_eq!(attempts.len(), 4, "timeouts are retried within the budget");
     for a in attempts {
         assert_eq!(

@@ -23,7 +23,8 @@ enum Plan {
     /// retry of a call it just broke, so a fault costs exactly one retry whatever the
     /// interleaving of concurrent requests.
     EveryNth(u64),
-    /// Every call to stage-ffmpeg-0 gets a 503.
+    /// Every call for the stage stage-ffmpeg-0 (not the other stage its function serves)
+    /// gets a 503.
     AlwaysFailStage,
 }
 
@@ -44,9 +45,10 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
         .unwrap_or_default();
-    let key = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["idempotency_key"].as_str().map(str::to_owned))
+    let call = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let key = call["idempotency_key"]
+        .as_str()
+        .map(str::to_owned)
         .unwrap_or_default();
     let fault = match p.plan {
         Plan::EveryNth(k) => {
@@ -58,7 +60,9 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
                 Some((n / k) % 4)
             }
         }
-        Plan::AlwaysFailStage => path.starts_with("/function/stage-ffmpeg-0").then_some(1),
+        Plan::AlwaysFailStage => (path.starts_with("/function/stage-ffmpeg-0")
+            && call["stage"] == "stage-ffmpeg-0")
+            .then_some(1),
     };
     if let Some(kind) = fault {
         p.faults.fetch_add(1, Ordering::Relaxed);

@@ -108,23 +108,37 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
         state.created_at <= started && started <= ended && ended <= state.ended_at.expect("ended")
     );
 
-    // Every output, and the manifest, exist; final.json is the answer.
-    let prefix = keys.stage_prefix(&stage.name);
-    for name in ["video", "audio", "probe"] {
-        let key = stage
-            .outputs
-            .get(name)
-            .unwrap_or_else(|| panic!("output {name}"));
-        assert!(key.starts_with(&prefix), "{key}");
-        assert!(t.store().exists(key).await.expect("head works"), "{key}");
+    // The same function made the canonical video beside it, as a stage of its own.
+    let encode = &state.stages[1];
+    assert_eq!(encode.name.as_str(), "stage-ffmpeg-0-video");
+    assert_eq!(encode.status, StageStatus::Succeeded);
+
+    // Every output, and the manifests, exist; final.json is the answer.
+    for (stage, names) in [
+        (
+            stage,
+            &["audio", "speech", "keyframes", "frames", "probe"][..],
+        ),
+        (encode, &["video", "probe"][..]),
+    ] {
+        let prefix = keys.stage_prefix(&stage.name);
+        let mut written: Vec<&str> = stage.outputs.keys().map(String::as_str).collect();
+        written.retain(|n| !n.starts_with("frame-"));
+        let mut wanted = names.to_vec();
+        wanted.sort_unstable();
+        assert_eq!(written, wanted, "{}", stage.name);
+        for key in stage.outputs.values() {
+            assert!(key.starts_with(&prefix), "{key}");
+            assert!(t.store().exists(key).await.expect("head works"), "{key}");
+        }
+        let (manifest, _) = t
+            .store()
+            .get_json::<Value>(&keys::manifest(&prefix))
+            .await
+            .expect("readable")
+            .expect("manifest");
+        assert_eq!(manifest["outputs"], json!(stage.outputs));
     }
-    let (manifest, _) = t
-        .store()
-        .get_json::<Value>(&keys::manifest(&prefix))
-        .await
-        .expect("readable")
-        .expect("manifest");
-    assert_eq!(manifest["outputs"], json!(stage.outputs));
     let (final_json, _) = t
         .store()
         .get_json::<Value>(&keys.result())
@@ -137,7 +151,7 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mp4 = dir.path().join("video.mp4");
     t.store()
-        .get_to_file(&stage.outputs["video"], &mp4)
+        .get_to_file(&encode.outputs["video"], &mp4)
         .await
         .expect("downloaded");
     let probe = ffprobe(&mp4, &[]);
@@ -182,23 +196,46 @@ async fn a_real_video_runs_end_to_end_through_the_gateway() {
             "keyframe {i} at {k}: {keyframes:?}"
         );
     }
-
-    // The wav is mono 16-bit PCM at 22050 Hz.
-    let wav = dir.path().join("audio.wav");
-    t.store()
-        .get_to_file(&stage.outputs["audio"], &wav)
+    // The analysis said where they would be before the video existed, to the frame: the
+    // clips are planned on those times and cut at them.
+    let (foretold, _) = t
+        .store()
+        .get_json::<Value>(&stage.outputs["keyframes"])
         .await
-        .expect("downloaded");
-    let probe = ffprobe(&wav, &[]);
-    let a = &probe["streams"][0];
+        .expect("readable")
+        .expect("keyframes.json");
+    let foretold: Vec<f64> = serde_json::from_value(foretold["times"].clone()).expect("times");
     assert_eq!(
-        (
-            a["codec_name"].as_str(),
-            a["channels"].as_u64(),
-            a["sample_rate"].as_str()
-        ),
-        (Some("pcm_s16le"), Some(1), Some("22050"))
+        foretold.len(),
+        keyframes.len(),
+        "{foretold:?} vs {keyframes:?}"
     );
+    for (f, k) in foretold.iter().zip(&keyframes) {
+        assert!(
+            (f - (k - keyframes[0])).abs() < 1e-3,
+            "{foretold:?} vs {keyframes:?}"
+        );
+    }
+
+    // The wavs are mono 16-bit PCM, at 22050 Hz for the analysis and 16 kHz for speech.
+    for (name, rate) in [("audio", "22050"), ("speech", "16000")] {
+        let wav = dir.path().join(format!("{name}.wav"));
+        t.store()
+            .get_to_file(&stage.outputs[name], &wav)
+            .await
+            .expect("downloaded");
+        let probe = ffprobe(&wav, &[]);
+        let a = &probe["streams"][0];
+        assert_eq!(
+            (
+                a["codec_name"].as_str(),
+                a["channels"].as_u64(),
+                a["sample_rate"].as_str()
+            ),
+            (Some("pcm_s16le"), Some(1), Some(rate)),
+            "{name}"
+        );
+    }
 
     // GET /requests/{id} and /result through the gateway agree with the store.
     let (status, _, got) = t.get(&format!("/requests/{id}")).await;
@@ -220,16 +257,33 @@ async fn a_video_without_sound_completes_without_a_wav() {
     assert_eq!(answer["media"]["source_video_codec"], "mpeg4");
     let outputs = &answer["stages"]["stage-ffmpeg-0"]["outputs"];
     assert!(outputs.get("audio").is_none(), "{outputs}");
-    assert!(outputs.get("video").is_some());
+    assert!(outputs.get("speech").is_none(), "{outputs}");
+    let video = &answer["stages"]["stage-ffmpeg-0-video"]["outputs"]["video"];
+    assert!(video.is_string(), "{answer}");
     // No sound: the audio stage still runs and proposes no cut. Shorter than the shortest
-    // clip: the whole video is one clip, the canonical video itself, with frames looked at.
+    // clip: the whole video is one clip, a copy of the canonical video, with frames looked
+    // at.
     assert_eq!(answer["audio"]["has_audio"], false);
     assert_eq!(answer["audio"]["cuts"], json!([]));
     let clips = answer["clips"].as_array().expect("clips");
     assert_eq!(clips.len(), 1, "{clips:?}");
     assert_eq!(clips[0]["start_s"], 0.0);
     assert!((clips[0]["end_s"].as_f64().expect("a number") - 2.5).abs() < 0.1);
-    assert_eq!(clips[0]["key"], outputs["video"]);
+    let id = request_id(&answer);
+    let clip_key = RequestKeys::new(&id).clip_video(&"clip-0000".parse().expect("an id"));
+    assert_eq!(clips[0]["key"], clip_key);
+    let (clip, canonical) = (dir.path().join("clip.mp4"), dir.path().join("video.mp4"));
+    for (key, file) in [
+        (clip_key.as_str(), &clip),
+        (video.as_str().unwrap(), &canonical),
+    ] {
+        t.store().get_to_file(key, file).await.expect("downloaded");
+    }
+    assert_eq!(
+        std::fs::read(&clip).expect("read"),
+        std::fs::read(&canonical).expect("read"),
+        "the one clip is the canonical video"
+    );
     assert_eq!(
         clips[0]["frames"], 3,
         "1 frame a second of 2.5 s: at 0, 1 and 2 s"
@@ -360,63 +414,4 @@ fn silent_video(dir: &std::path::Path, fps: u32, seconds: f64) -> std::path::Pat
         .expect("ffmpeg runs");
     assert!(status.success());
     video
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clip_without_the_videos_frames_is_decoded_for_them() {
-    // A request begun before stage-ffmpeg-0 took frames has none to hand out: stage-ffmpeg-2
-    // then decodes the clip, keyframes only when they are the frames wanted, else every one.
-    let t = TestStack::start().await;
-    let (status, _, answer) = t
-        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    let id = request_id(&answer);
-    let state = t.state(&id).await;
-    let clip = &state.clips[0];
-    let taken = clip
-        .task(&"stage-ffmpeg-2".parse().expect("a stage name"))
-        .expect("a frames task")
-        .metrics["data"]["frames"]
-        .clone();
-    let own = format!("requests/{id}/clips/{}/stage-ffmpeg-2/", clip.clip);
-    for (fps, keyframe_interval_s) in [(1.0, Some(1.0)), (2.0, None)] {
-        let input = json!({
-            "clip_key": clip.key, "fps": fps, "keyframe_interval_s": keyframe_interval_s,
-        });
-        let call = json!({
-            "request_id": id, "stage": "stage-ffmpeg-2", "clip": clip.clip,
-            "idempotency_key": format!("decode-at-{fps}"), "input": input,
-        });
-        let response = t
-            .http
-            .post(t.url("stage-ffmpeg-2", ""))
-            .json(&call)
-            .send()
-            .await
-            .expect("answers");
-        let (status, _, manifest) = read(response).await;
-        assert_eq!(status, 200, "{manifest}");
-        let data = &manifest["data"];
-        assert_eq!(data["frames_from_video"], false, "{data}");
-        let frames = data["frames"].as_array().expect("frames");
-        assert_eq!(frames.len() as f64, 10.0 * fps, "bikes.mp4 is 10 s long");
-        for (i, f) in frames.iter().enumerate() {
-            assert_eq!(f["time_s"].as_f64(), Some(i as f64 / fps), "{f}");
-            let key = f["key"].as_str().expect("a key");
-            assert!(key.starts_with(&own), "{key}");
-            assert_eq!(manifest["outputs"][format!("frame-{i:06}")], key);
-        }
-        if fps == 1.0 {
-            // The same instants as the frames stage-ffmpeg-0 took.
-            let times = |v: &Value| -> Vec<Value> {
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|f| f["time_s"].clone())
-                    .collect()
-            };
-            assert_eq!(times(&data["frames"]), times(&taken));
-        }
-    }
 }
