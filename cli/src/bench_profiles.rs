@@ -51,7 +51,7 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
     let cold = run_profile(&args, "cold", &uri, runs).await?;
 
     println!(
-        "  {:<16} {:>10} {:>10} {:>7} {:>14} {:>10}",
+        "  {:<20} {:>10} {:>10} {:>7} {:>14} {:>10}",
         "stage (median)", "warm call", "cold call", "ratio", "start (cold)", "work"
     );
     let mut per_stage = serde_json::Map::new();
@@ -65,7 +65,7 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
         let start = median(starts);
         let work = median(warm.work_ms.get(stage).map_or(&[][..], Vec::as_slice));
         println!(
-            "  {stage:<16} {w:>8.0}ms {c:>8.0}ms {:>6.2}× {start:>12.1}ms {work:>8.0}ms",
+            "  {stage:<20} {w:>8.0}ms {c:>8.0}ms {:>6.2}× {start:>12.1}ms {work:>8.0}ms",
             c / w
         );
         per_stage.insert(
@@ -83,7 +83,7 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
     }
     let (w, c) = (median(&warm.total_ms), median(&cold.total_ms));
     println!(
-        "  {:<16} {w:>8.0}ms {c:>8.0}ms {:>6.2}×",
+        "  {:<20} {w:>8.0}ms {c:>8.0}ms {:>6.2}×",
         "whole request",
         c / w
     );
@@ -93,7 +93,7 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
         format!("{lo:.0}–{hi:.0} ms")
     };
     println!(
-        "  {:<16} warm {}, cold {} over {} runs each",
+        "  {:<20} warm {}, cold {} over {} runs each",
         "  min–max",
         range(&warm.total_ms),
         range(&cold.total_ms),

@@ -555,7 +555,7 @@ fn print_summary(body: &Value) {
                 .map(|n| format!(", {n} clips"))
                 .unwrap_or_default();
             println!(
-                "    {name:<16} {:>6} ms{clips}, {} attempts",
+                "    {name:<20} {:>6} ms{clips}, {} attempts",
                 s["call_ms"], s["attempts"]
             );
         }
@@ -742,7 +742,7 @@ async fn bench_memory(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow
     }
     println!("\npeak RSS per function (MiB), fresh processes for each input:");
     println!(
-        "  {:<15} {:>8} {:>8} {:>7}",
+        "  {:<20} {:>8} {:>8} {:>7}",
         "stage", "short", "long", "ratio"
     );
     let (mut names, mut short_mib, mut long_mib) = (Vec::new(), Vec::new(), Vec::new());
@@ -751,7 +751,7 @@ async fn bench_memory(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow
         for name in stages.keys() {
             let mib = |p: &Value| p[name]["peak_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0;
             let (a, b) = (mib(&peaks[0]), mib(&peaks[1]));
-            println!("  {name:<15} {a:>8.1} {b:>8.1} {:>7.2}", b / a);
+            println!("  {name:<20} {a:>8.1} {b:>8.1} {:>7.2}", b / a);
             per_stage.insert(
                 name.clone(),
                 json!({ "short_mib": a, "long_mib": b, "long_over_short": b / a }),

@@ -349,7 +349,7 @@ pub fn describe(state: &RequestState, p: Palette, now: DateTime<Utc>) -> String 
             let busy: u64 = tasks.iter().filter_map(|t| t.duration_ms).sum();
             let _ = writeln!(
                 out,
-                "  {name:<16} {:<28} {attempts:>12}  {:>10} summed",
+                "  {name:<20} {:<28} {attempts:>12}  {:>10} summed",
                 counts.join(", "),
                 term::duration(busy as f64 / 1e3)
             );
@@ -387,7 +387,7 @@ fn stage_line(stage: &StageState, p: Palette) -> String {
         .map(|ms| term::duration(ms as f64 / 1e3))
         .unwrap_or_default();
     let mut line = format!(
-        "{:<16} {status}{pad} {attempts:>11} {took:>10}",
+        "{:<20} {status}{pad} {attempts:>11} {took:>10}",
         stage.name.as_str()
     );
     if let Some(f) = &stage.failure {
@@ -628,11 +628,11 @@ pub(crate) mod tests {
         assert!(text.contains("request  req1  COMPLETED  (warm)"), "{text}");
         assert!(text.contains("took 3.60 s"), "{text}");
         assert!(
-            text.contains("stage-audio      SUCCEEDED   2 attempts     300 ms"),
+            text.contains("stage-audio          SUCCEEDED   2 attempts     300 ms"),
             "{text}"
         );
         assert!(text.contains("clips    2"), "{text}");
-        assert!(text.contains("stage-detect     2 SUCCEEDED"), "{text}");
+        assert!(text.contains("stage-detect         2 SUCCEEDED"), "{text}");
         let line = progress_line(&sample_state());
         assert_eq!(line, "req1 COMPLETED · 6/6 tasks done");
     }
