@@ -87,6 +87,8 @@ fn baseline_once(work: &Work, dir: &Path) -> anyhow::Result<Baseline> {
         .args([
             "-pix_fmt",
             "yuv420p",
+            "-fps_mode",
+            "vfr",
             "-force_key_frames",
             "expr:gte(t,n_forced*1)",
         ])

@@ -505,7 +505,10 @@ async fn normalize(source: &Path, out: &Outputs, input: &Input) -> Result<(), St
     if let Some(video) = &out.video {
         cmd.args(["-map", "[v]", "-map", "0:a:0?"])
             .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"])
-            .args(["-pix_fmt", "yuv420p", "-force_key_frames"])
+            // Every frame keeps its time (mp4's default would fill a variable rate to a
+            // constant one, moving the keyframes off the times the analysis foretold).
+            .args(["-pix_fmt", "yuv420p", "-fps_mode", "vfr"])
+            .arg("-force_key_frames")
             .arg(format!(
                 "expr:gte(t,n_forced*{})",
                 input.keyframe_interval_s

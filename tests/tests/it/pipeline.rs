@@ -415,3 +415,62 @@ fn silent_video(dir: &std::path::Path, fps: u32, seconds: f64) -> std::path::Pat
     assert!(status.success());
     video
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_with_uneven_frame_times_is_cut_where_it_was_planned() {
+    // 24 frames a second with two jumps in time (at frames 100 and 200): the frame at or
+    // after 9 s is at 9.208 s. The clips are planned on the analysis's times before the
+    // canonical video exists; the encode must keep them for the cut to land there.
+    let t =
+        TestStack::start_with(&[("FAVE_CLIP_MIN_SECS", "1"), ("FAVE_CLIP_MAX_SECS", "3")]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let video = dir.path().join("uneven.mkv");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=24:duration=12")
+        .args(["-vf", "setpts=(N/24+gt(N\\,100)*0.53+gt(N\\,200)*0.31)/TB"])
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base:v",
+            "1:1000",
+            "-c:v",
+            "mpeg4",
+        ])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let clips = answer["clips"].as_array().expect("clips");
+    let starts: Vec<f64> = clips
+        .iter()
+        .map(|c| c["start_s"].as_f64().expect("a number"))
+        .collect();
+    assert_eq!(starts, [0.0, 3.0, 6.0, 9.208], "{clips:?}");
+    // The last clip's video starts with the picture shown at 9.208 s: its first frame is
+    // a keyframe, and it holds every frame from there on (24 a second, from 9.208 s).
+    let id = request_id(&answer);
+    let last = dir.path().join("last.mp4");
+    let key = RequestKeys::new(&id).clip_video(&"clip-0003".parse().expect("an id"));
+    t.store().get_to_file(&key, &last).await.expect("cut");
+    let frames = ffprobe(
+        &last,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=pts_time,key_frame",
+        ],
+    );
+    let frames = frames["frames"].as_array().expect("frames");
+    assert_eq!(frames[0]["key_frame"], 1);
+    let end = clips[3]["end_s"].as_f64().expect("a number");
+    let expected = ((end - 9.208) * 24.0).round() as usize;
+    assert!(
+        frames.len().abs_diff(expected) <= 1,
+        "{} frames in {end} - 9.208 s",
+        frames.len()
+    );
+}
