@@ -443,29 +443,17 @@ impl Driver<'_> {
         loop {
             {
                 let state = &t.lock().await.state;
-                let done = |name: &str| {
-                    tasks
-                        .iter()
-                        .any(|task| task.name.as_str() == name && task_done(state, task))
-                };
-                for (i, (spec, task)) in once.iter().zip(&tasks).enumerate() {
-                    if launched[i] {
-                        continue;
-                    }
-                    if task_done(state, task) {
-                        launched[i] = true;
-                    } else if spec.after.iter().all(|name| done(name)) {
-                        launched[i] = true;
-                        running.push(
-                            async move {
-                                Ok(match self.run_stage(t, spec, task).await? {
-                                    Ok(()) => Ok(()),
-                                    Err(failure) => Err((task.clone(), failure)),
-                                })
-                            }
-                            .boxed(),
-                        );
-                    }
+                for i in ready(once, &tasks, &mut launched, state) {
+                    let (spec, task) = (once[i], &tasks[i]);
+                    running.push(
+                        async move {
+                            Ok(match self.run_stage(t, spec, task).await? {
+                                Ok(()) => Ok(()),
+                                Err(failure) => Err((task.clone(), failure)),
+                            })
+                        }
+                        .boxed(),
+                    );
                 }
                 if !clips_launched && lister.is_some_and(|i| task_done(state, &tasks[i])) {
                     clips_launched = true;
@@ -528,22 +516,9 @@ impl Driver<'_> {
             loop {
                 {
                     let state = &t.lock().await.state;
-                    let done = |name: &str| {
-                        tasks
-                            .iter()
-                            .any(|task| task.name.as_str() == name && task_done(state, task))
-                    };
-                    for (i, (spec, task)) in chain.iter().zip(&tasks).enumerate() {
-                        if launched[i] {
-                            continue;
-                        }
-                        if task_done(state, task) {
-                            launched[i] = true;
-                        } else if spec.after.iter().all(|name| done(name)) {
-                            launched[i] = true;
-                            running
-                                .push(async move { (task, self.run_stage(t, spec, task).await) });
-                        }
+                    for i in ready(chain, &tasks, &mut launched, state) {
+                        let (spec, task) = (chain[i], &tasks[i]);
+                        running.push(async move { (task, self.run_stage(t, spec, task).await) });
                     }
                 }
                 match running.next().await {
@@ -894,6 +869,35 @@ fn task_state<'a>(state: &'a RequestState, task: &Task) -> Option<&'a StageState
         Some(id) => state.clips.iter().find(|c| &c.clip == id)?.task(&task.name),
         None => state.stage(&task.name),
     }
+}
+
+/// Which of `tasks` (one per spec of `specs`) may start now: not launched yet, not done, and
+/// every stage they come `after` done. Marks those already done, and those returned, as
+/// launched.
+fn ready(
+    specs: &[&StageSpec],
+    tasks: &[Task],
+    launched: &mut [bool],
+    state: &RequestState,
+) -> Vec<usize> {
+    let done = |name: &str| {
+        tasks
+            .iter()
+            .any(|task| task.name.as_str() == name && task_done(state, task))
+    };
+    let mut starting = Vec::new();
+    for (i, (spec, task)) in specs.iter().zip(tasks).enumerate() {
+        if launched[i] {
+            continue;
+        }
+        if task_done(state, task) {
+            launched[i] = true;
+        } else if spec.after.iter().all(|name| done(name)) {
+            launched[i] = true;
+            starting.push(i);
+        }
+    }
+    starting
 }
 
 /// Whether a task has ended (succeeded, or skipped): finished work is never redone.
