@@ -562,7 +562,7 @@ fn print_summary(body: &Value) {
     }
     let t = &body["timings"];
     println!(
-        "  drive {} ms = stages {} ms + orchestration {} ms",
+        "  drive {} ms: some stage running {} ms, none {} ms",
         t["drive_ms"], t["stage_ms"], t["orchestration_ms"]
     );
 }

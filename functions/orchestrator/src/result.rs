@@ -12,7 +12,8 @@
 //!              in the speech), unknown words, clips[] ranked with why and said, message
 //! stages       per stage: status, outputs, attempts, call and work time (summed over
 //!              clips), the function's peak memory
-//! timings      drive_ms, stage_ms (request-wide calls + the clips' wall time), orchestration_ms
+//! timings      drive_ms, stage_ms (the time some stage task was open: stages run side by
+//!              side), orchestration_ms (the rest: no task open)
 //! ```
 
 use std::collections::BTreeMap;
@@ -256,10 +257,8 @@ fn unknown_suffix(unknown: &[String]) -> String {
 /// and the time spent in stages: request-wide calls plus the per-clip phase's wall time.
 fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
     let mut stages = BTreeMap::new();
-    let mut stage_ms = 0;
     for s in &state.stages {
         let call_ms = metric(s, "call_ms");
-        stage_ms += call_ms;
         stages.insert(
             s.name.to_string(),
             json!({
@@ -294,12 +293,32 @@ fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
             }),
         );
     }
-    let first: Option<DateTime<Utc>> = tasks.iter().filter_map(|t| t.started_at).min();
-    let last: Option<DateTime<Utc>> = tasks.iter().filter_map(|t| t.ended_at).max();
-    if let (Some(a), Some(b)) = (first, last) {
-        stage_ms += (b - a).num_milliseconds().max(0) as u64;
+    (stages, open_ms(state.tasks()))
+}
+
+/// How long at least one of `tasks` was open (from its start to its end), in ms: the union
+/// of their spans, since tasks run side by side.
+fn open_ms<'a>(tasks: impl Iterator<Item = &'a StageState>) -> u64 {
+    let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = tasks
+        .filter_map(|t| Some((t.started_at?, t.ended_at?)))
+        .collect();
+    spans.sort();
+    let mut open = chrono::Duration::zero();
+    let mut current: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for (start, end) in spans {
+        match &mut current {
+            Some((_, until)) if start <= *until => *until = (*until).max(end),
+            _ => {
+                if let Some((a, b)) = current.replace((start, end)) {
+                    open += b - a;
+                }
+            }
+        }
     }
-    (stages, stage_ms)
+    if let Some((a, b)) = current {
+        open += b - a;
+    }
+    open.num_milliseconds().max(0) as u64
 }
 
 fn metric(s: &StageState, name: &str) -> u64 {
@@ -312,6 +331,28 @@ mod tests {
 
     fn clip(id: &str, start: f64, labels: Value, frames: u64) -> Value {
         json!({"clip": id, "start_s": start, "end_s": start + 10.0, "labels": labels, "frames": frames})
+    }
+
+    #[test]
+    fn stage_time_counts_side_by_side_tasks_once() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let task = |from_ms: i64, to_ms: Option<i64>| {
+            let mut s = StageState::new("stage-x".parse().unwrap(), "stage-x");
+            s.started_at = Some(t0 + chrono::Duration::milliseconds(from_ms));
+            s.ended_at = to_ms.map(|ms| t0 + chrono::Duration::milliseconds(ms));
+            s
+        };
+        // 0-1000 and 200-3000 overlap (3000 open), a gap, then 3500-4000; one never ended.
+        let tasks = [
+            task(200, Some(3000)),
+            task(0, Some(1000)),
+            task(3500, Some(4000)),
+            task(100, None),
+        ];
+        assert_eq!(open_ms(tasks.iter()), 3500);
+        assert_eq!(open_ms([].iter()), 0);
     }
 
     #[test]
