@@ -226,7 +226,10 @@ impl Stage for Ffmpeg0 {
             None => String::new(),
         };
         let scene_changes = parse_scene_log(&read_log(&out.scenes).await);
-        let keyframes = relative_times(&read_log(&out.keyframes).await);
+        let keyframes: Vec<f64> = relative_times(&read_log(&out.keyframes).await)
+            .into_iter()
+            .filter(|t| t.is_finite())
+            .collect();
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
         // The files go up side by side with the frames (the video is one large body, the
