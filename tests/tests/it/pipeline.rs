@@ -474,3 +474,30 @@ async fn a_video_with_uneven_frame_times_is_cut_where_it_was_planned() {
         frames.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_between_two_sampled_frames_completes_with_none() {
+    // A frame every 4 s, clips of 2 s: the clip from 2 to 4 s holds no frame to look at.
+    let t = TestStack::start_with(&[
+        ("FAVE_FRAMES_PER_SEC", "0.25"),
+        ("FAVE_CLIP_MIN_SECS", "1"),
+        ("FAVE_CLIP_MAX_SECS", "2"),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let video = silent_video(dir.path(), 25, 6.0);
+    let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let frames: Vec<(f64, u64)> = answer["clips"]
+        .as_array()
+        .expect("clips")
+        .iter()
+        .map(|c| {
+            (
+                c["start_s"].as_f64().unwrap(),
+                c["frames"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(frames, [(0.0, 1), (2.0, 0), (4.0, 1)], "{answer}");
+}
