@@ -84,19 +84,11 @@ impl Stage for Ffmpeg1 {
             return Err(StageError::InvalidMedia("the video has no keyframe".into()));
         };
         let relative: Vec<f64> = keyframes.iter().map(|t| t - origin).collect();
-        if let Some(stray) = cuts.iter().find(|&&c| {
-            !relative
-                .iter()
-                .any(|k| (k - c).abs() <= BOUNDARY_TOLERANCE_S)
-        }) {
-            return Err(StageError::InvalidInput(format!(
-                "a clip boundary at {stray} s is not a keyframe of the video"
-            )));
-        }
+        let at_keyframes = keyframes_at(&cuts, &relative)?;
         let files: Vec<std::path::PathBuf> = if cuts.is_empty() {
             vec![video.clone()]
         } else {
-            let list = segment(&video, &cuts, origin).await?;
+            let list = segment(&video, &at_keyframes, origin).await?;
             let segments = parse_segment_list(&list)?;
             if segments.len() != input.clips.len() {
                 return Err(StageError::Internal(format!(
@@ -135,6 +127,26 @@ impl Stage for Ffmpeg1 {
             },
         })
     }
+}
+
+/// Each boundary as the time of the keyframe it names (the list's is rounded to the
+/// millisecond, and the muxer must be given a time just before the keyframe, never after
+/// it); a boundary with no keyframe there is refused.
+fn keyframes_at(cuts: &[f64], keyframes: &[f64]) -> Result<Vec<f64>, StageError> {
+    cuts.iter()
+        .map(|&c| {
+            keyframes
+                .iter()
+                .copied()
+                .min_by(|a, b| (a - c).abs().total_cmp(&(b - c).abs()))
+                .filter(|k| (k - c).abs() <= BOUNDARY_TOLERANCE_S)
+                .ok_or_else(|| {
+                    StageError::InvalidInput(format!(
+                        "a clip boundary at {c} s is not a keyframe of the video"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The times between the clips (every clip's start but the first's); refuses a list that
@@ -262,6 +274,22 @@ fn parse_segment_list(list: &str) -> Result<Vec<(String, f64, f64)>, StageError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boundaries_are_cut_at_their_keyframes_own_times() {
+        let keyframes = [0.0, 1.0, 2.0, 9.2075, 10.0];
+        // 9.2075 s listed as 9.208: the cut is given the keyframe's time, so the muxer's
+        // "first keyframe at or after" cannot skip it for the next one.
+        assert_eq!(
+            keyframes_at(&[1.0, 9.208], &keyframes).unwrap(),
+            vec![1.0, 9.2075]
+        );
+        assert!(matches!(
+            keyframes_at(&[9.5], &keyframes),
+            Err(StageError::InvalidInput(_))
+        ));
+        assert!(keyframes_at(&[1.0], &[]).is_err());
+    }
 
     #[test]
     fn a_clip_list_must_cover_the_video_in_order() {
