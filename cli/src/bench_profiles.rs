@@ -24,6 +24,8 @@ const COLD_START_TARGET_MS: f64 = 50.0;
 struct Figures {
     total_ms: Vec<f64>,
     call_ms: BTreeMap<String, Vec<f64>>,
+    /// The function serving each stage (one function may serve two).
+    functions: BTreeMap<String, String>,
     work_ms: BTreeMap<String, Vec<f64>>,
     start_ms: BTreeMap<String, Vec<f64>>,
 }
@@ -60,7 +62,7 @@ pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Res
         let w = median(warm_calls);
         let cold_calls = cold.call_ms.get(stage).map_or(&[][..], Vec::as_slice);
         let c = median(cold_calls);
-        let function = stage.as_str();
+        let function = cold.functions.get(stage).unwrap_or(stage).as_str();
         let starts = cold.start_ms.get(function).map_or(&[][..], Vec::as_slice);
         let start = median(starts);
         let work = median(warm.work_ms.get(stage).map_or(&[][..], Vec::as_slice));
@@ -194,6 +196,9 @@ async fn measure(stack: &Stack, profile: &str, uri: &str, runs: usize) -> anyhow
             .context("final.json has stages")?
         {
             let get = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            if let Some(function) = s["function"].as_str() {
+                figures.functions.insert(stage.clone(), function.to_owned());
+            }
             figures
                 .call_ms
                 .entry(stage.clone())

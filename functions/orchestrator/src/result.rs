@@ -10,8 +10,8 @@
 //!              words, segments[] {start_s, end_s, text}}  (times in the video)
 //! answer       query, terms, labels, speech (phrases asked for), heard (other words found
 //!              in the speech), unknown words, clips[] ranked with why and said, message
-//! stages       per stage: status, outputs, attempts, call and work time (summed over
-//!              clips), the function's peak memory
+//! stages       per stage: the function serving it, status, outputs, attempts, call and
+//!              work time (summed over clips), the function's peak memory
 //! timings      drive_ms, stage_ms (the time some stage task was open: stages run side by
 //!              side), orchestration_ms (the rest: no task open)
 //! ```
@@ -262,6 +262,7 @@ fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
         stages.insert(
             s.name.to_string(),
             json!({
+                "function": s.function,
                 "status": s.status,
                 "outputs": s.outputs,
                 "attempts": s.attempts.len(),
@@ -273,7 +274,9 @@ fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
     }
     let tasks: Vec<&StageState> = state.clips.iter().flat_map(|c| &c.tasks).collect();
     let mut per_clip: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    let mut functions: BTreeMap<String, &str> = BTreeMap::new();
     for t in &tasks {
+        functions.insert(t.name.to_string(), &t.function);
         let e = per_clip.entry(t.name.to_string()).or_default();
         e[0] += 1;
         e[1] += t.attempts.len() as u64;
@@ -282,9 +285,11 @@ fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
         e[4] = e[4].max(metric(t, "peak_rss_kb"));
     }
     for (name, [clips, attempts, call_ms, work_ms, peak_rss_kb]) in per_clip {
+        let function = functions.get(&name).copied();
         stages.insert(
             name,
             json!({
+                "function": function,
                 "clips": clips,
                 "attempts": attempts,
                 "call_ms": call_ms,
