@@ -131,7 +131,7 @@ impl Stage for Ffmpeg1 {
 
 /// Each boundary as the time of the keyframe it names (the list's is rounded to the
 /// millisecond, and the muxer must be given a time just before the keyframe, never after
-/// it); a boundary with no keyframe there is refused.
+/// it); a boundary with no keyframe there is `invalid_media` (final).
 fn keyframes_at(cuts: &[f64], keyframes: &[f64]) -> Result<Vec<f64>, StageError> {
     cuts.iter()
         .map(|&c| {
@@ -141,8 +141,11 @@ fn keyframes_at(cuts: &[f64], keyframes: &[f64]) -> Result<Vec<f64>, StageError>
                 .min_by(|a, b| (a - c).abs().total_cmp(&(b - c).abs()))
                 .filter(|k| (k - c).abs() <= BOUNDARY_TOLERANCE_S)
                 .ok_or_else(|| {
-                    StageError::InvalidInput(format!(
-                        "a clip boundary at {c} s is not a keyframe of the video"
+                    // The analysis foretold a keyframe here and the encode did not put one:
+                    // a video whose frame times did not survive the encode.
+                    StageError::InvalidMedia(format!(
+                        "the canonical video has no keyframe at {c} s, where the clip list \
+                         (from the analysis of the input) puts a boundary"
                     ))
                 })
         })
@@ -286,7 +289,7 @@ mod tests {
         );
         assert!(matches!(
             keyframes_at(&[9.5], &keyframes),
-            Err(StageError::InvalidInput(_))
+            Err(StageError::InvalidMedia(_))
         ));
         assert!(keyframes_at(&[1.0], &[]).is_err());
     }
