@@ -20,6 +20,22 @@ const FAST_RESUME: &[(&str, &str)] =
 
 /// How many times `stage` (one of the two the stage-ffmpeg-0 function serves) finished real
 /// work for each request, from the function's own log.
+///
+/// A run is counted by its "stage done" line, written after its manifest. A caller killed
+/// while the manifest was on its way drops the call, and with it the line, even though the
+/// manifest landed (the retry then returns that manifest): such a request shows no run. So
+/// after kills the tests assert at most one, never two: finished work was not redone; that
+/// it was done at all, `assert_complete_and_whole` checks.
+fn ran_at_most_once(t: &TestStack, states: &[RequestState]) {
+    for stage in FFMPEG_0 {
+        let runs = stage_runs(t, stage);
+        for s in states {
+            let ran = runs.get(s.request_id.as_str()).copied().unwrap_or(0);
+            assert!(ran <= 1, "{stage} ran {ran} times for {}", s.request_id);
+        }
+    }
+}
+
 fn stage_runs(t: &TestStack, stage: &str) -> BTreeMap<String, usize> {
     let log =
         std::fs::read_to_string(t.dir.path().join("logs/stage-ffmpeg-0.log")).unwrap_or_default();
@@ -168,18 +184,7 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
     );
     assert!(states.len() >= accepted, "an accepted request was lost");
     assert_complete_and_whole(&t, &states).await;
-    for stage in FFMPEG_0 {
-        let runs = stage_runs(&t, stage);
-        for s in &states {
-            assert_eq!(
-                runs.get(s.request_id.as_str()),
-                Some(&1),
-                "{stage} ran {:?} times for {}",
-                runs.get(s.request_id.as_str()),
-                s.request_id
-            );
-        }
-    }
+    ran_at_most_once(&t, &states);
     for s in &states {
         assert_one_driver_at_a_time(s);
     }
@@ -223,10 +228,7 @@ async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
     assert_eq!(states.len(), 1);
     // The stage was running when the signal came: either it finished and its manifest was
     // reused, or it was abandoned and ran once more; it never finished twice.
-    for stage in FFMPEG_0 {
-        let runs = stage_runs(&t, stage);
-        assert_eq!(runs.get(states[0].request_id.as_str()), Some(&1), "{stage}");
-    }
+    ran_at_most_once(&t, &states);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,13 +399,7 @@ async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
     .await;
     assert_eq!(states.len(), requests, "every submission was recorded once");
     assert_complete_and_whole(&t, &states).await;
-    for stage in FFMPEG_0 {
-        let runs = stage_runs(&t, stage);
-        for s in &states {
-            let ran = runs.get(s.request_id.as_str());
-            assert_eq!(ran, Some(&1), "{stage} runs for {}", s.request_id);
-        }
-    }
+    ran_at_most_once(&t, &states);
     let mut owners = std::collections::BTreeSet::new();
     for s in &states {
         assert_one_driver_at_a_time(s);
