@@ -456,11 +456,13 @@ async fn normalize(source: &Path, out: &Outputs, input: &Input) -> Result<(), St
     // wide, then split into a branch per output. The scene branch (shrunk the cheapest
     // way, which is plenty for a scene score: a tenth of the cost of a second decode)
     // goes through `select` and logs the frames that start a scene. The keyframe branch
-    // picks the first frame at or after each multiple of `keyframe_interval_s`, as
-    // `-force_key_frames` below does, and logs their times; the frames branch does the same
-    // at `1 / fps` s and writes them. (`metadata=print` only logs a frame that carries
-    // metadata, hence the `add`.) Every file is in the work directory and named relative to
-    // it.
+    // picks the first frame at or after each multiple of `keyframe_interval_s` from the
+    // first frame, as `-force_key_frames` below does (the encoder counts `t` from the first
+    // frame it gets; the filters count from the input's start, hence `t-start_t`: a video
+    // whose first picture comes late, as in some AVIs, would otherwise be foretold a frame
+    // off), and logs their times; the frames branch does the same at `1 / fps` s and writes
+    // them. (`metadata=print` only logs a frame that carries metadata, hence the `add`.)
+    // Every file is in the work directory and named relative to it.
     let mut labels = Vec::new();
     let mut branches = Vec::new();
     if out.video.is_some() {
@@ -477,7 +479,7 @@ async fn normalize(source: &Path, out: &Outputs, input: &Input) -> Result<(), St
     if let Some(keyframes) = &out.keyframes {
         labels.push("[k]");
         branches.push(format!(
-            "[k]select='gte(t,selected_n*{})',metadata=add:key=fave.keyframe:value=1,\
+            "[k]select='gte(t-start_t,selected_n*{})',metadata=add:key=fave.keyframe:value=1,\
              metadata=print:file={}[keys]",
             input.keyframe_interval_s,
             name(keyframes),
@@ -486,7 +488,7 @@ async fn normalize(source: &Path, out: &Outputs, input: &Input) -> Result<(), St
     if let Some(f) = out.frames {
         labels.push("[f]");
         branches.push(format!(
-            "[f]select='gte(t,selected_n/{})',scale='min({},iw)':-2,\
+            "[f]select='gte(t-start_t,selected_n/{})',scale='min({},iw)':-2,\
              metadata=add:key=fave.frame:value=1,metadata=print:file=frames/frames.txt[frames]",
             f.fps, f.max_width,
         ));

@@ -501,3 +501,29 @@ async fn a_clip_between_two_sampled_frames_completes_with_none() {
         .collect();
     assert_eq!(frames, [(0.0, 1), (2.0, 0), (4.0, 1)], "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_whose_first_picture_comes_late_is_cut_where_it_was_planned() {
+    // Megamind.avi's first packet shows nothing: its first picture is at 0.042 s. The
+    // encoder counts keyframe times from its first frame; the foretelling must too, or the
+    // plan is a frame off every keyframe and the cut finds none where it was told to.
+    let t =
+        TestStack::start_with(&[("FAVE_CLIP_MIN_SECS", "1"), ("FAVE_CLIP_MAX_SECS", "3")]).await;
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("Megamind.avi")) }))
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let starts: Vec<f64> = answer["clips"]
+        .as_array()
+        .expect("clips")
+        .iter()
+        .map(|c| c["start_s"].as_f64().expect("a number"))
+        .collect();
+    // Cut (stage-ffmpeg-1 found a keyframe at every boundary), and on the keyframes'
+    // grid: 23.976 frames a second, a keyframe every 1.001 s from the first picture.
+    assert!(starts.len() >= 3, "{starts:?}");
+    for s in &starts {
+        let ticks = s / 1.001;
+        assert!((ticks - ticks.round()).abs() < 1e-3, "{starts:?}");
+    }
+}
