@@ -17,13 +17,18 @@ pub fn snap_cuts(proposed: &[f64], keyframes: &[f64], duration: f64, min_clip_s:
         .filter(|t| t.is_finite() && *t > 0.0 && *t < duration)
         .collect();
     wanted.sort_by(f64::total_cmp);
+    let mut after_start: Vec<f64> = keyframes.iter().copied().filter(|k| *k > 0.0).collect();
+    after_start.sort_by(f64::total_cmp);
     let min = min_clip_s.max(1e-3);
     let mut cuts: Vec<f64> = Vec::new();
     for t in wanted {
-        let Some(&k) = keyframes
-            .iter()
-            .filter(|k| **k > 0.0)
-            .min_by(|a, b| (*a - t).abs().total_cmp(&(*b - t).abs()))
+        // The nearest of the keyframes on either side of t.
+        let i = after_start.partition_point(|k| *k < t);
+        let Some(k) = [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| after_start.get(j).copied())
+            .min_by(|a, b| (a - t).abs().total_cmp(&(b - t).abs()))
         else {
             break;
         };

@@ -142,7 +142,7 @@ impl Stage for Audio {
         });
         if clips.as_ref().is_some_and(|c| c.len() > MAX_CLIPS) {
             return Err(StageError::InvalidInput(format!(
-                "more than {MAX_CLIPS} clips: min_clip_s is too small for this video"
+                "more than {MAX_CLIPS} clips: max_clip_s is too small for a video this long"
             )));
         }
         let analysis_ms = clock.elapsed().as_millis() as u64;
