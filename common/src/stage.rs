@@ -92,8 +92,8 @@ pub struct Manifest<O> {
     pub peak_rss_kb: Option<u64>,
 }
 
-/// One clip of the list a clip-listing stage returns in its `data.clips` (stage-ffmpeg-1,
-/// and the no-op stage standing in for it): the orchestrator runs the per-clip stages over
+/// One clip of the list a clip-listing stage returns in its `data.clips` (stage-audio, and
+/// the no-op stage standing in for it): the orchestrator runs the per-clip stages over
 /// these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListedClip {

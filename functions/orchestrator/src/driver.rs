@@ -381,19 +381,19 @@ impl Driver<'_> {
         self.forget(&t.lock().await.state).await
     }
 
-    /// Records the clips that the clip source cut, each with its per-clip tasks pending;
-    /// once only, so a resumed request keeps its clips and what they have done.
-    async fn make_clips(&self, shared: &Shared, per_clip: &[&StageSpec]) -> Step {
+    /// Records the clips that `lister` listed, each with its per-clip tasks pending; once
+    /// only, so a resumed request keeps its clips and what they have done.
+    async fn make_clips(
+        &self,
+        shared: &Shared,
+        lister: &StageSpec,
+        per_clip: &[&StageSpec],
+    ) -> Step {
         let mut t = shared.lock().await;
         if !t.state.clips.is_empty() {
             return Ok(());
         }
-        let source = self
-            .stages
-            .iter()
-            .find(|s| s.lists_clips)
-            .ok_or_else(|| illegal("making clips", "no stage lists the clips".into()))?;
-        let listed = pipeline::data(&t.state, &source.name)
+        let listed = pipeline::data(&t.state, &lister.name)
             .map(|d| d["clips"].clone())
             .map_err(|e| illegal("making clips", e))?;
         let cuts: Vec<ListedClip> = serde_json::from_value(listed)
@@ -455,11 +455,13 @@ impl Driver<'_> {
                         .boxed(),
                     );
                 }
-                if !clips_launched && lister.is_some_and(|i| task_done(state, &tasks[i])) {
+                if let Some(i) = lister.filter(|&i| !clips_launched && task_done(state, &tasks[i]))
+                {
                     clips_launched = true;
+                    let source = once[i];
                     running.push(
                         async move {
-                            self.make_clips(t, per_clip).await?;
+                            self.make_clips(t, source, per_clip).await?;
                             self.run_clips(t, per_clip).await
                         }
                         .boxed(),
