@@ -55,7 +55,7 @@ pub struct Output {
     pub frames: Vec<Frame>,
     /// Whether `audio.wav` was written.
     pub audio: bool,
-    /// Time spent cutting the audio, the rest being storage.
+    /// Time spent on the clip's audio: reading its bytes, wrapping and storing them.
     pub audio_ms: u64,
 }
 
