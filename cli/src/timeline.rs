@@ -6,11 +6,10 @@
 //! [`Timeline::svg`] as a Gantt chart, written by hand: a few rectangles and labels do not
 //! need a plotting library.
 //!
-//! Cold starts: a call that fave's local gateway says waited for a start (its
-//! `X-Fave-Cold-Start`, kept in the stage's metrics as `cold_start_ms`) is marked. OpenFaaS's
-//! gateway says nothing of the kind, so there a call is marked as a *likely* cold start by
-//! the rule `/metrics` counts `fave_stage_cold_starts_total` with: the call took at least a
-//! second and the stage's own work under half of it. The legend says so.
+//! Cold starts: a call its function reported as one (`X-Fave-Cold-Start`, by the one rule in
+//! `fave_common::readiness`, kept in the stage's metrics as `cold_start_ms`) is marked
+//! `cold`, the same under fave's local gateway and OpenFaaS's; `/metrics` counts
+//! `fave_stage_cold_starts_total` from the same reports.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -26,7 +25,7 @@ use crate::term::{self, Paint, Palette};
 #[derive(Args, Debug)]
 #[command(after_help = "\
 One row per request-wide stage and per clip task, one bar per attempt; retried and failed
-attempts are marked, and so are calls that look like cold starts (see the legend).
+attempts are marked, and so are the calls their function reported as cold starts.
 
 Examples:
   fave timeline 0190f3c4a9b87d6e8f0a1b2c3d4e5f60
@@ -141,7 +140,7 @@ pub struct Bar {
     pub http_status: Option<u16>,
     pub error: Option<String>,
     /// The call looks like it waited for a cold start (see the module's note).
-    pub likely_cold: bool,
+    pub cold: bool,
 }
 
 /// One stage, or one clip's task.
@@ -164,8 +163,6 @@ pub struct Timeline {
     /// Seconds from creation to the end (or to now, while running).
     pub total: f64,
     pub rows: Vec<Row>,
-    /// Whether any stage recorded the call and work times the cold-start rule needs.
-    pub cold_rule_applies: bool,
 }
 
 fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -177,20 +174,9 @@ impl Timeline {
         let origin = state.created_at;
         let end = state.ended_at.unwrap_or(now);
         let terminal = state.status.is_terminal();
-        let mut cold_rule_applies = false;
-        let mut row = |label: String, stage: &StageState| {
-            let metric = |name: &str| stage.metrics.get(name).and_then(serde_json::Value::as_u64);
-            // fave's local gateway says when a call waited for a start, and the orchestrator
-            // keeps it as `cold_start_ms`; elsewhere the times are all there is to go by.
-            let reported = stage.metrics.contains_key("cold_start_ms");
-            let cold = reported
-                || match (metric("call_ms"), metric("work_ms")) {
-                    (Some(call), Some(work)) => {
-                        cold_rule_applies = true;
-                        call >= 1000 && work * 2 < call
-                    }
-                    _ => false,
-                };
+        let row = |label: String, stage: &StageState| {
+            // The function's own report of its last, succeeded call.
+            let cold = stage.metrics.contains_key("cold_start_ms");
             let last = stage.attempts.len();
             let bars = stage
                 .attempts
@@ -218,7 +204,7 @@ impl Timeline {
                             .failure
                             .as_ref()
                             .map(|f| format!("{}: {}", f.error_code, f.error_detail)),
-                        likely_cold: cold && is_last && outcome == Outcome::Succeeded,
+                        cold: cold && is_last && outcome == Outcome::Succeeded,
                     }
                 })
                 .collect();
@@ -249,7 +235,6 @@ impl Timeline {
             status: state.status,
             total: seconds_between(origin, end).max(latest).max(0.001),
             rows,
-            cold_rule_applies,
         }
     }
 
@@ -264,23 +249,12 @@ impl Timeline {
     }
 
     fn cold_note(&self) -> &'static str {
-        let marked = self
-            .rows
-            .iter()
-            .any(|r| r.bars.iter().any(|b| b.likely_cold));
-        match (self.cold_rule_applies, marked) {
-            (true, true) => {
-                "cold? = a cold start: reported by the gateway (cold_start_ms), or likely: call >= 1 s, \
-                 the stage's own work under half of it (the rule /metrics counts by)"
-            }
-            (true, false) => {
-                "cold starts: none reported by the gateway, none likely (no call >= 1 s with the \
-                 stage's own work under half of it, the rule /metrics counts by)"
-            }
-            (false, _) => {
-                "cold starts: not marked; state.json records none, nor the call and work times \
-                 they could be inferred from"
-            }
+        let marked = self.rows.iter().any(|r| r.bars.iter().any(|b| b.cold));
+        if marked {
+            "cold = a cold start its function reported (cold_start_ms: from its process's start \
+             until it could serve the call)"
+        } else {
+            "cold starts: none reported by the functions"
         }
     }
 
@@ -299,8 +273,8 @@ impl Timeline {
             StageStatus::Pending => notes.push("pending".into()),
             _ => {}
         }
-        if row.bars.iter().any(|b| b.likely_cold) {
-            notes.push("cold?".into());
+        if row.bars.iter().any(|b| b.cold) {
+            notes.push("cold".into());
         }
         notes.join(", ")
     }
@@ -530,7 +504,7 @@ impl Timeline {
                 if let Some(e) = &bar.error {
                     let _ = write!(tip, ", {e}");
                 }
-                if bar.likely_cold {
+                if bar.cold {
                     tip.push_str(", likely cold start");
                 }
                 let _ = writeln!(
@@ -556,10 +530,10 @@ impl Timeline {
                         by + BAR_H - 2.0
                     );
                 }
-                if bar.likely_cold {
+                if bar.cold {
                     let _ = writeln!(
                         s,
-                        r##"<text class="mark cold" x="{:.1}" y="{:.1}" fill="#1f5fbf" font-size="10">cold?</text>"##,
+                        r##"<text class="mark cold" x="{:.1}" y="{:.1}" fill="#1f5fbf" font-size="10">cold</text>"##,
                         x0 + 1.0,
                         by - 1.0
                     );
@@ -699,23 +673,28 @@ mod tests {
             tl.attempts(),
             state.tasks().map(|t| t.attempts.len()).sum::<usize>()
         );
-        assert!(!tl.cold_rule_applies);
+        assert!(!tl.rows.iter().any(|r| r.bars.iter().any(|b| b.cold)));
     }
 
     #[test]
-    fn a_slow_call_with_little_work_is_marked_as_a_likely_cold_start() {
+    fn only_a_call_its_function_reported_is_marked_as_a_cold_start() {
         let mut state = sample_state();
         let stage = &mut state.stages[0];
-        stage.metrics.insert("call_ms".into(), 2500.into());
+        stage.metrics.insert("call_ms".into(), 900.into());
         stage.metrics.insert("work_ms".into(), 300.into());
-        state.stages[1].metrics.insert("call_ms".into(), 300.into());
+        stage.metrics.insert("cold_start_ms".into(), 600.into());
+        // Slow, with little work, but not reported: not a cold start.
+        state.stages[1]
+            .metrics
+            .insert("call_ms".into(), 2500.into());
         state.stages[1].metrics.insert("work_ms".into(), 250.into());
         let tl = Timeline::build(&state, Utc::now());
-        assert!(tl.cold_rule_applies);
-        assert!(tl.rows[0].bars[0].likely_cold);
-        assert!(!tl.rows[1].bars.iter().any(|b| b.likely_cold));
+        assert!(tl.rows[0].bars[0].cold);
+        assert!(!tl.rows[1].bars.iter().any(|b| b.cold));
         let text = tl.text(100, Palette::plain());
-        assert!(text.contains("cold?"), "{text}");
+        assert!(Timeline::notes(&tl.rows[0]).contains("cold"));
+        assert!(!Timeline::notes(&tl.rows[1]).contains("cold"));
+        assert!(text.contains("its function reported"), "{text}");
         assert!(tl.svg().contains("class=\"mark cold\""));
     }
 

@@ -213,6 +213,16 @@ pub struct OrchestratorConfig {
     pub drain_window: Duration,
     /// How long `POST /` waits for a result before answering 202.
     pub sync_window: Duration,
+    /// How long a call made on behalf of `/async-function` (a queue worker's delivery, which
+    /// POSTs whatever it is answered to the caller's `X-Callback-Url`) is held for the
+    /// request's end, so that the callback carries the result (`FAVE_ASYNC_HOLD_SECS`).
+    pub async_hold: Duration,
+    /// How long a stage call keeps being retried while the platform fails it (gateway
+    /// unreachable, its 502/503/504, of-watchdog's 500 while the function starts): long
+    /// enough for a cold start on a slow node or a gateway restart
+    /// (`FAVE_PLATFORM_RETRY_SECS`). The function's own retryable errors keep the stage's
+    /// count of attempts.
+    pub platform_retry_window: Duration,
     /// Clip lengths the cuts aim for: at least this (when the video allows) …
     pub clip_min_s: f64,
     /// … and at most this.
@@ -298,6 +308,12 @@ impl OrchestratorConfig {
             ),
             drain_window: Duration::from_secs(parse(lookup, "FAVE_DRAIN_SECS", 10u64)?),
             sync_window: Duration::from_secs(parse(lookup, "FAVE_SYNC_WINDOW_SECS", 300u64)?),
+            async_hold: Duration::from_secs(parse(lookup, "FAVE_ASYNC_HOLD_SECS", 3600u64)?),
+            platform_retry_window: Duration::from_secs(parse(
+                lookup,
+                "FAVE_PLATFORM_RETRY_SECS",
+                300u64,
+            )?),
             clip_min_s,
             clip_max_s,
             frames_per_second,

@@ -14,9 +14,10 @@ pub const CALL_ID: &str = "X-Call-Id";
 /// Set by the gateway on errors it produced itself (not the function's own answers).
 pub const OPENFAAS_INTERNAL: &str = "X-OpenFaaS-Internal";
 
-/// Set by fave's local gateway on a call that waited for a replica to start from zero: how
-/// long it waited, in milliseconds. (OpenFaaS's gateway sends nothing like it.)
-pub const COLD_START: &str = "X-Fave-Cold-Start";
+/// Set by a function on the answer to a cold start, by [`crate::readiness`]'s one rule: how
+/// long from its process's start until it could serve the call, in milliseconds. The
+/// function says it, not the gateway, so it reads the same under any gateway.
+pub const COLD_START: &str = "x-fave-cold-start";
 
 /// A successful (2xx) invocation.
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ pub struct Invocation {
     pub call_id: Option<String>,
     pub body: Bytes,
     pub elapsed: Duration,
-    /// How long the gateway waited for a replica to start, if it says so ([`COLD_START`]).
+    /// The function's own report of a cold start ([`COLD_START`]), if this call was one.
     pub cold_start_ms: Option<f64>,
 }
 
@@ -46,25 +47,47 @@ pub enum InvokeError {
         message: String,
         /// The gateway produced this answer (`X-OpenFaaS-Internal`), not the function.
         openfaas_internal: bool,
+        /// The function's own `retryable` flag, when the function itself answered with fave's
+        /// error shape (never set on an answer marked `X-OpenFaaS-Internal`).
+        own_retryable: Option<bool>,
     },
 }
 
 impl InvokeError {
-    /// Retryable, as DESIGN.md lists: connect errors, timeouts, 429, 502, 503, 504, and a 500
-    /// the gateway itself produced. A function's own 4xx (bad media), its own 500 and 404
-    /// (not deployed) are final. Stages answer 503 for their transient troubles.
+    /// Retryable, as DESIGN.md lists: every platform failure ([`Self::is_platform`]),
+    /// timeouts, and the function's own answers that say so (its error shape with
+    /// `retryable: true`, e.g. a 503 while its model loads). A function's own final refusals
+    /// (bad media, its own 500) and a 4xx from anything are final.
     pub fn is_transient(&self) -> bool {
         match self {
-            InvokeError::Connect { .. } | InvokeError::Timeout { .. } => true,
+            InvokeError::Timeout { .. } => true,
+            InvokeError::Status {
+                own_retryable: Some(retryable),
+                ..
+            } => *retryable,
+            _ => self.is_platform(),
+        }
+    }
+
+    /// Whether the platform failed, not the function: the gateway could not be reached, or
+    /// an answer that is not the function's own (no fave error shape) came back as a 5xx,
+    /// a 429 (of-watchdog's `max_inflight`), or marked `X-OpenFaaS-Internal` (the gateway,
+    /// the provider's proxy, or of-watchdog when the function refused its connection, as in
+    /// a cold start). These are retried for a time window, not a count of attempts.
+    pub fn is_platform(&self) -> bool {
+        match self {
+            InvokeError::Connect { .. } => true,
+            InvokeError::Timeout { .. } => false,
             InvokeError::Status {
                 status,
                 openfaas_internal,
+                own_retryable,
                 ..
-            } => match status {
-                429 | 502 | 503 | 504 => true,
-                500 => *openfaas_internal,
-                _ => false,
-            },
+            } => {
+                own_retryable.is_none()
+                    && (*openfaas_internal || *status >= 500 || *status == 429)
+                    && *status != 404
+            }
         }
     }
 
@@ -162,6 +185,7 @@ impl GatewayClient {
                 });
             }
             let parsed = serde_json::from_slice::<ErrorBody>(&body).ok();
+            let openfaas_internal = headers.contains_key(OPENFAAS_INTERNAL);
             Err(InvokeError::Status {
                 function: function.to_owned(),
                 status,
@@ -173,7 +197,13 @@ impl GatewayClient {
                     || String::from_utf8_lossy(&body).chars().take(500).collect(),
                     |b| b.error.message.clone(),
                 ),
-                openfaas_internal: headers.contains_key(OPENFAAS_INTERNAL),
+                openfaas_internal,
+                // The gateway's own answers may have the same shape (fave's local gateway):
+                // they are still the platform's.
+                own_retryable: parsed
+                    .as_ref()
+                    .filter(|_| !openfaas_internal)
+                    .map(|b| b.error.retryable),
             })
         };
         tokio::time::timeout(timeout, call)
@@ -191,7 +221,7 @@ impl GatewayClient {
 mod tests {
     use super::*;
 
-    fn status(status: u16, internal: bool) -> InvokeError {
+    fn status(status: u16, internal: bool, own: Option<bool>) -> InvokeError {
         InvokeError::Status {
             function: "f".into(),
             status,
@@ -199,25 +229,39 @@ mod tests {
             code: "c".into(),
             message: "m".into(),
             openfaas_internal: internal,
+            own_retryable: own,
         }
     }
 
     #[test]
     fn retry_classification_follows_the_design() {
-        for s in [429, 502, 503, 504] {
-            assert!(status(s, false).is_transient(), "{s}");
+        // Not the function's own answers: the platform's, retried for a time window.
+        for s in [429, 500, 502, 503, 504] {
+            assert!(status(s, false, None).is_platform(), "{s}");
+            assert!(status(s, false, None).is_transient(), "{s}");
         }
-        assert!(status(500, true).is_transient());
-        assert!(!status(500, false).is_transient());
+        // of-watchdog's 500 when the function refused its connection (a cold start).
+        assert!(status(500, true, None).is_platform());
+        // The function's own answers: retried only when they say so, and never as the
+        // platform's.
+        assert!(status(503, false, Some(true)).is_transient());
+        assert!(!status(503, false, Some(true)).is_platform());
+        assert!(!status(500, false, Some(false)).is_transient());
         for s in [400, 404, 413, 422] {
-            assert!(!status(s, false).is_transient(), "{s}");
+            assert!(!status(s, false, None).is_transient(), "{s}");
+            assert!(!status(s, false, Some(false)).is_transient(), "{s}");
         }
-        assert!(
-            InvokeError::Timeout {
-                function: "f".into(),
-                timeout: Duration::ZERO
-            }
-            .is_transient()
-        );
+        // A function that is not deployed is final, whoever says so.
+        assert!(!status(404, true, None).is_transient());
+        let timeout = InvokeError::Timeout {
+            function: "f".into(),
+            timeout: Duration::ZERO,
+        };
+        assert!(timeout.is_transient() && !timeout.is_platform());
+        let connect = InvokeError::Connect {
+            function: "f".into(),
+            message: "refused".into(),
+        };
+        assert!(connect.is_transient() && connect.is_platform());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`config`], [`secrets`]: configuration read once from the environment and validated.
 //! - [`storage`]: S3-compatible storage on aws-sdk-s3 (streaming, multipart, conditional writes).
 //! - [`state`]: the `state.json` schema and the request/stage state machine.
+//! - [`readiness`]: a model loading while the function already listens; the cold-start rule.
 //! - [`stage`]: the stage call contract, the [`stage::Stage`] trait and the harness serving it.
 //! - [`gateway`]: the client that invokes functions through the OpenFaaS gateway.
 //! - [`retry`]: the one retry policy type.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod gateway;
 pub mod ids;
 pub mod keys;
+pub mod readiness;
 pub mod retry;
 pub mod secrets;
 pub mod server;

@@ -26,8 +26,10 @@ use tracing::Instrument;
 
 use crate::config::{StageConfig, env_lookup};
 use crate::error::{ApiError, BodyLimit, JsonBody};
+use crate::gateway::COLD_START as COLD_START_HEADER;
 use crate::ids::{ClipId, RequestId, StageName};
 use crate::keys::{self, RequestKeys};
+use crate::readiness::{self, FirstCall};
 use crate::storage::{Storage, StorageError};
 
 /// Answer header saying the manifest was already there and nothing was run.
@@ -134,6 +136,9 @@ pub enum StageError {
     InvalidMedia(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Not now, but soon: a model still loading. A retryable 503 with its own code.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -150,6 +155,7 @@ impl From<StageError> for ApiError {
                 ApiError::unavailable("storage_unavailable", e.to_string())
             }
             StageError::Storage(e) => ApiError::internal(e.to_string()),
+            StageError::Unavailable { code, message } => ApiError::unavailable(code, message),
             StageError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -222,12 +228,19 @@ pub trait Stage: Send + Sync + 'static {
 struct Harness<S> {
     stage: S,
     storage: Storage,
+    started: Instant,
+    first_call: FirstCall,
 }
 
 /// The router serving a stage: `POST /` runs it, `GET /healthz` says it is up; any other
-/// route is a JSON 404.
+/// route is a JSON 404. The answer to a cold call says so ([`readiness`]'s rule).
 pub fn router<S: Stage>(stage: S, storage: Storage, body_limit: usize) -> Router {
-    let harness = Arc::new(Harness { stage, storage });
+    let harness = Arc::new(Harness {
+        stage,
+        storage,
+        started: readiness::mark_started(),
+        first_call: FirstCall::default(),
+    });
     let routes = Router::new().route("/", post(handle::<S>)).route(
         "/healthz",
         get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -240,7 +253,29 @@ pub fn router<S: Stage>(stage: S, storage: Storage, body_limit: usize) -> Router
 async fn handle<S: Stage>(
     State(h): State<Arc<Harness<S>>>,
     headers: axum::http::HeaderMap,
-    JsonBody(call): JsonBody<StageCall<S::Input>>,
+    body: Result<JsonBody<StageCall<S::Input>>, ApiError>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let first = h.first_call.take();
+    let answer = match body {
+        Ok(JsonBody(call)) => serve(&h, &headers, call).await,
+        Err(e) => Err(e),
+    };
+    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
+    if let Some(cold) = readiness::cold_start(h.started, arrived, readiness::ready_at(), first) {
+        tracing::info!(cold_start_ms = cold.as_millis() as u64, "a cold start");
+        response.headers_mut().insert(
+            HeaderName::from_static(COLD_START_HEADER),
+            HeaderValue::from(cold.as_millis() as u64),
+        );
+    }
+    Ok(response)
+}
+
+async fn serve<S: Stage>(
+    h: &Harness<S>,
+    headers: &axum::http::HeaderMap,
+    call: StageCall<S::Input>,
 ) -> Result<Response, ApiError> {
     if !h.stage.serves(call.stage.as_str()) {
         return Err(ApiError::bad_request(
@@ -321,13 +356,22 @@ fn reused(mut response: Response) -> Response {
     response
 }
 
-/// A stage binary's whole `main`: read config, connect storage, serve until SIGTERM.
+/// A stage binary's whole `main`: read config, listen, connect storage, serve until
+/// SIGTERM. It listens before anything slow: a model the stage loads is loading on a thread
+/// of its own by now ([`readiness::Loading`]), and early calls wait for it.
 pub async fn main<S: Stage>(stage: S) -> MainResult {
+    readiness::mark_started();
     crate::telemetry::init();
     let config = StageConfig::from_lookup(&env_lookup)?;
-    let storage = Storage::connect(&config.s3).await;
     let listener = crate::server::bind(config.listen).await?;
-    tracing::info!(stage = stage.name(), addr = %listener.local_addr()?, "listening");
+    readiness::mark_listening();
+    tracing::info!(
+        stage = stage.name(),
+        addr = %listener.local_addr()?,
+        since_start_ms = readiness::mark_started().elapsed().as_millis() as u64,
+        "listening"
+    );
+    let storage = Storage::connect(&config.s3).await;
     let app = router(stage, storage, config.body_limit);
     crate::server::serve(listener, app, crate::server::shutdown_signal()).await?;
     Ok(())

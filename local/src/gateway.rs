@@ -6,11 +6,16 @@
 //!   when there are several), and adds `X-Call-Id`, `X-Start-Time` (Unix nanoseconds) and
 //!   `X-Duration-Seconds` as OpenFaaS does. A function at zero replicas is started first
 //!   and the call waits until it is healthy (OpenFaaS's `scale_from_zero`); such a call's
-//!   answer carries `X-Fave-Cold-Start: <ms waited>`.
+//!   answer carries `X-Fave-Gateway-Wait: <ms waited>` (the gateway's view; the cold start
+//!   fave records is the one the function itself reports, `X-Fave-Cold-Start`).
 //! - `ANY /async-function/{name}[/{path}][?query]` answers `202` with `X-Call-Id` at once and
-//!   makes the same call in the background; when it ends, its answer is POSTed to the
+//!   makes the same call in the background, as OpenFaaS's queue worker (nats-queue-worker)
+//!   does: a POST with the caller's headers (`X-Callback-Url` and `X-Call-Id` among them) and
+//!   `User-Agent: openfaas-ce/nats-queue-worker`; when it ends, its answer is POSTed to the
 //!   caller's `X-Callback-Url`, if any, with `X-Call-Id`, `X-Function-Status`,
-//!   `X-Function-Name` and `X-Duration-Seconds`, as OpenFaaS's queue worker does.
+//!   `X-Function-Name` and `X-Duration-Seconds`. Delivery is at least once, as there: a call
+//!   still unanswered after the ack wait (`ack_wait`, 30 s) is delivered again beside it,
+//!   with the same call id, up to [`MAX_DELIVERIES`] in all, each calling back.
 //! - `/system/*` ([`system`]): functions, scaling, info, behind basic auth when configured.
 //! - `GET /healthz`, always open.
 //!
@@ -38,8 +43,9 @@ use tracing::Instrument;
 use crate::auth::BasicAuth;
 use crate::supervisor::{Call, Function, Supervisor};
 
-/// On an answer that waited for a start from zero: how long it waited, in milliseconds.
-pub const COLD_START_HEADER: &str = "x-fave-cold-start";
+/// On an answer that waited for a start from zero: how long the gateway held it, in
+/// milliseconds.
+pub const GATEWAY_WAIT_HEADER: &str = "x-fave-gateway-wait";
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -51,6 +57,9 @@ pub struct GatewayOptions {
     pub upstream_timeout: Duration,
     /// Credentials every `/system/*` call must carry; `None` leaves them open.
     pub basic_auth: Option<BasicAuth>,
+    /// How long an asynchronous call may go unanswered before it is delivered again (the
+    /// queue worker's `ack_wait`: NATS redelivers a message whose ack is late).
+    pub ack_wait: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -59,6 +68,7 @@ impl Default for GatewayOptions {
             ready_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(15 * 60),
             basic_auth: None,
+            ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -164,7 +174,7 @@ async fn enqueue(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
         },
     };
     let call_id = call_id_of(req.headers());
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_ASYNC_BODY).await else {
         return internal(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -172,16 +182,87 @@ async fn enqueue(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
             format!("an asynchronous call's body is limited to {MAX_ASYNC_BODY} bytes"),
         ));
     };
+    let mut headers = parts.headers;
     if let Ok(v) = HeaderValue::from_str(&call_id) {
-        parts.headers.insert(CALL_ID, v);
+        headers.insert(CALL_ID, v);
     }
-    let queued = Request::from_parts(parts, Body::from(body));
-    let worker = g.clone();
-    let id = call_id.clone();
-    tokio::spawn(async move {
+    headers.insert(
+        axum::http::header::USER_AGENT,
+        HeaderValue::from_static(QUEUE_WORKER_AGENT),
+    );
+    let queued = Queued {
+        name,
+        uri: parts.uri,
+        headers,
+        body,
+        callback,
+        call_id: call_id.clone(),
+    };
+    tokio::spawn(queued.deliver(g));
+    let start_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    with_call_headers(
+        StatusCode::ACCEPTED.into_response(),
+        &call_id,
+        start_nanos,
+        Instant::now(),
+    )
+}
+
+/// The `User-Agent` OpenFaaS's queue worker sets on the calls it delivers.
+const QUEUE_WORKER_AGENT: &str = "openfaas-ce/nats-queue-worker";
+
+/// The most times one asynchronous call is delivered.
+pub const MAX_DELIVERIES: usize = 3;
+
+/// An asynchronous call, as the queue holds it.
+struct Queued {
+    name: String,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    callback: Option<reqwest::Url>,
+    call_id: String,
+}
+
+impl Queued {
+    /// Delivers the call, and again beside it each time `ack_wait` passes with no delivery
+    /// answered (at most [`MAX_DELIVERIES`] in all); every delivery calls back when it ends.
+    async fn deliver(self, g: Arc<Gateway>) {
+        let queued = Arc::new(self);
+        let mut deliveries = tokio::task::JoinSet::new();
+        let spawn = |deliveries: &mut tokio::task::JoinSet<()>| {
+            let (g, q) = (g.clone(), queued.clone());
+            deliveries.spawn(async move { q.deliver_once(g).await });
+        };
+        spawn(&mut deliveries);
+        loop {
+            tokio::select! {
+                _ = deliveries.join_next() => break,
+                () = tokio::time::sleep(g.options.ack_wait), if deliveries.len() < MAX_DELIVERIES => {
+                    tracing::info!(function = %queued.name, call_id = %queued.call_id, "no ack within ack_wait: delivering again");
+                    spawn(&mut deliveries);
+                }
+            }
+        }
+        // The others run to their end and call back too, as a redelivered message does.
+        while deliveries.join_next().await.is_some() {}
+    }
+
+    async fn deliver_once(&self, g: Arc<Gateway>) {
         let started = Instant::now();
-        let answer = forward(worker.clone(), &name, queued).await;
-        let Some(url) = callback else { return };
+        let mut request = Request::post(self.uri.clone());
+        if let Some(h) = request.headers_mut() {
+            h.extend(self.headers.clone());
+        }
+        let Ok(request) = request.body(Body::from(self.body.clone())) else {
+            return;
+        };
+        let answer = forward(g.clone(), &self.name, request).await;
+        let Some(url) = self.callback.clone() else {
+            return;
+        };
         let status = answer.status();
         let content_type = answer
             .headers()
@@ -190,12 +271,13 @@ async fn enqueue(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
         let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
             .await
             .unwrap_or_default();
-        let mut post = worker
+        let (name, id) = (&self.name, &self.call_id);
+        let mut post = g
             .http
             .post(url)
-            .header(CALL_ID, &id)
+            .header(CALL_ID, id)
             .header("x-function-status", status.as_u16())
-            .header("x-function-name", &name)
+            .header("x-function-name", name)
             .header(
                 "x-duration-seconds",
                 format!("{:.6}", started.elapsed().as_secs_f64()),
@@ -213,16 +295,7 @@ async fn enqueue(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
                 tracing::warn!(function = %name, call_id = %id, error = %e, "callback failed")
             }
         }
-    });
-    let start_nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    with_call_headers(
-        StatusCode::ACCEPTED.into_response(),
-        &call_id,
-        start_nanos,
-        Instant::now(),
-    )
+    }
 }
 
 /// The caller's `X-Call-Id` if it sent a sensible one, else a new one.
@@ -309,7 +382,7 @@ async fn forward(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
                         "call waited for a start from zero"
                     );
                     response.headers_mut().insert(
-                        HeaderName::from_static(COLD_START_HEADER),
+                        HeaderName::from_static(GATEWAY_WAIT_HEADER),
                         HeaderValue::from(wait.as_millis() as u64),
                     );
                 }

@@ -64,7 +64,7 @@ pub struct StackOptions {
     pub profile: Option<String>,
     /// Variables that win over the profile and the process environment, for stack.yml's
     /// substitution and the gateway's own settings (`FAVE_SECRETS_DIR`,
-    /// `FAVE_GATEWAY_USER`, `FAVE_GATEWAY_PASSWORD`). `Debug` prints their names only.
+    /// `FAVE_GATEWAY_USER`, `FAVE_GATEWAY_PASSWORD`, `FAVE_GATEWAY_ACK_WAIT_SECS`). `Debug` prints their names only.
     pub vars: BTreeMap<String, String>,
 }
 
@@ -94,6 +94,31 @@ impl StackOptions {
             None => BTreeMap::new(),
         };
         Ok(StackEnv::new(self.vars.clone(), profile))
+    }
+
+    /// The async queue's ack wait: `FAVE_GATEWAY_ACK_WAIT_SECS` from `vars`, then the
+    /// process environment, else the queue worker's 30 s.
+    pub fn ack_wait(&self) -> anyhow::Result<Duration> {
+        let var = "FAVE_GATEWAY_ACK_WAIT_SECS";
+        match self
+            .vars
+            .get(var)
+            .cloned()
+            .or_else(|| fave_common::config::env_lookup(var))
+        {
+            None => Ok(GatewayOptions::default().ack_wait),
+            Some(v) => {
+                let secs: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{var}={v:?}: {e}"))?;
+                anyhow::ensure!(
+                    secs > 0.0 && secs.is_finite(),
+                    "{var}={v:?}: must be above 0"
+                );
+                Ok(Duration::from_secs_f64(secs))
+            }
+        }
     }
 
     /// The gateway's credentials: from `vars`, then the process environment.
@@ -213,6 +238,7 @@ impl Stack {
             supervisor.clone(),
             GatewayOptions {
                 basic_auth,
+                ack_wait: options.ack_wait()?,
                 ..GatewayOptions::default()
             },
         );

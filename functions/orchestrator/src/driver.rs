@@ -18,6 +18,7 @@ use fave_common::error::ApiError;
 use fave_common::gateway::{GatewayClient, InvokeError};
 use fave_common::ids::{ClipId, RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
+use fave_common::retry::RetryPolicy;
 use fave_common::stage::{ListedClip, Manifest, StageCall};
 use fave_common::state::{
     ClipState, DriverRecord, IllegalTransition, InputObject, Lease, RequestEvent, RequestState,
@@ -277,6 +278,8 @@ pub struct Driver<'a> {
     pub metrics: &'a Metrics,
     /// Caps every stage's own timeout.
     pub max_stage_timeout: Duration,
+    /// How long a stage call is retried while the platform fails it.
+    pub platform_retry_window: Duration,
     pub local_mode: bool,
     pub input_limits: Limits,
 }
@@ -664,7 +667,12 @@ impl Driver<'_> {
                 }
             };
         let timeout = spec.timeout.min(self.max_stage_timeout);
+        // Two budgets: the stage's count of attempts for its own retryable errors and its
+        // timeouts, and a time window for the platform's failures (a cold start, a gateway
+        // restart), which starts again after any answer from the function.
         let mut delays = spec.retry.delays();
+        let mut platform_delays = PLATFORM_RETRY.delays();
+        let mut platform_since: Option<Instant> = None;
         loop {
             {
                 let mut t = t.lock().await;
@@ -726,18 +734,17 @@ impl Driver<'_> {
                     }
                     // The profile the call ran under, beside its times, for comparing them.
                     stage.metrics.insert("profile".into(), json!(profile));
-                    if let Some(waited) = invocation.cold_start_ms {
-                        stage.metrics.insert("cold_start_ms".into(), json!(waited));
+                    // The function's own word on a cold start, the same under any gateway.
+                    if let Some(cold) = invocation.cold_start_ms {
+                        stage.metrics.insert("cold_start_ms".into(), json!(cold));
                     }
                     stage.metrics.insert("data".into(), manifest.data);
-                    let work = Duration::from_millis(manifest.work_ms);
-                    // fave's local gateway says when a call waited for a start; OpenFaaS's
-                    // does not, and the metrics fall back on a guess from the times.
-                    let cold_start = self
-                        .local_mode
-                        .then_some(invocation.cold_start_ms.is_some());
-                    self.metrics
-                        .call(&spec.name, Outcome::Succeeded, took, Some(work), cold_start);
+                    self.metrics.call(
+                        &spec.name,
+                        Outcome::Succeeded,
+                        took,
+                        invocation.cold_start_ms.is_some(),
+                    );
                     stage.apply(
                         StageEvent::Succeed {
                             outputs: manifest.outputs,
@@ -755,6 +762,7 @@ impl Driver<'_> {
                     code: "bad_stage_answer".into(),
                     message: format!("the answer is not a manifest: {e}"),
                     openfaas_internal: false,
+                    own_retryable: Some(false),
                 },
                 Err(failure) => failure,
             };
@@ -763,10 +771,18 @@ impl Driver<'_> {
                 a.http_status = failure.http_status();
             }
             let (code, detail) = (failure.code(), failure.to_string());
-            match failure.is_transient().then(|| delays.next()).flatten() {
+            let retry_in = if failure.is_platform() {
+                let since = *platform_since.get_or_insert_with(Instant::now);
+                (since.elapsed() < self.platform_retry_window)
+                    .then(|| platform_delays.next())
+                    .flatten()
+            } else {
+                platform_since = None;
+                failure.is_transient().then(|| delays.next()).flatten()
+            };
+            match retry_in {
                 Some(delay) => {
-                    self.metrics
-                        .call(&spec.name, Outcome::Retried, took, None, None);
+                    self.metrics.call(&spec.name, Outcome::Retried, took, false);
                     tracing::warn!(call_id = failure.call_id(), error = %failure, ?delay, "stage attempt failed; retrying");
                     stage.apply(StageEvent::Retry { code, detail }, now)?;
                     drop(t);
@@ -774,8 +790,7 @@ impl Driver<'_> {
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    self.metrics
-                        .call(&spec.name, Outcome::Failed, took, None, None);
+                    self.metrics.call(&spec.name, Outcome::Failed, took, false);
                     tracing::warn!(call_id = failure.call_id(), error = %failure, "stage failed");
                     stage.apply(StageEvent::Fail { code, detail }, now)?;
                     drop(t);
@@ -786,6 +801,15 @@ impl Driver<'_> {
         }
     }
 }
+
+/// The backoff between retries of what the platform failed: from 200 ms, doubling, at most
+/// 5 s apart, for as long as [`Driver::platform_retry_window`] allows.
+const PLATFORM_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    initial_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+    jitter: true,
+};
 
 /// Renews the lease every third of its time to live until `stop`; a lost write means the
 /// request was taken over (or cancelled), which stops the driver too.

@@ -31,7 +31,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use fave_common::config::{OrchestratorConfig, PipelineChoice};
 use fave_common::error::{ApiError, BodyLimit, JsonBody};
-use fave_common::gateway::GatewayClient;
+use fave_common::gateway::{CALL_ID, GatewayClient};
 use fave_common::ids::{RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
 use fave_common::state::{
@@ -137,6 +137,7 @@ impl App {
             params: &self.params,
             metrics: &self.metrics,
             max_stage_timeout: self.config.stage_timeout,
+            platform_retry_window: self.config.platform_retry_window,
             local_mode: self.config.local_mode,
             input_limits: self.limits(),
         }
@@ -400,33 +401,56 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-/// The request id an `Idempotency-Key` stands for. Deriving the id from the key makes the
-/// conditional create of `state.json` the one atomic claim of the key: of two submissions
-/// with the same key, on any replica, exactly one creates the request; the other answers
-/// with it.
-fn idempotent_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
+/// The request id a submission names before it is made, if it names one: its
+/// `Idempotency-Key`'s, else its gateway call's (`X-Call-Id`, which OpenFaaS's gateway sets on
+/// every call and keeps when the caller sent one). Deriving the id makes the conditional
+/// create of `state.json` the one atomic claim: of two submissions with the same key or call
+/// id, on any replica, exactly one creates the request; the other answers with it. So a
+/// queue worker's redelivery of one async call, or a caller resending a call whose answer
+/// it lost with the same `X-Call-Id`, finds the request that call started.
+fn named_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
+    let printable = |v: &HeaderValue| {
+        v.to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+            .filter(|k| k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .map(str::to_owned)
     };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
-        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
-            )
-        })?;
+    let (namespace, name) = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => {
+            let key = printable(value).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
+                )
+            })?;
+            (&b"fave idempotency key\0"[..], key)
+        }
+        // The gateway's header, not the caller's word: one that is not usable names nothing.
+        None => match headers.get(CALL_ID).and_then(printable) {
+            Some(call) => (&b"fave gateway call\0"[..], call),
+            None => return Ok(None),
+        },
+    };
     let mut h = Sha256::new();
-    h.update(b"fave idempotency key\0");
-    h.update(key.as_bytes());
+    h.update(namespace);
+    h.update(name.as_bytes());
     let id = hex::encode(&h.finalize()[..16]);
     id.parse()
         .map(Some)
         .map_err(|e| ApiError::internal(format!("a derived request id is invalid: {e}")))
 }
+
+/// Whether the call is a queue worker's delivery of an `/async-function` call: OpenFaaS's
+/// gateway queues the caller's headers with the call, `X-Callback-Url` among them, and the
+/// queue worker POSTs whatever this call answers to that URL. Such a call is held for the
+/// request's end, so that the callback carries the result rather than a 202.
+fn delivered_by_queue_worker(headers: &HeaderMap) -> bool {
+    headers.contains_key(QUEUED_CALLBACK_URL)
+}
+
+/// The header OpenFaaS's async path carries the caller's callback address in.
+const QUEUED_CALLBACK_URL: &str = "x-callback-url";
 
 /// Whether the caller sent `Prefer: respond-async`.
 fn prefers_async(headers: &HeaderMap) -> bool {
@@ -452,7 +476,10 @@ async fn replay(
         let mut response = ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_reused",
-            format!("this Idempotency-Key was used for request {id}, with a different body"),
+            format!(
+                "this Idempotency-Key (or gateway call id) was used for request {id}, with a \
+                 different body"
+            ),
         )
         .into_response();
         set_request_headers(&mut response, &id);
@@ -517,10 +544,13 @@ async fn submit(
             "this replica is shutting down",
         ));
     }
-    let idempotent = idempotent_id(&headers)?;
+    let idempotent = named_id(&headers)?;
     let (submission, source) = validate(body, app.config.local_mode)?;
-    // `Prefer: respond-async` (RFC 7240): 202 as soon as the request is accepted.
-    let window = if prefers_async(&headers) {
+    // A queue worker's delivery waits for the end (its answer is the callback's body);
+    // `Prefer: respond-async` (RFC 7240) gets 202 as soon as the request is accepted.
+    let window = if delivered_by_queue_worker(&headers) {
+        app.config.async_hold
+    } else if prefers_async(&headers) {
         Duration::ZERO
     } else {
         app.config.sync_window
@@ -989,20 +1019,44 @@ mod tests {
     }
 
     #[test]
-    fn an_idempotency_key_stands_for_one_request_id() {
-        let with = |key: &str| {
+    fn an_idempotency_key_or_else_a_gateway_call_stands_for_one_request_id() {
+        let headers = |pairs: &[(&str, &str)]| {
             let mut headers = HeaderMap::new();
-            headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(key).unwrap());
-            idempotent_id(&headers)
+            for (k, v) in pairs {
+                headers.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            headers
         };
+        let with = |key: &str| named_id(&headers(&[(IDEMPOTENCY_KEY, key)]));
         let a = with("order 42").unwrap().unwrap();
         assert_eq!(with("order 42").unwrap(), Some(a.clone()));
-        assert_ne!(with("order 43").unwrap(), Some(a));
-        assert_eq!(idempotent_id(&HeaderMap::new()).unwrap(), None);
+        assert_ne!(with("order 43").unwrap(), Some(a.clone()));
+        // The id a key stood for before gateway calls named requests too: requests in flight
+        // across the upgrade are still found by their key.
+        assert_eq!(a.as_str(), "7aa8d7676173f34a36ba580eff71535d");
+        assert_eq!(named_id(&HeaderMap::new()).unwrap(), None);
         for bad in ["", "tab\there", &"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)] {
             let err = with(bad).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
         }
+        // Without a key, the gateway's call id names the request: a redelivery or a resend
+        // with the same X-Call-Id finds it. The two kinds of name never meet.
+        let call = |id: &str| named_id(&headers(&[(CALL_ID, id)])).unwrap();
+        let c = call("3f1c-call").expect("named by the call");
+        assert_eq!(call("3f1c-call"), Some(c.clone()));
+        assert_ne!(call("another-call"), Some(c.clone()));
+        assert_ne!(with("3f1c-call").unwrap(), Some(c.clone()));
+        // A key wins over the call id.
+        let both = named_id(&headers(&[
+            (IDEMPOTENCY_KEY, "order 42"),
+            (CALL_ID, "3f1c-call"),
+        ]));
+        assert_eq!(both.unwrap(), Some(a));
+        // An unusable call id is the gateway's, not a caller's mistake: it names nothing.
+        assert_eq!(call(&"c".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)), None);
     }
 
     #[test]

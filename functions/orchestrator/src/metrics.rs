@@ -89,16 +89,9 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One stage call: how it ended, its time, the stage's own work time if it answered, and
-    /// whether the gateway said it waited for a replica to start (`None`: it does not say).
-    pub fn call(
-        &self,
-        stage: &str,
-        outcome: Outcome,
-        took: Duration,
-        work: Option<Duration>,
-        cold_start: Option<bool>,
-    ) {
+    /// One stage call: how it ended, its time, and whether the function reported it as a
+    /// cold start (`fave_common::readiness`'s rule, the one rule fave has).
+    pub fn call(&self, stage: &str, outcome: Outcome, took: Duration, cold_start: bool) {
         *self
             .calls
             .lock()
@@ -111,10 +104,7 @@ impl Metrics {
             .entry(stage.to_owned())
             .or_default()
             .observe(took.as_secs_f64());
-        // A gateway that does not say (OpenFaaS's) shows a cold start only in the call's
-        // time: a call over a second that took more than twice the stage's work.
-        let seems_cold = work.is_some_and(|w| took > Duration::from_secs(1) && w * 2 < took);
-        if cold_start.unwrap_or(seems_cold) {
+        if cold_start {
             self.cold_starts.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -182,7 +172,7 @@ impl Metrics {
         let _ = writeln!(out, "fave_stage_retries_total {retries}");
         let _ = writeln!(
             out,
-            "# HELP fave_stage_cold_starts_total Stage calls that seem to have waited for a replica to start."
+            "# HELP fave_stage_cold_starts_total Stage calls their function reported as a cold start."
         );
         let _ = writeln!(out, "# TYPE fave_stage_cold_starts_total counter");
         let _ = writeln!(
@@ -242,36 +232,12 @@ mod tests {
         m.ended(RequestStatus::Running);
         m.drivers(1);
         let s = Duration::from_secs_f64;
-        m.call("stage-detect", Outcome::Retried, s(0.2), None, None);
-        m.call(
-            "stage-detect",
-            Outcome::Succeeded,
-            s(3.0),
-            Some(s(1.0)),
-            None,
-        );
-        m.call(
-            "stage-detect",
-            Outcome::Succeeded,
-            s(0.7),
-            Some(s(0.6)),
-            None,
-        );
-        // The gateway's word wins over the heuristic either way.
-        m.call(
-            "stage-audio",
-            Outcome::Succeeded,
-            s(0.1),
-            Some(s(0.1)),
-            Some(true),
-        );
-        m.call(
-            "stage-audio",
-            Outcome::Succeeded,
-            s(3.0),
-            Some(s(0.1)),
-            Some(false),
-        );
+        m.call("stage-detect", Outcome::Retried, s(0.2), false);
+        m.call("stage-detect", Outcome::Succeeded, s(3.0), true);
+        m.call("stage-detect", Outcome::Succeeded, s(0.7), false);
+        // Only what the functions reported counts, however long a call took.
+        m.call("stage-audio", Outcome::Succeeded, s(0.1), true);
+        m.call("stage-audio", Outcome::Succeeded, s(3.0), false);
         let text = m.render();
         for line in [
             "fave_requests_accepted_total 2",

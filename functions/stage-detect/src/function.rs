@@ -9,12 +9,17 @@
 //! new thread's allocator arena behind; measured with `fave bench memory`). It writes
 //! `detections.json` (every frame's detections) and returns, per label, the best score and
 //! the frames it was seen in: what ranking a query needs.
+//!
+//! The model loads on a thread of its own from the moment the process starts
+//! ([`Detect::start_loading`]), so the function listens at once; a call with frames waits for
+//! the model (a clip without frames never does).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
+use fave_common::readiness::Loading;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -67,16 +72,21 @@ pub struct Output {
 }
 
 pub struct Detect {
-    detector: Arc<Detector>,
+    detector: Loading<Detector>,
     workers: Workers,
 }
 
 impl Detect {
-    /// Serves `detector` with one worker thread per core.
-    pub fn new(detector: Detector) -> Self {
+    /// Starts loading the model in `dir` in the background and returns at once; calls wait
+    /// for it at most `load_timeout`. One worker thread per core runs the detector.
+    pub fn start_loading(dir: PathBuf, load_timeout: std::time::Duration) -> Self {
+        let detector = Loading::start("detector", load_timeout, move || {
+            Detector::load(&dir)
+                .map_err(|e| format!("loading the model from {}: {e}", dir.display()))
+        });
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
-            detector: Arc::new(detector),
+            detector,
             workers: Workers::new(cores),
         }
     }
@@ -137,11 +147,11 @@ impl Detect {
     /// detector's time in milliseconds.
     async fn look(
         &self,
+        detector: Arc<Detector>,
         frame: FrameRef,
         path: PathBuf,
         options: DetectOptions,
     ) -> Result<(FrameDetections, u64), StageError> {
-        let detector = self.detector.clone();
         let (width, height, detections, ms) = self
             .workers
             .run(move || {
@@ -185,13 +195,23 @@ impl Stage for Detect {
             call.require_own_key("a frame's key", &frame.key)?;
         }
         let options = call.input.options.unwrap_or_default();
+        let detector = match call.input.frames.is_empty() {
+            true => None,
+            false => Some(self.detector.get().await?),
+        };
         let jobs: Vec<(usize, FrameRef)> = call.input.frames.iter().cloned().enumerate().collect();
         // One frame per worker in flight, so that a lone clip has every core; concurrent
         // calls share the workers' queue. `try_buffered` keeps the frames in order.
         let looked: Vec<(FrameDetections, u64)> = futures::stream::iter(jobs)
             .map(|(i, frame)| fetch(ctx, i, frame))
             .buffered(PREFETCH)
-            .map_ok(|(frame, path)| self.look(frame, path, options))
+            .map_ok(|(frame, path)| {
+                // Set whenever there are frames to look at.
+                let detector = detector
+                    .clone()
+                    .ok_or_else(|| StageError::Internal("a frame without a detector".into()));
+                async move { self.look(detector?, frame, path, options).await }
+            })
             .try_buffered(self.workers.threads)
             .try_collect()
             .await?;

@@ -1,8 +1,21 @@
 #[tokio::main]
 async fn main() -> fave_common::stage::MainResult {
-    // The model is loaded once, before the function takes its first call.
+    fave_common::readiness::mark_started();
+    // Logging first: the model loader logs from its own thread.
+    fave_common::telemetry::init();
+    // A model directory without its files stops the function at start, loudly; loading the
+    // model takes longer and runs in the background while the function already listens.
     let dir = stage_detect::model_dir();
-    let detector = stage_detect::Detector::load(&dir)
-        .map_err(|e| format!("loading the model from {}: {e}", dir.display()))?;
-    fave_common::stage::main(stage_detect::function::Detect::new(detector)).await
+    for file in [
+        stage_detect::MODEL_FILE,
+        stage_detect::CFG_FILE,
+        stage_detect::LABELS_FILE,
+    ] {
+        if !dir.join(file).exists() {
+            return Err(format!("the model in {}: no {file}", dir.display()).into());
+        }
+    }
+    let timeout = fave_common::readiness::load_timeout(&fave_common::config::env_lookup);
+    let stage = stage_detect::function::Detect::start_loading(dir, timeout);
+    fave_common::stage::main(stage).await
 }

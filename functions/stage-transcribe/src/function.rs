@@ -11,11 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
+use fave_common::readiness::Loading;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::{Segment, Transcriber, Transcript, read_wav};
 
@@ -56,50 +55,19 @@ impl From<Transcript> for Output {
     }
 }
 
-/// The model as the calls see it: not yet loaded, loaded, or failed to load.
-type Loaded = Option<Result<Arc<Transcriber>, String>>;
-
 pub struct Transcribe {
-    model: watch::Receiver<Loaded>,
+    model: Loading<Transcriber>,
 }
 
 impl Transcribe {
-    /// Starts loading the model in `dir` on a thread of its own and returns at once.
-    pub fn start_loading(dir: PathBuf) -> Self {
-        let (tx, rx) = watch::channel(None);
-        let spawned = std::thread::Builder::new()
-            .name("load-whisper".into())
-            .spawn(move || {
-                let clock = std::time::Instant::now();
-                let loaded = Transcriber::load(&dir).map(Arc::new).map_err(|e| {
-                    tracing::error!(dir = %dir.display(), error = %e, "loading the model failed");
-                    format!("loading the model from {}: {e}", dir.display())
-                });
-                if loaded.is_ok() {
-                    let load_ms = clock.elapsed().as_millis() as u64;
-                    tracing::info!(dir = %dir.display(), load_ms, "model loaded");
-                }
-                let _ = tx.send(Some(loaded));
-            });
-        if let Err(e) = spawned {
-            // The receiver then sees the sender gone: calls with audio fail, saying why.
-            tracing::error!(error = %e, "could not start the model loader");
-        }
-        Self { model: rx }
-    }
-
-    /// The model, once loaded.
-    async fn model(&self) -> Result<Arc<Transcriber>, StageError> {
-        let mut rx = self.model.clone();
-        let loaded = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| StageError::Internal("the model loader is gone".into()))?;
-        match &*loaded {
-            Some(Ok(model)) => Ok(model.clone()),
-            Some(Err(e)) => Err(StageError::Internal(e.clone())),
-            None => Err(StageError::Internal("the model is not loaded".into())),
-        }
+    /// Starts loading the model in `dir` on a thread of its own and returns at once; calls
+    /// with sound wait for it at most `load_timeout`.
+    pub fn start_loading(dir: PathBuf, load_timeout: std::time::Duration) -> Self {
+        let model = Loading::start("whisper", load_timeout, move || {
+            Transcriber::load(&dir)
+                .map_err(|e| format!("loading the model from {}: {e}", dir.display()))
+        });
+        Self { model }
     }
 }
 
@@ -122,7 +90,7 @@ impl Stage for Transcribe {
                 call.require_own_key("audio_key", key)?;
                 let path = ctx.workdir()?.join("audio.wav");
                 ctx.storage.get_to_file(key, &path).await?;
-                let model = self.model().await?;
+                let model = self.model.get().await?;
                 tokio::task::spawn_blocking(move || {
                     let samples =
                         read_wav(&path).map_err(|e| StageError::InvalidMedia(e.to_string()))?;
@@ -160,12 +128,15 @@ impl Stage for Transcribe {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
     async fn a_model_that_fails_to_load_fails_calls_and_says_why() {
-        let stage = Transcribe::start_loading("/nonexistent/whisper".into());
-        let err = stage.model().await.expect_err("no model there");
+        let stage =
+            Transcribe::start_loading("/nonexistent/whisper".into(), Duration::from_secs(30));
+        let err = stage.model.get().await.expect_err("no model there");
         assert!(
             matches!(&err, StageError::Internal(m) if m.contains("/nonexistent/whisper")),
             "{err}"

@@ -1,5 +1,6 @@
 #[tokio::main]
 async fn main() -> fave_common::stage::MainResult {
+    fave_common::readiness::mark_started();
     // Logging first: the model loader logs from its own thread (the harness's second init is
     // a no-op).
     fave_common::telemetry::init();
@@ -8,5 +9,9 @@ async fn main() -> fave_common::stage::MainResult {
     let dir = stage_transcribe::model_dir();
     stage_transcribe::check_model_dir(&dir)
         .map_err(|e| format!("the model in {}: {e}", dir.display()))?;
-    fave_common::stage::main(stage_transcribe::function::Transcribe::start_loading(dir)).await
+    let timeout = fave_common::readiness::load_timeout(&fave_common::config::env_lookup);
+    fave_common::stage::main(stage_transcribe::function::Transcribe::start_loading(
+        dir, timeout,
+    ))
+    .await
 }

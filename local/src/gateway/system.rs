@@ -359,7 +359,7 @@ mod tests {
         let (status, headers, body) = send(&app, get("/function/never-healthy", None)).await;
         assert_eq!(status, 503, "{body}");
         assert!(headers.contains_key("x-openfaas-internal"));
-        assert!(!headers.contains_key("x-fave-cold-start"));
+        assert!(!headers.contains_key("x-fave-gateway-wait"));
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"]["code"], "scale_from_zero_timeout");
         assert_eq!(body["error"]["retryable"], true);

@@ -46,10 +46,12 @@ use crate::util::{bin_dir, read, repo_root};
 
 const LANG_DIR: &str = "template";
 /// The variables the profiles set, which stack.yml's scaling labels are made of.
-const PROFILE_VARS: [&str; 5] = [
+const PROFILE_VARS: [&str; 7] = [
     "FAVE_PROFILE",
     "FAVE_SCALE_MIN",
     "FAVE_SCALE_MAX",
+    "FAVE_SCALE_ZERO_LABEL",
+    "FAVE_SCALE_ZERO_DURATION_LABEL",
     "FAVE_SCALE_ZERO",
     "FAVE_SCALE_ZERO_DURATION",
 ];
@@ -713,7 +715,11 @@ fn profiles_set_every_variable_stack_yml_needs() {
                 max >= 1 && min <= max,
                 "{name}: {fname}: min {min}, max {max}"
             );
-            let zero = label("com.openfaas.scale.zero");
+            // Absent means false, as OpenFaaS reads it.
+            let zero = f
+                .labels
+                .get("com.openfaas.scale.zero")
+                .map_or("false", String::as_str);
             assert!(
                 zero == "true" || zero == "false",
                 "{name}: {fname}: zero {zero:?}"
@@ -736,6 +742,188 @@ fn profiles_set_every_variable_stack_yml_needs() {
                 assert_eq!((min, zero), (0, "true"), "{fname}");
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The deploy request faas-cli sends, and OpenFaaS Community Edition's rules for it
+
+/// The body `faas-cli deploy` sends to `/system/functions` for `f` (faas-provider
+/// `types.FunctionDeployment`, built by faas-cli's `commands/deploy.go` and
+/// `proxy/deploy.go` at c8191b71e7edf10be3b660ddcaee52c11de79238): the function's labels and
+/// annotations as stack.yml gives them (faas-cli adds none of its own; `--label` and
+/// `--annotation` flags, unused here, would be merged over them), always sent, even empty;
+/// the environment, `fprocess` else template.yml's, the secrets, the image with `:latest`
+/// when it has no tag, and the namespace only when set.
+fn deploy_request(name: &str, f: &Function, t: &LanguageTemplate) -> Value {
+    let image = match f
+        .image
+        .rsplit_once('/')
+        .map_or(f.image.as_str(), |(_, i)| i)
+    {
+        last if last.contains(':') => f.image.clone(),
+        _ => format!("{}:latest", f.image),
+    };
+    let mut body = serde_json::json!({
+        "service": name,
+        "image": image,
+        "envVars": f.environment,
+        "labels": f.labels,
+        "annotations": f.annotations,
+    });
+    if let Some(fprocess) = f.fprocess.clone().or_else(|| t.fprocess.clone()) {
+        body["envProcess"] = fprocess.into();
+    }
+    if !f.secrets.is_empty() {
+        body["secrets"] = serde_json::json!(f.secrets);
+    }
+    if let Some(ns) = &f.namespace {
+        body["namespace"] = ns.clone().into();
+    }
+    if f.readonly_root_filesystem {
+        body["readOnlyRootFilesystem"] = true.into();
+    }
+    body
+}
+
+/// OpenFaaS Community Edition's checks of a deploy request, restated from faas-netes
+/// (openfaas/faas-netes at 662ce9ce36ec4a32467773c308807bd5d58f5ae6,
+/// `pkg/handlers/validate.go` `ValidateDeployRequest` and `validateScalingLabels`,
+/// `pkg/handlers/deploy.go` `buildAnnotations`, `pkg/handlers/replica_reader.go`
+/// `MaxReplicas`). `Err` carries the message CE answers `400 validation failed: …` with.
+fn community_edition_validates(body: &Value) -> Result<(), String> {
+    const MAX_REPLICAS: i64 = 5;
+    let service = body["service"].as_str().unwrap_or_default();
+    if service.is_empty() {
+        return Err("service: is required".into());
+    }
+    let dns_label = service
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !service.starts_with('-')
+        && !service.ends_with('-');
+    if !dns_label {
+        return Err(format!(
+            "service: ({service}) is invalid, must be a valid DNS entry"
+        ));
+    }
+    if body["image"].as_str().unwrap_or_default().is_empty() {
+        return Err("image: is required".into());
+    }
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let labels = &body["labels"];
+    if text(labels, "com.openfaas.scale.zero").as_deref() == Some("true") {
+        return Err("com.openfaas.scale.zero not available for Community Edition".into());
+    }
+    for key in [
+        "com.openfaas.scale.zero-duration",
+        "com.openfaas.scale.target",
+        "com.openfaas.scale.type",
+    ] {
+        if labels.get(key).is_some() {
+            return Err(format!("{key} not available for Community Edition"));
+        }
+    }
+    for key in ["com.openfaas.scale.max", "com.openfaas.scale.min"] {
+        // Go's strconv.Atoi: a value that is not an integer is not checked.
+        if let Some(n) = text(labels, key).and_then(|v| v.parse::<i64>().ok())
+            && n > MAX_REPLICAS
+        {
+            return Err(format!("{key} is set too high for Community Edition"));
+        }
+    }
+    if let Some(annotations) = body["annotations"].as_object() {
+        for (key, value) in annotations {
+            if key == "topic" && value.as_str().is_some_and(|v| v.contains(',')) {
+                return Err(
+                    "the topic annotation may only support one value in the Community Edition"
+                        .into(),
+                );
+            }
+            if key.contains("amazonaws.com") || key.contains("gke.io") {
+                return Err(format!(
+                    "annotation {key:?} is not supported in the Community Edition"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_deploy_request_passes_community_editions_rules() {
+    let profiles = [
+        ("none", BTreeMap::new()),
+        ("warm", profile("warm")),
+        ("cold", profile("cold")),
+    ];
+    for (name, vars) in &profiles {
+        let (s, _) = services(vars);
+        // CE runs at most 15 functions (faas-netes `MaxFunctions`).
+        assert!(s.functions.len() <= 15, "{name}: {}", s.functions.len());
+        for (fname, f) in &s.functions {
+            let body = deploy_request(fname, f, &template(&f.lang));
+            let verdict = community_edition_validates(&body);
+            eprintln!("CE validation, profile {name}, {fname}: {verdict:?}");
+            if *name == "cold" && fname != "orchestrator" {
+                // Scaling to zero is what the cold profile is for: Standard/Enterprise only.
+                assert_eq!(
+                    verdict,
+                    Err("com.openfaas.scale.zero not available for Community Edition".into()),
+                    "{fname}: {body}"
+                );
+            } else {
+                assert_eq!(verdict, Ok(()), "profile {name}, {fname}: {body}");
+            }
+        }
+    }
+    let cold =
+        std::fs::read_to_string(repo_root().join("deploy/profiles/cold.env")).expect("cold.env");
+    assert!(
+        cold.contains("Standard or Enterprise"),
+        "cold.env says which editions it needs"
+    );
+}
+
+#[test]
+fn community_editions_rules_refuse_what_faas_netes_refuses() {
+    // The restated rules themselves, on the labels the old stack.yml sent every stage.
+    let with = |labels: Value| {
+        community_edition_validates(&serde_json::json!({
+            "service": "stage-audio", "image": "fave/stage-audio:latest", "labels": labels,
+        }))
+    };
+    assert_eq!(
+        with(serde_json::json!({"com.openfaas.scale.min": "1"})),
+        Ok(())
+    );
+    assert_eq!(
+        with(serde_json::json!({"com.openfaas.scale.zero": "false"})),
+        Ok(())
+    );
+    for (labels, refused) in [
+        (
+            serde_json::json!({"com.openfaas.scale.zero-duration": "15m"}),
+            "zero-duration",
+        ),
+        (
+            serde_json::json!({"com.openfaas.scale.zero": "true"}),
+            "scale.zero not",
+        ),
+        (
+            serde_json::json!({"com.openfaas.scale.max": "6"}),
+            "too high",
+        ),
+        (
+            serde_json::json!({"com.openfaas.scale.type": "rps"}),
+            "scale.type",
+        ),
+    ] {
+        let verdict = with(labels.clone());
+        assert!(
+            verdict.as_ref().is_err_and(|e| e.contains(refused)),
+            "{labels}: {verdict:?}"
+        );
     }
 }
 
@@ -1080,6 +1268,13 @@ struct Watchdogged {
 
 impl Watchdogged {
     async fn start(function: &str, store: &Store) -> Self {
+        let mut me = Self::spawn(function, store, &[]);
+        me.wait_healthy().await;
+        me
+    }
+
+    /// Starts the binary with `extra` over the container's environment, and returns at once.
+    fn spawn(function: &str, store: &Store, extra: &[(&str, &str)]) -> Self {
         let root = repo_root();
         // An operator deploying against this store would set FAVE_S3_ENDPOINT.
         let mut vars = profile("warm");
@@ -1111,6 +1306,7 @@ impl Watchdogged {
         env.insert("HOSTNAME".into(), format!("{function}-7c9d8b6f5-x2x4q"));
         env.insert("HOME".into(), dir.path().display().to_string());
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 
         let log = dir.path().join(format!("{function}.log"));
         let out = std::fs::File::create(&log).expect("a log file");
@@ -1124,14 +1320,32 @@ impl Watchdogged {
             .kill_on_drop(true)
             .spawn()
             .expect("the function binary starts");
-        let mut me = Self {
+        Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             log,
             _dir: dir,
-        };
-        me.wait_healthy().await;
-        me
+        }
+    }
+
+    /// How long until the binary accepts a TCP connection on its port, from now.
+    async fn time_to_accept(&mut self) -> Duration {
+        let clock = std::time::Instant::now();
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        loop {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return clock.elapsed();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the binary exited ({status}):\n{}", self.logs());
+            }
+            assert!(
+                clock.elapsed() < Duration::from_secs(30),
+                "not accepting within 30 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     async fn wait_healthy(&mut self) {
@@ -1332,4 +1546,172 @@ async fn stage_answers_as_of_watchdog_calls_it() {
     let r = send(http.post(f.url("/deeper/path?x=1")).body(chunked(&["{}"]))).await;
     assert_error("a route the stage does not have", &r, 404, "not_found");
     f.stop().await;
+}
+
+/// A copy of the detector's model directory whose cfg (the first file the loader reads) is
+/// a named pipe: loading blocks until the test writes the real cfg into it. Nothing is
+/// faked: the same loader reads the same model, only later.
+struct SlowModel {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+}
+
+impl SlowModel {
+    fn new() -> Self {
+        let real = fave_common::config::model_dir("FAVE_MODEL_DIR", "yolov3-tiny");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        for file in ["model.onnx", "coco.names"] {
+            std::os::unix::fs::symlink(real.join(file), dir.path().join(file))
+                .expect("a link to the model");
+        }
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("yolov3-tiny.cfg"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        Self {
+            dir,
+            cfg: real.join("yolov3-tiny.cfg"),
+        }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// Lets the loader go on: the real cfg, written into the pipe.
+    async fn release(&self) {
+        let (from, to) = (self.cfg.clone(), self.dir.path().join("yolov3-tiny.cfg"));
+        tokio::task::spawn_blocking(move || {
+            std::fs::write(to, std::fs::read(from).expect("the real cfg"))
+        })
+        .await
+        .expect("joins")
+        .expect("the pipe takes the cfg");
+    }
+}
+
+/// What of-watchdog needs of a function on a cold start: it reports the pod healthy without
+/// asking the function (its lock file is written as soon as its own listener is up), so the
+/// first calls may come at once. Every function accepts connections within moments of
+/// starting, model or no model; a call that needs the model waits for it instead of being
+/// refused, says it was a cold start, and gets a retryable 503 only after the load timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_listen_before_their_models_load_and_early_calls_wait() {
+    let store = Store::start("fave-artifacts").await;
+    let slow = SlowModel::new();
+    let model = slow.path();
+    // The image's model directories (/home/app/models) are this machine's.
+    let whisper = fave_common::config::model_dir("FAVE_WHISPER_DIR", "whisper-tiny.en")
+        .display()
+        .to_string();
+    let mut accept = Vec::new();
+    let mut detect = None;
+    for function in crate::util::FUNCTIONS {
+        let extra: &[(&str, &str)] = match function {
+            "stage-detect" => &[("FAVE_MODEL_DIR", &model)],
+            "stage-transcribe" => &[("FAVE_WHISPER_DIR", &whisper)],
+            _ => &[],
+        };
+        let mut f = Watchdogged::spawn(function, &store, extra);
+        let took = f.time_to_accept().await;
+        eprintln!(
+            "{function}: accepts TCP {} ms after it was started",
+            took.as_millis()
+        );
+        accept.push((function, took));
+        if function == "stage-detect" {
+            detect = Some(f);
+        } else {
+            // Its signal handler is set once it serves; SIGTERM before that kills it.
+            f.wait_healthy().await;
+            f.stop().await;
+        }
+    }
+    for (function, took) in &accept {
+        // Tens of milliseconds on a quiet machine (the figures above); the bound leaves room
+        // for a loaded one, and is far below a model's load.
+        assert!(*took < Duration::from_secs(2), "{function}: {took:?}");
+    }
+
+    // stage-detect listens while its model cannot have loaded: the cfg is still unwritten.
+    let detect = detect.expect("started");
+    let frame = "requests/r1/frames/frame-000001.jpg";
+    let storage = Storage::connect(&S3Settings {
+        bucket: "fave-artifacts".into(),
+        endpoint: Some(store.server.endpoint().parse().expect("a URL")),
+        region: "us-east-1".into(),
+        access_key_id: Some(Secret::new(store.key.clone())),
+        secret_access_key: Some(Secret::new(store.secret.clone())),
+        force_path_style: true,
+        max_attempts: 3,
+    })
+    .await;
+    storage
+        .put_file(frame, &crate::util::sample("messi5.jpg"), "image/jpeg")
+        .await
+        .expect("the frame is stored");
+    let call = serde_json::json!({
+        "request_id": "r1", "stage": "stage-detect", "clip": "c000",
+        "idempotency_key": "k1",
+        "input": {"frames": [{"time_s": 0.0, "key": frame}]},
+    });
+    let http = reqwest::Client::new();
+    let early = tokio::spawn(forwarded(http.post(detect.url("/")).json(&call)).send());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!early.is_finished(), "the early call waits for the model");
+    slow.release().await;
+    let answer = early
+        .await
+        .expect("joins")
+        .expect("the early call is answered");
+    let (status, headers, body) = read(answer).await;
+    assert_eq!(status, 200, "{body}\n{}", detect.logs());
+    assert!(
+        body["data"]["labels"]["sports ball"]["best_score"].as_f64() > Some(0.3),
+        "{body}"
+    );
+    let cold: u64 = headers
+        .get(fave_common::gateway::COLD_START)
+        .expect("the first call says it was a cold start")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("milliseconds");
+    assert!(cold >= 1500, "it waited for the model: {cold} ms");
+    // The next call is warm and says nothing.
+    let mut again = call.clone();
+    again["idempotency_key"] = "k2".into();
+    let (status, headers, _) = read(
+        forwarded(http.post(detect.url("/")).json(&again))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key(fave_common::gateway::COLD_START));
+    detect.stop().await;
+
+    // A model that does not load within the load timeout: a retryable 503, not a hang.
+    let stuck = SlowModel::new();
+    let model = stuck.path();
+    let mut f = Watchdogged::spawn(
+        "stage-detect",
+        &store,
+        &[
+            ("FAVE_MODEL_DIR", &model),
+            ("FAVE_MODEL_LOAD_TIMEOUT_SECS", "1"),
+        ],
+    );
+    f.time_to_accept().await;
+    let r = read(
+        forwarded(http.post(f.url("/")).json(&call))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_error("a model still loading", &r, 503, "model_loading");
+    assert_eq!(r.2["error"]["retryable"], true, "{}", r.2);
 }

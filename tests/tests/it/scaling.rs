@@ -49,7 +49,7 @@ async fn status(t: &TestStack) -> Value {
     body
 }
 
-/// `GET /function/stage-audio/healthz`: its status and `X-Fave-Cold-Start`, if any.
+/// `GET /function/stage-audio/healthz`: its status and `X-Fave-Gateway-Wait`, if any.
 async fn call(t: &TestStack) -> (u16, Option<u64>) {
     let (code, headers, body) = read(
         t.http
@@ -61,7 +61,7 @@ async fn call(t: &TestStack) -> (u16, Option<u64>) {
     .await;
     assert_eq!(code, 200, "{body}\n{}", t.logs());
     let cold = headers
-        .get("x-fave-cold-start")
+        .get("x-fave-gateway-wait")
         .map(|v| v.to_str().expect("ascii").parse().expect("milliseconds"));
     (code, cold)
 }
