@@ -402,3 +402,126 @@ async fn a_cancelled_request_still_calls_back_through_the_resumer() {
         "delivered once"
     );
 }
+
+/// A stack of no-op stages that take `work_ms` each, three in a row: a run of a known length,
+/// with the real orchestrator, gateway and store.
+async fn slow_noop_stack(work_ms: &str, vars: &[(&str, &str)]) -> TestStack {
+    TestStack::start_spec(crate::util::StackSpec {
+        stack_file: Some(crate::util::repo_root().join("bench/noop.yml")),
+        env: &[
+            ("FAVE_NOOP_STEPS", "3"),
+            ("FAVE_NOOP_WORK_MS", work_ms),
+            ("FAVE_SYNC_WINDOW_SECS", "1"),
+        ],
+        vars,
+        ..crate::util::StackSpec::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_run_longer_than_the_sync_window_calls_back_with_the_result_on_every_delivery() {
+    // A run of about 4.5 s, a sync window of 1 s, and the queue's ack wait at 2 s: the
+    // delivery outlasts the ack wait and is delivered again, as NATS does.
+    let t = slow_noop_stack("1500", &[("FAVE_GATEWAY_ACK_WAIT_SECS", "2")]).await;
+    let (sink_url, received) = callback_sink().await;
+    let body = json!({ "video_uri": file_uri(&sample("bikes.mp4")) });
+    let (status, headers, _) = read(
+        t.http
+            .post(format!(
+                "{}async-function/orchestrator",
+                t.stack.gateway_url
+            ))
+            .header("X-Callback-Url", &sink_url)
+            .json(&body)
+            .send()
+            .await
+            .expect("the gateway answers"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let call_id = headers["x-call-id"].to_str().expect("ascii").to_owned();
+    let posts = wait_for_posts(&received, 2).await;
+    // Every delivery was held for the end, so every callback carries the result.
+    let id = posts[0].1["request_id"].as_str().expect("an id").to_owned();
+    for (headers, result) in &posts {
+        assert_eq!(headers["x-function-status"], "200", "{result}");
+        assert_eq!(headers["x-call-id"], call_id.as_str());
+        assert_eq!(result["status"], "COMPLETED", "{result}");
+        assert_eq!(
+            result["request_id"],
+            id.as_str(),
+            "one request for one call"
+        );
+    }
+    let (status, _, stored) = t.get(&format!("/requests/{id}/result")).await;
+    assert_eq!(
+        (status, &stored),
+        (200, &posts[0].1),
+        "the callback is final.json"
+    );
+    // The redelivery started no second request, and ran no stage twice.
+    let states = crate::util::all_states(t.store()).await;
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert!(
+        states[0].tasks().all(|task| task.attempts.len() == 1),
+        "{:?}",
+        states[0]
+    );
+    eprintln!("{} deliveries, one request ({id})", posts.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_caller_whose_orchestrator_died_finds_its_request_by_resending_its_call() {
+    let t = TestStack::start_spec(crate::util::StackSpec {
+        stack_file: Some(crate::util::repo_root().join("bench/noop.yml")),
+        env: &[("FAVE_NOOP_STEPS", "3"), ("FAVE_NOOP_WORK_MS", "1000")],
+        ..crate::util::StackSpec::default()
+    })
+    .await;
+    let body = json!({ "video_uri": file_uri(&sample("bikes.mp4")) });
+    let call = t.http.post(t.url("orchestrator", "")).json(&body).send();
+    let killer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let orchestrator = t.function("orchestrator");
+        crate::util::signal(
+            orchestrator.pid().expect("running"),
+            rustix::process::Signal::KILL,
+        );
+    };
+    let (answer, ()) = tokio::join!(call, killer);
+    let (status, headers, lost) = read(answer.expect("the gateway answers")).await;
+    assert!(
+        status >= 500,
+        "the call died with its orchestrator: {status} {lost}"
+    );
+    // The gateway names the call in its answer, whatever became of it.
+    let call_id = headers["x-call-id"].to_str().expect("ascii").to_owned();
+    // Resending the same call (the same body, the same X-Call-Id) answers with the request
+    // it started, which the restarted orchestrator resumed; while the orchestrator is still
+    // restarting, the gateway's retryable 502 says to send it again, as a client would.
+    let mut resends = 0;
+    let (status, headers, result) = loop {
+        resends += 1;
+        let answer = read(
+            t.http
+                .post(t.url("orchestrator", ""))
+                .header("X-Call-Id", &call_id)
+                .json(&body)
+                .send()
+                .await
+                .expect("the gateway answers"),
+        )
+        .await;
+        if answer.2["error"]["retryable"] != true || resends == 40 {
+            break answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(status, 200, "{result}\n{}", t.logs());
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let states = crate::util::all_states(t.store()).await;
+    assert_eq!(states.len(), 1, "one request for one call: {states:?}");
+    assert_eq!(result["request_id"], states[0].request_id.as_str());
+}

@@ -1110,6 +1110,13 @@ fn stack_yml_follows_faas_cli_rules() {
         exec("orchestrator") > sync,
         "the sync window fits the orchestrator's timeouts"
     );
+    // A queue worker's delivery is held for the request's end, inside the watchdog's
+    // timeout, so the callback carries the result and not the watchdog's 504.
+    let hold = Duration::from_secs(secs("FAVE_ASYNC_HOLD_SECS", 3600));
+    assert!(
+        exec("orchestrator") > hold,
+        "the async hold {hold:?} fits the orchestrator's exec_timeout"
+    );
 }
 
 #[test]

@@ -24,8 +24,10 @@ enum Plan {
     /// interleaving of concurrent requests.
     EveryNth(u64),
     /// Every call for the stage stage-ffmpeg-0 (not the other stage its function serves)
-    /// gets a 503.
+    /// gets a 503 in fave's error shape, retryable: the function's own answer.
     AlwaysFailStage,
+    /// The same calls get a bare 503, as a gateway or a proxy answers: the platform's.
+    AlwaysFailStagePlatform,
 }
 
 struct FaultProxy {
@@ -60,9 +62,11 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
                 Some((n / k) % 4)
             }
         }
-        Plan::AlwaysFailStage => (path.starts_with("/function/stage-ffmpeg-0")
-            && call["stage"] == "stage-ffmpeg-0")
-            .then_some(1),
+        Plan::AlwaysFailStage | Plan::AlwaysFailStagePlatform => {
+            let own = matches!(p.plan, Plan::AlwaysFailStage);
+            (path.starts_with("/function/stage-ffmpeg-0") && call["stage"] == "stage-ffmpeg-0")
+                .then_some(if own { 4 } else { 1 })
+        }
     };
     if let Some(kind) = fault {
         p.faults.fetch_add(1, Ordering::Relaxed);
@@ -70,6 +74,12 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
             0 => (StatusCode::BAD_GATEWAY, "injected fault").into_response(),
             1 => (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response(),
             2 => (StatusCode::TOO_MANY_REQUESTS, "injected fault").into_response(),
+            4 => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": {"code": "model_loading",
+                    "message": "injected fault", "retryable": true}})),
+            )
+                .into_response(),
             // A 200 whose body breaks off: the connection dropped mid-answer.
             _ => {
                 let broken = futures::stream::iter([
@@ -108,6 +118,13 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
 
 /// Starts the proxy, then a stack whose orchestrator calls the gateway through it.
 async fn stack_behind_fault_proxy(plan: Plan) -> (TestStack, Arc<FaultProxy>) {
+    stack_behind_fault_proxy_with(plan, &[]).await
+}
+
+async fn stack_behind_fault_proxy_with(
+    plan: Plan,
+    env: &[(&str, &str)],
+) -> (TestStack, Arc<FaultProxy>) {
     let proxy_state = Arc::new(FaultProxy {
         upstream: OnceCell::new(),
         plan,
@@ -124,7 +141,9 @@ async fn stack_behind_fault_proxy(plan: Plan) -> (TestStack, Arc<FaultProxy>) {
         .fallback(proxy)
         .with_state(proxy_state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let t = TestStack::start_with(&[("GATEWAY_URL", &proxy_url)]).await;
+    let mut env = env.to_vec();
+    env.push(("GATEWAY_URL", &proxy_url));
+    let t = TestStack::start_with(&env).await;
     proxy_state
         .upstream
         .set(t.stack.gateway_url.to_string())
@@ -194,14 +213,14 @@ async fn fault_a_stage_that_always_fails_exhausts_its_budget_and_fails_the_reque
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (502, Some("http_503")),
+        (502, Some("model_loading")),
         "{body}"
     );
     let states = wait_for_states(t.store(), 10, |s| s.len() == 1).await;
     let s = &states[0];
     assert_eq!(s.status, RequestStatus::Failed);
     let failure = s.failure.as_ref().expect("recorded");
-    assert_eq!(failure.error_code, "http_503");
+    assert_eq!(failure.error_code, "model_loading");
     assert!(
         failure.error_detail.starts_with("stage-ffmpeg-0: "),
         "{}",
@@ -217,5 +236,42 @@ async fn fault_a_stage_that_always_fails_exhausts_its_budget_and_fails_the_reque
         started.elapsed() < Duration::from_secs(20),
         "the budget bounds the time: {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_the_platform_failing_a_stage_is_retried_for_its_window_not_a_count() {
+    // A bare 503, as a gateway answers while a function scales up: retried for
+    // FAVE_PLATFORM_RETRY_SECS (8 s here: with the backoff's worst jitter, at least five
+    // attempts), past the four attempts of the stage's own budget, then the request fails.
+    let (t, proxy) = stack_behind_fault_proxy_with(
+        Plan::AlwaysFailStagePlatform,
+        &[("FAVE_PLATFORM_RETRY_SECS", "8")],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = t
+        .submit(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("http_503")),
+        "{body}"
+    );
+    let states = wait_for_states(t.store(), 10, |s| s.len() == 1).await;
+    let stage = &states[0].stages[0];
+    assert_eq!(stage.status, StageStatus::Failed);
+    let attempts = stage.attempts.len();
+    eprintln!("a platform 503 on every call: {attempts} attempts in {took:?}");
+    assert!(attempts > 4, "more than the count budget: {attempts}");
+    assert_eq!(proxy.faults.load(Ordering::Relaxed), attempts as u64);
+    assert!(
+        took >= Duration::from_secs(3),
+        "retried for the window: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "and not much past it: {took:?}"
     );
 }

@@ -438,3 +438,42 @@ async fn system_routes_need_basic_auth_and_the_password_is_never_logged() {
         log.lines().count()
     );
 }
+
+/// From zero, as the cold profile runs: every stage's first call starts its function, is
+/// served on its first attempt (the functions listen before their models load, and early
+/// calls wait), and reports its cold start itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_from_cold_runs_each_stage_at_its_first_attempt_and_records_its_cold_start() {
+    let t = TestStack::start_spec(StackSpec {
+        profile: Some("cold"),
+        ..StackSpec::default()
+    })
+    .await;
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": crate::util::file_uri(&crate::util::sample("bikes.mp4")) }))
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let state = t.state(&crate::util::request_id(&answer)).await;
+    let mut cold = std::collections::BTreeMap::new();
+    for task in state.tasks() {
+        assert_eq!(
+            task.attempts.len(),
+            1,
+            "{} {:?}: {:?}",
+            task.name,
+            task.attempts,
+            task.metrics
+        );
+        if let Some(ms) = task.metrics.get("cold_start_ms") {
+            cold.insert(task.function.clone(), ms.clone());
+        }
+    }
+    eprintln!("cold starts reported by the functions: {cold:?}");
+    // Each function was at zero: the first call it served was its cold start.
+    for function in crate::util::FUNCTIONS
+        .iter()
+        .filter(|f| **f != "orchestrator")
+    {
+        assert!(cold.contains_key(*function), "{function}: {cold:?}");
+    }
+}
