@@ -9,6 +9,25 @@ use std::path::Path;
 
 use tokio::process::Command;
 
+/// The demuxers fave lets ffmpeg and ffprobe pick for an input: containers and streams of
+/// self-contained media. Left out on purpose are the demuxers that open other resources
+/// named inside the file (hls, dash, concat/ffconcat, image2 with its patterns, the
+/// playlists), so an uploaded playlist cannot make a stage read another file: it is not on
+/// the whitelist, and ffmpeg refuses it ("Format not on whitelist"). mov's external
+/// references stay off (`enable_drefs`, off by default).
+pub const INPUT_DEMUXERS: &str = "mov,matroska,avi,flv,mpegts,mpeg,ogg,asf,nut,dv,gif,ivf,\
+h264,hevc,m4v,mjpeg,wav,mp3,aac,flac";
+
+/// Options that confine the next input of ffmpeg (before its `-i`) or ffprobe to the one
+/// local file named: the `file` protocol only, for it and anything a demuxer would open
+/// from it, and only [`INPUT_DEMUXERS`].
+pub const CONFINED_INPUT: [&str; 4] = [
+    "-protocol_whitelist",
+    "file",
+    "-format_whitelist",
+    INPUT_DEMUXERS,
+];
+
 /// Runs `command` in `dir` and returns its stdout; a failure says which tool and carries
 /// the tail of its stderr.
 pub async fn run(command: &mut Command, dir: &Path, what: &str) -> Result<Vec<u8>, String> {

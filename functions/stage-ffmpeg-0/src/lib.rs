@@ -338,6 +338,7 @@ impl Outputs {
 pub async fn ffprobe(path: &Path) -> Result<serde_json::Value, StageError> {
     let stdout = tool::run(
         Command::new("ffprobe")
+            .args(tool::CONFINED_INPUT)
             .args([
                 "-v",
                 "error",
@@ -503,7 +504,9 @@ async fn normalize(source: &Path, out: &Outputs, input: &Input) -> Result<(), St
         graph.push_str(&branch);
     }
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-y", "-v", "error", "-i"])
+    cmd.args(["-nostdin", "-y", "-v", "error"])
+        .args(tool::CONFINED_INPUT)
+        .arg("-i")
         .arg(split(source).1)
         .arg("-filter_complex")
         .arg(graph);

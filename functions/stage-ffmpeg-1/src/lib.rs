@@ -180,6 +180,7 @@ async fn keyframe_times(video: &Path) -> Result<Vec<f64>, StageError> {
     let (dir, name) = dir_and_name(video);
     let out = tool::run(
         Command::new("ffprobe")
+            .args(tool::CONFINED_INPUT)
             .args(["-v", "error", "-select_streams", "v:0"])
             .args(["-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"])
             .arg(name),
@@ -205,6 +206,7 @@ async fn video_end(video: &Path) -> Result<Option<f64>, StageError> {
     let (dir, name) = dir_and_name(video);
     let out = tool::run(
         Command::new("ffprobe")
+            .args(tool::CONFINED_INPUT)
             .args(["-v", "error", "-show_entries", "format=start_time,duration"])
             .args(["-of", "csv=p=0"])
             .arg(name),
@@ -233,7 +235,9 @@ async fn segment(video: &Path, cuts: &[f64], origin: f64) -> Result<String, Stag
         .collect();
     tool::run(
         Command::new("ffmpeg")
-            .args(["-nostdin", "-y", "-v", "error", "-i"])
+            .args(["-nostdin", "-y", "-v", "error"])
+            .args(tool::CONFINED_INPUT)
+            .arg("-i")
             .arg(name)
             .args(["-map", "0", "-c", "copy", "-f", "segment", "-segment_times"])
             .arg(times.join(","))

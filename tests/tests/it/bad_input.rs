@@ -302,3 +302,68 @@ async fn not_a_video(t: &TestStack, fake: &std::path::Path) {
     let (status, _, result) = t.get(&format!("/requests/{id}/result")).await;
     assert_error(status, &result, 409, "not_completed");
 }
+
+/// Uploaded files that name other files for ffmpeg to open: playlists (HLS, DASH) and concat
+/// lists, under names that hide what they are, each pointing at a real video on this
+/// machine (the canary). ffmpeg and ffprobe open only the input itself, by protocol and
+/// demuxer whitelists (`common/src/tool.rs`), so each is refused as bad media at the probe,
+/// and nothing of the canary reaches the bucket: no frame, no video, no manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_that_names_other_files_is_refused_and_none_of_them_is_read() {
+    let t = TestStack::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let canary = dir.path().join("canary.ts");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=5",
+        ])
+        .args(["-t", "3", "-c:v", "libx264"])
+        .arg(&canary)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(made.success());
+    let path = canary.display().to_string();
+    let hls = |segment: &str| {
+        format!("#EXTM3U\n#EXT-X-TARGETDURATION:3\n#EXTINF:3,\n{segment}\n#EXT-X-ENDLIST\n")
+    };
+    let dash = format!(
+        "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+         type=\"static\" mediaPresentationDuration=\"PT3S\" minBufferTime=\"PT1S\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-on-demand:2011\"><Period><AdaptationSet>\
+         <Representation id=\"1\" bandwidth=\"100000\" mimeType=\"video/mp2t\">\
+         <BaseURL>file://{path}</BaseURL></Representation></AdaptationSet></Period></MPD>\n"
+    );
+    let cases = [
+        ("playlist.m3u8", hls(&format!("file://{path}"))),
+        ("holiday.avi", hls(&format!("file://{path}"))),
+        ("holiday.mp4", hls(&path)),
+        ("clip.mkv", hls(&format!("file:{path}"))),
+        ("list.mp4", format!("ffconcat version 1.0\nfile '{path}'\n")),
+        (
+            "list.txt",
+            format!("ffconcat version 1.0\nfile 'file:{path}'\n"),
+        ),
+        ("manifest.mp4", dash.clone()),
+        ("manifest.mpd", dash),
+    ];
+    for (name, text) in &cases {
+        let fake = dir.path().join(name);
+        std::fs::write(&fake, text).expect("written");
+        not_a_video(&t, &fake).await;
+    }
+    // Of every request, only its input and its state are in the bucket.
+    let stray: Vec<String> = t
+        .request_keys()
+        .await
+        .into_iter()
+        .filter(|k| !k.contains("/input/") && !k.contains("/metadata/"))
+        .collect();
+    assert!(stray.is_empty(), "written from a playlist: {stray:?}");
+    eprintln!("{} playlist and concat spellings refused", cases.len());
+}
