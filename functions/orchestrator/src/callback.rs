@@ -146,6 +146,11 @@ pub fn check(raw: &str, local_mode: bool) -> Result<(), fave_common::error::ApiE
     if raw.chars().any(char::is_control) {
         return Err(invalid("callback_url contains control characters".into()));
     }
+    if crate::guard::is_ambiguous(raw) {
+        return Err(invalid(
+            "callback_url contains a backslash, which URL parsers read differently".into(),
+        ));
+    }
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("callback_url: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("callback_url must be http(s)".into()));
@@ -167,6 +172,15 @@ mod tests {
             ("not a url", "invalid_callback_url"),
             ("http://169.254.169.254/", "forbidden_address"),
             ("http://127.0.0.1:9/done", "forbidden_address"),
+            (
+                "http://hooks.example.com\\@127.0.0.1/done",
+                "invalid_callback_url",
+            ),
+            (
+                "http://hooks.example.com\\@[64:ff9b::7f00:1]/",
+                "invalid_callback_url",
+            ),
+            ("http://[64:ff9b::a9fe:a9fe]/", "forbidden_address"),
         ] {
             assert_eq!(check(raw, false).unwrap_err().code, code, "{raw}");
         }

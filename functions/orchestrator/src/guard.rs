@@ -65,14 +65,38 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let first = ip.segments()[0];
-    !(ip.is_loopback()
+    let own = !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         // Unique local fc00::/7, link-local fe80::/10.
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        // IPv4-compatible (deprecated) ::a.b.c.d.
-        || ip.to_ipv4().is_some_and(|v4| !is_public_v4(v4)))
+        // Discard-only 100::/64; documentation 2001:db8::/32.
+        || ip.segments()[..4] == [0x100, 0, 0, 0]
+        || ip.segments()[..2] == [0x2001, 0xdb8]);
+    // An address that carries an IPv4 address reaches that one through a translator or a
+    // tunnel (NAT64 to 169.254.169.254 is the metadata service): judged by what it embeds.
+    own && embedded_v4(ip).into_iter().all(is_public_v4)
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the forms that carry one:
+/// IPv4-compatible `::a.b.c.d` (deprecated), SIIT's IPv4-translated `::ffff:0:a.b.c.d`,
+/// NAT64's well-known `64:ff9b::/96` and local-use `64:ff9b:1::/48` (RFC 6052, 8215), 6to4
+/// `2002:AABB:CCDD::/48` (RFC 3056) and Teredo `2001::/32`, whose server is in the second
+/// and third groups and whose client is the last 32 bits inverted (RFC 4380).
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let last = v4(s[6], s[7]);
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] => vec![last],
+        [0, 0, 0, 0, 0xffff, 0, _, _] => vec![last],
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => vec![last],
+        [0x64, 0xff9b, 1, ..] => vec![last],
+        [0x2002, hi, lo, ..] => vec![v4(hi, lo)],
+        [0x2001, 0, hi, lo, ..] => vec![v4(hi, lo), v4(!s[6], !s[7])],
+        _ => Vec::new(),
+    }
 }
 
 /// Refuses a URL whose host is an address literal that is not public (names are checked
@@ -96,6 +120,14 @@ pub fn check_url(url: &Url, allow_internal: bool) -> Result<(), ForbiddenAddress
     } else {
         Err(ForbiddenAddress(ip.to_string()))
     }
+}
+
+/// Whether URL parsers would disagree about which host `raw` names: a backslash is a path
+/// separator to a WHATWG parser (this one, browsers) in an http(s) URL and part of the
+/// authority to others, so `http://a.example\@10.0.0.1/` is `a.example` here and `10.0.0.1`
+/// elsewhere. Such URLs are refused before they are parsed.
+pub fn is_ambiguous(raw: &str) -> bool {
+    raw.contains('\\')
 }
 
 fn is_localhost(name: &str) -> bool {
@@ -178,6 +210,21 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            // IPv6 forms that carry an internal IPv4 address.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "::127.0.0.1",
+            // Teredo: server 192.168.0.1, or client 127.0.0.1 (inverted: 80ff:fffe).
+            "2001:0:c0a8:1:0:0:0:0",
+            "2001:0:808:808:0:0:80ff:fffe",
+            "2001:db8::1",
+            "100::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
@@ -186,6 +233,10 @@ mod tests {
             "8.8.8.8",
             "2606:4700::1111",
             "::ffff:1.1.1.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            // Teredo with public server 8.8.8.8 and client 1.1.1.1 (inverted fefe:fefe).
+            "2001:0:808:808::fefe:fefe",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
@@ -196,6 +247,10 @@ mod tests {
         for url in [
             "http://169.254.169.254/latest/meta-data/",
             "http://[::1]:8080/x",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[::ffff:0:7f00:1]/",
             "http://10.0.0.7/video.mp4",
             "http://LOCALHOST/x",
             "http://a.localhost/x",

@@ -38,6 +38,11 @@ impl Source {
         if raw.chars().any(char::is_control) {
             return Err(invalid("video_uri contains control characters".into()));
         }
+        if crate::guard::is_ambiguous(raw) {
+            return Err(invalid(
+                "video_uri contains a backslash, which URL parsers read differently".into(),
+            ));
+        }
         let url = Url::parse(raw).map_err(|e| invalid(format!("video_uri is not a URI: {e}")))?;
         match url.scheme() {
             "file" if local_mode => url

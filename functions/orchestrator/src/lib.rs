@@ -1102,6 +1102,11 @@ mod tests {
             "http://[::1]:9/video.mp4",
             "https://10.0.0.1/video.mp4",
             "http://0x7f000001/video.mp4",
+            // IPv6 forms that carry an internal IPv4 address: NAT64, 6to4, SIIT.
+            "http://[64:ff9b::7f00:1]/video.mp4",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://[2002:a00:1::1]/video.mp4",
+            "http://[::ffff:0:a9fe:a9fe]/video.mp4",
         ] {
             let (status, body) = submit(json!({ "video_uri": uri })).await;
             assert_eq!(
@@ -1110,6 +1115,14 @@ mod tests {
                 "{uri}: {body}"
             );
         }
+        // An authority URL parsers disagree about is refused before it is parsed.
+        let (status, body) =
+            submit(json!({ "video_uri": "http://cdn.example.com\\@10.0.0.1/video.mp4" })).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_video_uri")),
+            "{body}"
+        );
     }
 
     #[tokio::test]
