@@ -196,6 +196,10 @@ pub struct OrchestratorConfig {
     pub local_mode: bool,
     /// Inputs larger than this are refused while being copied in.
     pub max_input_bytes: u64,
+    /// Where `s3://` inputs may come from: `(bucket, key prefix)` pairs, from
+    /// `FAVE_S3_INPUTS` (`bucket` or `bucket/prefix`, comma-separated); by default only the
+    /// artifacts bucket's `uploads/`. Never the store's own request data, whatever is set.
+    pub s3_inputs: Vec<(String, String)>,
     /// How long copying the input in may take.
     pub input_timeout: Duration,
     /// How long one stage call may take before it counts as failed.
@@ -291,9 +295,11 @@ impl OrchestratorConfig {
                 });
             }
         };
+        let s3 = S3Settings::from_lookup(lookup)?;
         Ok(Self {
             listen: listen_addr(lookup)?,
-            s3: S3Settings::from_lookup(lookup)?,
+            s3_inputs: s3_inputs(lookup, &s3.bucket)?,
+            s3,
             gateway_url,
             max_concurrent_invocations,
             local_mode: parse_bool(lookup, "FAVE_LOCAL_MODE")?,
@@ -334,6 +340,36 @@ fn replica_id(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigE
         });
     }
     Ok(id)
+}
+
+/// `FAVE_S3_INPUTS`: `bucket` or `bucket/prefix` entries, comma-separated; unset, the
+/// artifacts bucket's `uploads/`.
+fn s3_inputs(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    artifacts: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(raw) = lookup("FAVE_S3_INPUTS").filter(|v| !v.trim().is_empty()) else {
+        return Ok(vec![(artifacts.to_owned(), "uploads/".to_owned())]);
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+            let ok = !bucket.is_empty()
+                && bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+                && !prefix.split('/').any(|p| p == "..");
+            match ok {
+                true => Ok((bucket.to_owned(), prefix.to_owned())),
+                false => Err(ConfigError {
+                    var: "FAVE_S3_INPUTS",
+                    reason: format!("{entry:?} is not `bucket` or `bucket/prefix`"),
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Where the model `name` is: `$dir_var` if set, else `$FAVE_MODELS/{name}`, else

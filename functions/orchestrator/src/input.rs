@@ -103,6 +103,42 @@ pub fn shown(url: &Url) -> String {
 }
 
 /// 422 for a video URL that leads to an internal address (the SSRF guard).
+impl Source {
+    /// Refuses an `s3://` input outside `allowed` (`(bucket, key prefix)` pairs) and any in
+    /// the store's own request data: a submitter reads only what it may, never another
+    /// request's video or outputs.
+    pub fn check_allowed(
+        &self,
+        allowed: &[(String, String)],
+        artifacts_bucket: &str,
+    ) -> Result<(), ApiError> {
+        let Source::S3 { bucket, key } = self else {
+            return Ok(());
+        };
+        let refuse = |why: &str| {
+            Err(ApiError::unprocessable(
+                "forbidden_input",
+                format!("video_uri: s3://{bucket}/… {why}"),
+            ))
+        };
+        let own_data = [fave_common::keys::REQUESTS_PREFIX, "videos/", "index/"];
+        if key.split('/').any(|part| part == ".." || part == ".") {
+            return refuse("names a relative path");
+        }
+        if bucket == artifacts_bucket && own_data.iter().any(|p| key.starts_with(p)) {
+            return refuse("is fave's own data, not an input");
+        }
+        if allowed
+            .iter()
+            .any(|(b, prefix)| b == bucket && key.starts_with(prefix.as_str()))
+        {
+            Ok(())
+        } else {
+            refuse("is outside the buckets and prefixes inputs may come from (FAVE_S3_INPUTS)")
+        }
+    }
+}
+
 fn forbidden(e: &crate::guard::ForbiddenAddress) -> ApiError {
     ApiError::unprocessable("forbidden_address", format!("video_uri: {e}"))
 }

@@ -546,6 +546,7 @@ async fn submit(
     }
     let idempotent = named_id(&headers)?;
     let (submission, source) = validate(body, app.config.local_mode)?;
+    source.check_allowed(&app.config.s3_inputs, &app.config.s3.bucket)?;
     // A queue worker's delivery waits for the end (its answer is the callback's body);
     // `Prefer: respond-async` (RFC 7240) gets 202 as soon as the request is accepted.
     let window = if delivered_by_queue_worker(&headers) {

@@ -320,6 +320,29 @@ async fn a_video_is_also_taken_from_s3_and_http_uris() {
         answer["input"]["bytes"],
         std::fs::metadata(&video).expect("exists").len()
     );
+    // Only from where inputs may come (by default the bucket's uploads/): never another
+    // request's data, never a bucket nobody configured. Refused before anything is written.
+    let other = answer["request_id"].as_str().expect("an id");
+    let before = t.request_keys().await.len();
+    for uri in [
+        format!("s3://{bucket}/requests/{other}/input/source.mp4"),
+        format!("s3://{bucket}/requests/{other}/stages/stage-ffmpeg-0-video/video.mp4"),
+        format!("s3://{bucket}/uploads/../requests/{other}/input/source.mp4"),
+        format!("s3://{bucket}/index/active/{other}"),
+        "s3://someone-elses-bucket/private/video.mp4".to_owned(),
+    ] {
+        let (status, _, refused) = t.submit(&json!({ "video_uri": uri })).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (422, Some("forbidden_input")),
+            "{uri}: {refused}"
+        );
+    }
+    assert_eq!(
+        t.request_keys().await.len(),
+        before,
+        "refusals wrote nothing"
+    );
 
     // http://: a small file server on loopback (local mode allows loopback).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
