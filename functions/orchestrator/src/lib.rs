@@ -80,6 +80,9 @@ impl App {
             .connect_timeout(Duration::from_secs(10))
             .redirect(guard::redirect_policy(allow_internal))
             .dns_resolver(Arc::new(guard::GuardedResolver { allow_internal }))
+            // Never through a proxy from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY: the proxy would
+            // resolve and connect, and the guard above would see nothing of it.
+            .no_proxy()
             .build()
             .expect("a client with a connect timeout and a redirect policy always builds");
         let invocations = Semaphore::new(config.max_concurrent_invocations);

@@ -367,3 +367,59 @@ async fn media_that_names_other_files_is_refused_and_none_of_them_is_read() {
     assert!(stray.is_empty(), "written from a playlist: {stray:?}");
     eprintln!("{} playlist and concat spellings refused", cases.len());
 }
+
+/// With the proxy variables set, as many clusters set them, the orchestrator still fetches
+/// inputs itself, through its address guard: a proxy would resolve and connect for it, and
+/// metadata or Kubernetes API URLs would be fetched through it. The proxy here is a loopback
+/// listener that counts what reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_do_not_take_fetches_around_the_address_guard() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let proxy = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::Relaxed);
+            "a video from the proxy"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let proxy_url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, proxy).await });
+    let t = TestStack::start_with(&[
+        ("FAVE_LOCAL_MODE", "false"),
+        ("FAVE_INPUT_TIMEOUT_SECS", "5"),
+        ("HTTP_PROXY", &proxy_url),
+        ("HTTPS_PROXY", &proxy_url),
+        ("ALL_PROXY", &proxy_url),
+        ("http_proxy", &proxy_url),
+        // The store and the gateway are on loopback, as a cluster's are inside NO_PROXY.
+        ("NO_PROXY", "127.0.0.1,localhost"),
+        ("no_proxy", "127.0.0.1,localhost"),
+    ])
+    .await;
+    for uri in [
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://kubernetes.default.svc/api/v1/secrets",
+        "https://video.fave-test.invalid/v.mp4",
+    ] {
+        let (status, _, answer) = t.submit(&json!({ "video_uri": uri })).await;
+        assert_eq!(status, 422, "{uri}: {answer}");
+        assert_ne!(answer["status"], "COMPLETED", "{uri}: {answer}");
+    }
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        0,
+        "nothing went through the proxy"
+    );
+    assert_eq!(
+        t.store().list_keys("").await.expect("listing works"),
+        Vec::<String>::new(),
+        "nothing was written"
+    );
+}
