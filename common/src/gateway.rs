@@ -19,6 +19,9 @@ pub const OPENFAAS_INTERNAL: &str = "X-OpenFaaS-Internal";
 /// function says it, not the gateway, so it reads the same under any gateway.
 pub const COLD_START: &str = "x-fave-cold-start";
 
+/// The largest answer a function may give: a manifest names its large results by key.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// A successful (2xx) invocation.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -164,10 +167,31 @@ impl GatewayClient {
                 })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| InvokeError::Connect {
+            let mut response = response;
+            let mut body = Vec::new();
+            // Answers are manifests, small JSON with large results passed by key: one
+            // over the bound is refused before it can take the caller's memory.
+            while let Some(chunk) = response.chunk().await.map_err(|e| InvokeError::Connect {
                 function: function.to_owned(),
                 message: format!("reading the answer: {e}"),
-            })?;
+            })? {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(InvokeError::Status {
+                        function: function.to_owned(),
+                        status,
+                        call_id: headers
+                            .get(CALL_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        code: "stage_answer_too_large".into(),
+                        message: format!("the answer is over {MAX_ANSWER_BYTES} bytes"),
+                        openfaas_internal: false,
+                        own_retryable: Some(false),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let body = Bytes::from(body);
             let call_id = headers
                 .get(CALL_ID)
                 .and_then(|v| v.to_str().ok())

@@ -134,6 +134,10 @@ pub enum StageError {
     /// The media cannot be processed (not a video, corrupt): final.
     #[error("{0}")]
     InvalidMedia(String),
+    /// The media is beyond what this deployment takes on (too long, too large, too many
+    /// pixels a second), found before any work: final.
+    #[error("{0}")]
+    OverLimit(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// Not now, but soon: a model still loading. A retryable 503 with its own code.
@@ -148,6 +152,7 @@ impl From<StageError> for ApiError {
         match e {
             StageError::InvalidInput(m) => ApiError::unprocessable("invalid_input", m),
             StageError::InvalidMedia(m) => ApiError::unprocessable("invalid_media", m),
+            StageError::OverLimit(m) => ApiError::unprocessable("media_over_limit", m),
             StageError::Storage(StorageError::NotFound { key }) => {
                 ApiError::unprocessable("input_missing", format!("no object at {key}"))
             }

@@ -711,6 +711,22 @@ impl Driver<'_> {
                 let manifest = serde_json::from_slice::<Manifest<Value>>(&inv.body);
                 (inv, manifest)
             }) {
+                Ok((invocation, Ok(manifest)))
+                    if manifest.data.to_string().len() > MAX_STAGE_DATA_BYTES =>
+                {
+                    InvokeError::Status {
+                        function: spec.function.clone(),
+                        status: invocation.status,
+                        call_id: invocation.call_id,
+                        code: "stage_answer_too_large".into(),
+                        message: format!(
+                            "the stage's result is over the {MAX_STAGE_DATA_BYTES} bytes \
+                             state.json holds for one stage; large results go by key"
+                        ),
+                        openfaas_internal: false,
+                        own_retryable: Some(false),
+                    }
+                }
                 Ok((invocation, Ok(manifest))) => {
                     tracing::info!(
                         call_id = invocation.call_id.as_deref(),
@@ -801,6 +817,10 @@ impl Driver<'_> {
         }
     }
 }
+
+/// The most of a stage's own result that `state.json` holds; larger results are passed by
+/// key (an output object), so the record every transition rewrites stays small.
+const MAX_STAGE_DATA_BYTES: usize = 1024 * 1024;
 
 /// The backoff between retries of what the platform failed: from 200 ms, doubling, at most
 /// 5 s apart, for as long as [`Driver::platform_retry_window`] allows.

@@ -678,9 +678,8 @@ async fn answer(app: &App, state: &RequestState) -> Result<Response, ApiError> {
                 .map(|f| (f.error_code.clone(), f.error_detail.clone()))
                 .unwrap_or_else(|| ("cancelled".into(), "the request was cancelled".into()));
             let status = match code.as_str() {
-                "invalid_media" | "invalid_input" | "input_missing" | "input_not_found" => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                "invalid_media" | "media_over_limit" | "invalid_input" | "input_missing"
+                | "input_not_found" => StatusCode::UNPROCESSABLE_ENTITY,
                 "cancelled" => StatusCode::CONFLICT,
                 "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,

@@ -49,6 +49,7 @@ const MAX_CLIPS: usize = 2_000;
 pub struct Output {
     pub has_audio: bool,
     /// Proposed cut times (s), increasing.
+    /// At most `MAX_CLIPS` of them: the video is refused before it would need more.
     pub cuts: Vec<f64>,
     /// The clips the cuts make, moved to keyframes, with the keys their videos are to have;
     /// listed when the keyframes were given.
@@ -94,6 +95,14 @@ impl Stage for Audio {
             return Err(StageError::InvalidInput(
                 "need 0 ≤ min_clip_s ≤ max_clip_s and a positive duration_s".into(),
             ));
+        }
+        // Every cut list this stage returns stays bounded: a video that needs more clips
+        // than the cap, even at the longest clip length, is refused before any cut is made
+        // (a file declaring 136 years once made a 4 GB answer here).
+        if input.duration_s / input.max_clip_s > MAX_CLIPS as f64 {
+            return Err(StageError::InvalidInput(format!(
+                "more than {MAX_CLIPS} clips: max_clip_s is too small for a video this long"
+            )));
         }
         let keyframes = match &input.keyframes_key {
             Some(key) => {

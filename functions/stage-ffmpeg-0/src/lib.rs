@@ -148,7 +148,128 @@ pub struct MediaInfo {
     pub has_audio: bool,
 }
 
-pub struct Ffmpeg0;
+/// What this function takes on, checked against every claim of the probe before anything is
+/// decoded: the container's duration and each stream's, the frame count, the picture size
+/// and the pixels a second. A file over any of them is `media_over_limit` (422, final). Read
+/// once at start from `FAVE_MAX_DURATION_SECS` (default 21600: 6 h), `FAVE_MAX_FRAMES`
+/// (2,000,000), `FAVE_MAX_PIXELS` (a frame's width × height, 8192 × 4320), `FAVE_MAX_SIDE`
+/// (8192 px) and `FAVE_MAX_PIXEL_RATE` (width × height × frames a second, 3840 × 2160 × 60).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaLimits {
+    pub max_duration_s: f64,
+    pub max_frames: f64,
+    pub max_pixels: f64,
+    pub max_side: f64,
+    pub max_pixel_rate: f64,
+}
+
+impl Default for MediaLimits {
+    fn default() -> Self {
+        Self {
+            max_duration_s: 6.0 * 3600.0,
+            max_frames: 2_000_000.0,
+            max_pixels: 8192.0 * 4320.0,
+            max_side: 8192.0,
+            max_pixel_rate: 3840.0 * 2160.0 * 60.0,
+        }
+    }
+}
+
+impl MediaLimits {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let d = Self::default();
+        let read = |var: &str, default: f64| match lookup(var).filter(|v| !v.trim().is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n > 0.0)
+                .ok_or_else(|| format!("configuration: {var}: {v:?} is not a positive number")),
+        };
+        Ok(Self {
+            max_duration_s: read("FAVE_MAX_DURATION_SECS", d.max_duration_s)?,
+            max_frames: read("FAVE_MAX_FRAMES", d.max_frames)?,
+            max_pixels: read("FAVE_MAX_PIXELS", d.max_pixels)?,
+            max_side: read("FAVE_MAX_SIDE", d.max_side)?,
+            max_pixel_rate: read("FAVE_MAX_PIXEL_RATE", d.max_pixel_rate)?,
+        })
+    }
+
+    /// Refuses a probe any of whose claims is over a limit.
+    pub fn check(&self, probe: &serde_json::Value, info: &MediaInfo) -> Result<(), StageError> {
+        let number = |v: &serde_json::Value| {
+            v.as_str()
+                .and_then(|s| s.parse::<f64>().ok())
+                .or_else(|| v.as_f64())
+                .filter(|n| n.is_finite())
+        };
+        let streams = probe["streams"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let durations = std::iter::once(number(&probe["format"]["duration"]))
+            .chain(streams.iter().map(|s| number(&s["duration"])))
+            .flatten();
+        let longest = durations.fold(info.duration_s, f64::max);
+        let over = |what: String| Err(StageError::OverLimit(what));
+        if longest > self.max_duration_s {
+            return over(format!(
+                "the file says it lasts {}, over the {} this deployment takes \
+                 (FAVE_MAX_DURATION_SECS)",
+                human(longest),
+                human(self.max_duration_s)
+            ));
+        }
+        let (w, h) = (f64::from(info.width), f64::from(info.height));
+        if w.max(h) > self.max_side || w * h > self.max_pixels {
+            return over(format!(
+                "{}x{} pictures are over the {} px a side and {} px a picture this deployment \
+                 takes (FAVE_MAX_SIDE, FAVE_MAX_PIXELS)",
+                info.width, info.height, self.max_side, self.max_pixels
+            ));
+        }
+        let stated = streams
+            .iter()
+            .filter(|s| s["codec_type"] == "video")
+            .filter_map(|s| number(&s["nb_frames"]))
+            .fold(0.0, f64::max);
+        let frames = stated.max(longest * info.fps);
+        if frames > self.max_frames {
+            return over(format!(
+                "about {frames:.0} frames, over the {:.0} this deployment takes \
+                 (FAVE_MAX_FRAMES)",
+                self.max_frames
+            ));
+        }
+        if w * h * info.fps > self.max_pixel_rate {
+            return over(format!(
+                "{}x{} at {:.1} frames a second is over the {:.0} pixels a second this \
+                 deployment takes (FAVE_MAX_PIXEL_RATE)",
+                info.width, info.height, info.fps, self.max_pixel_rate
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Seconds as a person reads them: `3 s`, `2.5 h`, `136 years`.
+fn human(seconds: f64) -> String {
+    const YEAR: f64 = 365.25 * 86_400.0;
+    if seconds >= YEAR {
+        format!("{:.0} years", seconds / YEAR)
+    } else if seconds >= 3600.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{seconds:.0} s")
+    }
+}
+
+/// The stage-ffmpeg-0 function, with the limits it was started with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ffmpeg0 {
+    pub limits: MediaLimits,
+}
 
 impl Stage for Ffmpeg0 {
     type Input = Input;
@@ -208,6 +329,7 @@ impl Stage for Ffmpeg0 {
         let clock = Instant::now();
         let probe = ffprobe(&source).await?;
         let info = media_info(&probe)?;
+        self.limits.check(&probe, &info)?;
         let probe_path = dir.join("probe.json");
         let probe_text = serde_json::to_vec_pretty(&probe)
             .map_err(|e| StageError::Internal(format!("writing probe.json: {e}")))?;
@@ -369,8 +491,17 @@ pub fn media_info(probe: &serde_json::Value) -> Result<MediaInfo, StageError> {
         .ok_or_else(|| StageError::InvalidMedia("the file has no video stream".into()))?;
     let has_audio = streams.iter().any(|s| s["codec_type"] == "audio");
     let number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
-    let duration_s = number(&probe["format"]["duration"])
-        .or_else(|| number(&video["duration"]))
+    // The streams' own durations, not the container's claim (a container can say anything;
+    // MediaLimits::check refuses a claim over the limit either way); the container's only
+    // where no stream says.
+    let streamed = streams
+        .iter()
+        .filter(|s| matches!(s["codec_type"].as_str(), Some("video" | "audio")))
+        .filter_map(|s| number(&s["duration"]))
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .reduce(f64::max);
+    let duration_s = streamed
+        .or_else(|| number(&probe["format"]["duration"]))
         .filter(|d| d.is_finite() && *d > 0.0)
         .ok_or_else(|| StageError::InvalidMedia("the video has no duration".into()))?;
     let fps = video["avg_frame_rate"]
@@ -613,5 +744,62 @@ mod tests {
             media_info(&cover_only),
             Err(StageError::InvalidMedia(_))
         ));
+    }
+
+    fn probe(format_s: &str, stream_s: &str, w: u32, h: u32, rate: &str) -> serde_json::Value {
+        serde_json::json!({
+            "streams": [{"codec_type": "video", "codec_name": "h264", "width": w, "height": h,
+                "avg_frame_rate": rate, "duration": stream_s}],
+            "format": {"duration": format_s}
+        })
+    }
+
+    #[test]
+    fn the_duration_is_the_streams_and_every_claim_is_held_to_the_limits() {
+        let limits = MediaLimits::default();
+        let fine = probe("80.0", "79.5", 768, 576, "10/1");
+        let info = media_info(&fine).unwrap();
+        assert_eq!(info.duration_s, 79.5, "the stream's, not the container's");
+        assert!(limits.check(&fine, &info).is_ok());
+        // A 46 KB mp4 whose container says 2^32 s (136 years): the streams say 3 s, and the
+        // claim alone is refused.
+        let crafted = probe("4294967295", "3.0", 320, 240, "25/1");
+        let info = media_info(&crafted).unwrap();
+        assert_eq!(info.duration_s, 3.0);
+        let err = limits.check(&crafted, &info).unwrap_err();
+        assert!(
+            matches!(&err, StageError::OverLimit(m) if m.contains("136 years")),
+            "{err}"
+        );
+        let cases = [
+            probe("36000", "36000", 16, 16, "25/1"), // 10 h of tiny frames
+            probe("10", "10", 16384, 16, "25/1"),    // a side too long
+            probe("10", "10", 7680, 4320, "120/1"),  // too many pixels a second
+            probe("10", "10", 8192, 8192, "1/1"),    // too many pixels a picture
+            probe("20000", "20000", 320, 240, "200/1"), // too many frames
+        ];
+        for p in &cases {
+            let info = media_info(p).unwrap();
+            let err = limits.check(p, &info).unwrap_err();
+            assert!(matches!(err, StageError::OverLimit(_)), "{p}: {err}");
+            let api = fave_common::error::ApiError::from(err);
+            assert_eq!((api.status.as_u16(), api.code), (422, "media_over_limit"));
+        }
+    }
+
+    #[test]
+    fn limits_are_read_from_the_environment_and_bad_values_refused() {
+        let with = |var: &'static str, value: &'static str| {
+            move |k: &str| (k == var).then(|| value.to_owned())
+        };
+        let l = MediaLimits::from_lookup(&with("FAVE_MAX_DURATION_SECS", "60")).unwrap();
+        assert_eq!(l.max_duration_s, 60.0);
+        assert_eq!(l.max_side, MediaLimits::default().max_side);
+        for bad in ["0", "-1", "many", "inf"] {
+            assert!(
+                MediaLimits::from_lookup(&with("FAVE_MAX_FRAMES", bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

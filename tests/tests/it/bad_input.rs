@@ -423,3 +423,60 @@ async fn proxy_variables_do_not_take_fetches_around_the_address_guard() {
         "nothing was written"
     );
 }
+
+/// Media bounded before work starts: a 17 KB mp4 whose container says it lasts 2^32 s (136
+/// years; its one stream, 3 s), and a real video longer than the deployment takes (here a
+/// 2-minute one of 16×16 pictures under a 60 s limit, as 10 h ones would be under the default
+/// 6 h), are refused at the probe as `media_over_limit`: nothing decoded, no clip planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_over_the_limits_is_refused_at_the_probe() {
+    let t = TestStack::start_with(&[("FAVE_MAX_DURATION_SECS", "60")]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ffmpeg = |source: &str, seconds: &str, out: &std::path::Path| {
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", seconds,
+            ])
+            .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(out)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(made.success());
+    };
+    // mvhd's timescale 1 and duration 0xFFFFFFFF: the container's claim, nothing else.
+    let crafted = dir.path().join("holiday.mp4");
+    ffmpeg("testsrc=size=320x240:rate=25", "3", &crafted);
+    let mut bytes = std::fs::read(&crafted).expect("readable");
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"mvhd")
+        .expect("an mvhd box");
+    assert_eq!(bytes[at + 4], 0, "a version-0 mvhd");
+    bytes[at + 16..at + 24].copy_from_slice(&[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
+    std::fs::write(&crafted, &bytes).expect("written");
+    let long = dir.path().join("long.mp4");
+    ffmpeg("color=black:size=16x16:rate=1", "120", &long);
+    for (video, says) in [(&crafted, "136 years"), (&long, "120 s")] {
+        let clock = std::time::Instant::now();
+        let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(video) })).await;
+        assert_error(status, &answer, 422, "media_over_limit");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+        let state = t.state(&request_id(&answer)).await;
+        assert_eq!(state.status, RequestStatus::Failed);
+        assert!(state.clips.is_empty(), "no clip was planned");
+        let keys: Vec<String> = t
+            .request_keys()
+            .await
+            .into_iter()
+            .filter(|k| k.contains(state.request_id.as_str()))
+            .filter(|k| !k.contains("/input/") && !k.contains("/metadata/"))
+            .collect();
+        assert!(keys.is_empty(), "{keys:?}");
+        eprintln!(
+            "{} refused in {:?}: {message}",
+            video.display(),
+            clock.elapsed()
+        );
+    }
+}
