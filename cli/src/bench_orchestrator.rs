@@ -52,7 +52,7 @@ async fn noop_stack(
     stack
         .store
         .put_json(
-            "bench/input.json",
+            "uploads/bench/input.json",
             &json!({"what": "a stand-in video; no-op stages never read it"}),
         )
         .await?;
@@ -70,7 +70,7 @@ fn remove_data(dirs: &[PathBuf]) {
 }
 
 fn input_uri(stack: &Stack) -> String {
-    format!("s3://{}/bench/input.json", stack.store.bucket())
+    format!("s3://{}/uploads/bench/input.json", stack.store.bucket())
 }
 
 /// Submits and waits (sync window) for the end; returns the request's state.
