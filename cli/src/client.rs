@@ -38,6 +38,14 @@ pub struct GatewayArgs {
         value_name = "URL"
     )]
     pub gateway: String,
+    /// The orchestrator's API token, when it requires one (its `fave-api-token` secret).
+    #[arg(
+        long,
+        env = "FAVE_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// How a call to the API went wrong.
@@ -195,9 +203,17 @@ impl Client {
         if !matches!(gateway.scheme(), "http" | "https") {
             anyhow::bail!("--gateway {gateway} must be an http(s) URL");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow::anyhow!("--token must be printable ASCII"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("fave-cli/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
             .build()?;
         Ok(Self {
             http,

@@ -196,6 +196,9 @@ pub struct OrchestratorConfig {
     pub local_mode: bool,
     /// Inputs larger than this are refused while being copied in.
     pub max_input_bytes: u64,
+    /// The token every route but `/healthz` requires, when set: the secret
+    /// `fave-api-token` (under `FAVE_SECRETS_DIR`), else `FAVE_API_TOKEN`.
+    pub api_token: Option<Secret>,
     /// Where `s3://` inputs may come from: `(bucket, key prefix)` pairs, from
     /// `FAVE_S3_INPUTS` (`bucket` or `bucket/prefix`, comma-separated); by default only the
     /// artifacts bucket's `uploads/`. Never the store's own request data, whatever is set.
@@ -299,6 +302,10 @@ impl OrchestratorConfig {
         Ok(Self {
             listen: listen_addr(lookup)?,
             s3_inputs: s3_inputs(lookup, &s3.bucket)?,
+            api_token: SecretStore::new(
+                lookup("FAVE_SECRETS_DIR").unwrap_or_else(|| DEFAULT_SECRETS_DIR.to_owned()),
+            )
+            .get("fave-api-token", "FAVE_API_TOKEN", lookup),
             s3,
             gateway_url,
             max_concurrent_invocations,

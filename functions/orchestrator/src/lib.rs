@@ -365,7 +365,51 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics_text));
     fave_common::error::json_fallbacks(routes)
         .layer(axum::Extension(BodyLimit(body_limit)))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_token,
+        ))
         .with_state(app)
+}
+
+/// With an API token configured, every route but `/healthz` (what probes call) requires
+/// `Authorization: Bearer <token>`: OpenFaaS leaves a function's own auth to the function.
+/// The comparison is of the two SHA-256 digests in constant time, so neither the token's
+/// bytes nor its length show in the time an answer takes; the token is never logged.
+async fn require_token(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &app.config.api_token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let digest = |s: &str| Sha256::digest(s.as_bytes());
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        digest(given).as_slice(),
+        digest(token.expose()).as_slice(),
+    )) {
+        return next.run(request).await;
+    }
+    let mut refused = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this orchestrator requires its API token: Authorization: Bearer <token>",
+    )
+    .into_response();
+    refused
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    refused
 }
 
 /// `GET /metrics`: Prometheus's text format.
@@ -1009,6 +1053,74 @@ mod tests {
             _ => None,
         };
         router(App::new(OrchestratorConfig::from_lookup(&lookup).unwrap()).await)
+    }
+
+    #[tokio::test]
+    async fn a_configured_token_is_required_on_every_route_but_healthz() {
+        let lookup = |k: &str| match k {
+            "AWS_ENDPOINT_URL" | "GATEWAY_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "FAVE_SECRETS_DIR" => Some("/nonexistent".to_owned()),
+            "FAVE_API_TOKEN" => Some("s3cr3t-token".to_owned()),
+            _ => None,
+        };
+        let config = OrchestratorConfig::from_lookup(&lookup).unwrap();
+        assert!(
+            !format!("{config:?}").contains("s3cr3t"),
+            "the token never prints"
+        );
+        let app = router(App::new(config).await);
+        let send = |method: &str, path: &str, auth: Option<&str>| {
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            let request = request.body(Body::from("{}")).unwrap();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let challenge = response.headers().get(header::WWW_AUTHENTICATE).cloned();
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                (status, body, challenge)
+            }
+        };
+        for (method, path) in [
+            ("POST", "/"),
+            ("GET", "/requests"),
+            ("GET", "/requests/0123456789abcdef"),
+            ("GET", "/requests/0123456789abcdef/result"),
+            ("POST", "/requests/0123456789abcdef/cancel"),
+            ("POST", "/requests/0123456789abcdef/resume"),
+            ("GET", "/metrics"),
+            ("GET", "/no/such/route"),
+        ] {
+            for auth in [
+                None,
+                Some("Bearer wrong"),
+                Some("s3cr3t-token"),
+                Some("Bearer "),
+            ] {
+                let (status, body, challenge) = send(method, path, auth).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
+                assert_eq!(body["error"]["code"], "unauthorized");
+                assert_eq!(body["error"]["retryable"], false);
+                assert_eq!(
+                    challenge.as_ref().map(|v| v.as_bytes()),
+                    Some(&b"Bearer"[..])
+                );
+            }
+        }
+        let (status, _, _) = send("GET", "/healthz", None).await;
+        assert_eq!(status, StatusCode::OK, "probes need no token");
+        let (status, _, _) = send("GET", "/metrics", Some("Bearer s3cr3t-token")).await;
+        assert_eq!(status, StatusCode::OK);
+        // With the token, a route is what it always was: here a JSON 404.
+        let (status, body, _) = send("GET", "/no/such/route", Some("Bearer s3cr3t-token")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, Value) {

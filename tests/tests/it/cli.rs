@@ -410,3 +410,32 @@ async fn an_interrupted_batch_resumes_without_submitting_anything_twice() {
     );
     assert_eq!(request_ids(&t).await, stored);
 }
+
+/// An orchestrator with an API token (its `fave-api-token` secret, here the environment
+/// fallback) answers the CLI only when it sends the token: `--token`, or `FAVE_API_TOKEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_the_api_token_the_orchestrator_requires() {
+    let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    let t = TestStack::start_with(&[("FAVE_API_TOKEN", &token)]).await;
+    let refused = fave(&t, &["list", "--json"]).await;
+    assert_eq!(refused.code, 3, "{refused}");
+    assert!(refused.stderr.contains("unauthorized"), "{refused}");
+    let listed = fave(&t, &["list", "--json", "--token", &token]).await;
+    assert_eq!(listed.code, 0, "{listed}");
+    assert_eq!(listed.json()["requests"], serde_json::json!([]));
+    let by_env = command(&t, &["list", "--json"])
+        .env("FAVE_API_TOKEN", &token)
+        .output()
+        .await
+        .expect("fave runs");
+    assert_eq!(by_env.status.code(), Some(0));
+    // Through the gateway, the probe route stays open.
+    let (status, _, _) = t.get("/healthz").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = t.get("/requests").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert!(!t.logs().contains(&token), "the token is never logged");
+}
