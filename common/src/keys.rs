@@ -54,6 +54,12 @@ impl RequestKeys {
         format!("{}metadata/state.json", self.root)
     }
 
+    /// `requests/{id}/metadata/credentials.json`: a submission's URLs with their secret
+    /// parts, kept apart from state.json and only until they are used.
+    pub fn credentials(&self) -> String {
+        format!("{}metadata/credentials.json", self.root)
+    }
+
     /// `requests/{id}/metadata/final.json`
     pub fn result(&self) -> String {
         format!("{}metadata/final.json", self.root)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fave_common::ids::RequestId;
-use fave_common::keys::{self, RequestKeys};
+use fave_common::keys::RequestKeys;
 use fave_common::retry::RetryPolicy;
 use fave_common::state::{RequestState, RequestStatus};
 use fave_common::storage::Storage;
@@ -47,7 +47,8 @@ pub async fn deliver(
         if !t.state.callback_pending() {
             break;
         }
-        let url = t.state.submission.callback_url.clone().unwrap_or_default();
+        let shown = t.state.submission.callback_url.clone().unwrap_or_default();
+        let url = crate::credentials::callback_url(storage, id, &shown).await?;
         let body = payload(storage, &t.state).await?;
         let sent = http
             .post(&url)
@@ -101,7 +102,7 @@ pub async fn deliver(
             }
         }
     }
-    storage.delete(&keys::active_marker(id)).await?;
+    crate::credentials::retire(storage, id).await?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use fave_common::error::ApiError;
 use fave_common::gateway::{GatewayClient, InvokeError};
 use fave_common::ids::{ClipId, RequestId, StageName};
-use fave_common::keys::{self, RequestKeys};
+use fave_common::keys::RequestKeys;
 use fave_common::retry::RetryPolicy;
 use fave_common::stage::{ListedClip, Manifest, StageCall};
 use fave_common::state::{
@@ -560,9 +560,7 @@ impl Driver<'_> {
     /// be delivered (then the marker stays until it is; see `callback`).
     async fn forget(&self, state: &RequestState) -> Step {
         if !state.callback_pending() {
-            self.storage
-                .delete(&keys::active_marker(&state.request_id))
-                .await?;
+            crate::credentials::retire(self.storage, &state.request_id).await?;
         }
         Ok(())
     }
@@ -587,6 +585,8 @@ impl Driver<'_> {
                 t.state.submission.video_uri.clone(),
             )
         };
+        // The whole URI, with the secret state.json does not keep.
+        let uri = crate::credentials::video_uri(self.storage, &id, &uri).await?;
         let fetched = match (prefetched, Source::parse(&uri, self.local_mode)) {
             (Some(f), Ok(source)) => Ok((f, source)),
             (None, Ok(source)) => input::fetch(&source, self.storage, self.http, self.input_limits)
@@ -619,6 +619,8 @@ impl Driver<'_> {
             sha256: stored.sha256,
         });
         commit_shared(t).await?;
+        // Copied in: the input's secret is needed no more.
+        crate::credentials::forget_video_uri(self.storage, &id).await?;
         Ok(true)
     }
 

@@ -6,11 +6,13 @@
 //! - [`input`]: validating the video URI and fetching the video, before anything is written.
 //! - [`guard`]: the SSRF guard on every URL the orchestrator fetches for a user.
 //! - [`metrics`]: `GET /metrics`.
+//! - [`credentials`]: the secret parts of submitted URLs, kept apart and only while needed.
 //! - [`callback`]: delivering the result to a request's `callback_url`, at least once.
 //! - [`pipeline`]: the stage table.
 //! - [`driver`]: walking the stage table and recording every transition.
 
 pub mod callback;
+pub mod credentials;
 pub mod driver;
 pub mod guard;
 pub mod input;
@@ -216,7 +218,7 @@ impl App {
                             );
                             if failed.is_ok() && t.commit().await.is_ok() {
                                 if !t.state.callback_pending() {
-                                    let _ = app.storage.delete(&keys::active_marker(&id)).await;
+                                    let _ = credentials::retire(&app.storage, &id).await;
                                 }
                                 state = t.state;
                             }
@@ -263,7 +265,7 @@ impl App {
             return Ok(Resumed::Resumed);
         }
         if t.state.status.is_terminal() {
-            self.storage.delete(&keys::active_marker(id)).await?;
+            credentials::retire(&self.storage, id).await?;
             return Ok(Resumed::Terminal(t.state.status));
         }
         if !t.lease_is_free(Utc::now()) {
@@ -295,7 +297,7 @@ impl App {
                 // A marker is written just before its state.json; one still alone a whole
                 // pass later belongs to a submission that died in between.
                 Ok(Resumed::NoSuchRequest) if !orphans.insert(key.clone()) => {
-                    self.storage.delete(&key).await?;
+                    credentials::retire(&self.storage, &id).await?;
                     orphans.remove(&key);
                 }
                 Ok(_) | Err(DriveError::Superseded) => {}
@@ -594,6 +596,9 @@ async fn submit(
     let idempotent = named_id(&headers)?;
     let (submission, source) = validate(body, app.config.local_mode)?;
     source.check_allowed(&app.config.s3_inputs, &app.config.s3.bucket)?;
+    // state.json and every answer keep the URLs without their secrets; those are kept
+    // apart until used.
+    let (submission, kept) = credentials::split(submission);
     // A queue worker's delivery waits for the end (its answer is the callback's body);
     // `Prefer: respond-async` (RFC 7240) gets 202 as soon as the request is accepted.
     let window = if delivered_by_queue_worker(&headers) {
@@ -646,6 +651,11 @@ async fn submit(
     // never a request the resumer cannot find.
     app.storage
         .put_json(&keys::active_marker(&id), &json!({}))
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
+        })?;
+    credentials::keep(&app.storage, &id, &kept)
         .await
         .map_err(|e| {
             ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
@@ -1012,8 +1022,7 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<R
             Ok(()) => {
                 // With a callback due, the marker stays and the resumer delivers it.
                 if !t.state.callback_pending() {
-                    app.storage
-                        .delete(&keys::active_marker(&id))
+                    credentials::retire(&app.storage, &id)
                         .await
                         .map_err(storage_error)?;
                 }

@@ -525,3 +525,96 @@ async fn a_sync_caller_whose_orchestrator_died_finds_its_request_by_resending_it
     assert_eq!(states.len(), 1, "one request for one call: {states:?}");
     assert_eq!(result["request_id"], states[0].request_id.as_str());
 }
+
+/// A video URL's password and presigned signature, and a callback URL's token, are used
+/// (the server gets the password, the receiver is called at its own URL) and then kept
+/// nowhere: not in any answer, not in final.json or the callback's body, not in any object
+/// left in the bucket once the request owes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_urls_are_used_and_then_kept_nowhere() {
+    let t = TestStack::start().await;
+    let video = std::fs::read(sample("bikes.mp4")).expect("readable");
+    let seen_auth: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = seen_auth.clone();
+    let server = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let (video, seen) = (video.clone(), seen.clone());
+        async move {
+            if let Some(auth) = headers.get("authorization") {
+                seen.lock()
+                    .expect("not poisoned")
+                    .push(auth.to_str().unwrap_or_default().to_owned());
+            }
+            video
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let (sink_url, received) = callback_sink().await;
+    let needles = ["pa55word", "s1gn4ture", "t0k3n"];
+    let video_uri = format!(
+        "http://viewer:pa55word@{addr}/bikes.mp4?X-Amz-Signature=s1gn4ture&X-Amz-Expires=60"
+    );
+    let callback_url = format!("{sink_url}?token=t0k3n");
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": video_uri, "callback_url": callback_url }))
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", t.logs());
+    let id = answer["request_id"].as_str().expect("an id").to_owned();
+    let posts = wait_for_posts(&received, 1).await;
+    // Used: the video server got the password, and the callback went to its whole URL
+    // (the sink's route answered it).
+    let auth = seen_auth.lock().expect("not poisoned").clone();
+    assert_eq!(
+        auth,
+        ["Basic dmlld2VyOnBhNTV3b3Jk"],
+        "viewer:pa55word, base64"
+    );
+    assert_eq!(posts[0].1["status"], "COMPLETED");
+    // Kept nowhere: every answer, the callback's body, every object of the bucket.
+    let mut shown = vec![answer.to_string(), posts[0].1.to_string()];
+    for path in [
+        "/requests".to_owned(),
+        format!("/requests/{id}"),
+        format!("/requests/{id}/result"),
+    ] {
+        let (status, _, body) = t.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        shown.push(body.to_string());
+    }
+    assert!(
+        answer["submission"]["video_uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("http://{addr}/bikes.mp4"))),
+        "the URL is still shown, without its secrets: {answer}"
+    );
+    // The request owes nothing more once its callback is recorded; give the record a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for key in t.store().list_keys("").await.expect("listing works") {
+        if key.ends_with(".json") {
+            let (value, _) = t
+                .store()
+                .get_json::<Value>(&key)
+                .await
+                .expect("readable")
+                .expect("there");
+            shown.push(format!("{key}: {value}"));
+        }
+    }
+    for text in &shown {
+        for needle in needles {
+            assert!(!text.contains(needle), "{needle} kept in {text}");
+        }
+    }
+    assert!(
+        !t.store()
+            .list_keys("")
+            .await
+            .expect("listing works")
+            .iter()
+            .any(|k| k.ends_with("credentials.json")),
+        "nothing is kept once the request owes nothing"
+    );
+}
