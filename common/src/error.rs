@@ -113,6 +113,9 @@ pub struct BodyLimit(pub usize);
 /// proxy in between (the gateway) then sees a reset instead of the 413.
 const DRAIN_CAP: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a whole JSON body may take to arrive (a body sent a byte at a time is refused
+/// with 408 `body_timeout`, not waited for).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A JSON body extractor whose every failure is an [`ApiError`]: too large → 413
 /// `body_too_large`, unreadable → 400, not JSON → 400 `malformed_json`, JSON of the wrong
@@ -134,11 +137,37 @@ where
             .extensions()
             .get::<BodyLimit>()
             .map_or(1024 * 1024, |l| l.0);
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+        };
+        // A declared length past anything worth draining is answered at once.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > DRAIN_CAP as u64) {
+            return Err(too_large());
+        }
         let mut body = req.into_body();
         let mut bytes = Vec::new();
         let mut seen = 0usize;
         let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
-        while let Some(frame) = body.frame().await {
+        let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, body.frame()).await;
+            let Ok(next) = next else {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+                ));
+            };
+            let Some(frame) = next else { break };
             let frame =
                 frame.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
             let Ok(data) = frame.into_data() else {
@@ -152,11 +181,7 @@ where
             }
         }
         if seen > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {limit} bytes"),
-            ));
+            return Err(too_large());
         }
         parse_json(&bytes).map(JsonBody)
     }
@@ -241,6 +266,27 @@ mod tests {
         assert_eq!(
             parse_json::<Req>(br#"{"a":1,"a":2}"#).unwrap_err().code,
             "invalid_request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_past_the_drain_cap_is_refused_before_the_body() {
+        // The body would never come: the answer must not wait for it.
+        let never = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let request = axum::http::Request::post("/")
+            .header("content-length", "99999999999")
+            .body(axum::body::Body::from_stream(never))
+            .unwrap();
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            JsonBody::<Req>::from_request(request, &()),
+        )
+        .await
+        .expect("answered at once");
+        let e = refused.err().expect("refused");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
         );
     }
 

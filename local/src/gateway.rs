@@ -149,6 +149,10 @@ async fn enqueue_path(
     enqueue(g, &name, req).await
 }
 
+/// The largest body the gateway forwards by its declared length (fave's functions take
+/// small JSON; the largest, a stage call, is under 1 MiB).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
 /// The largest body an asynchronous call may carry: it is held until the call is made.
 const MAX_ASYNC_BODY: usize = 16 * 1024 * 1024;
 
@@ -368,6 +372,21 @@ async fn forward(g: Arc<Gateway>, raw_name: &str, req: Request) -> Response {
         )));
         return with_call_headers(response, &call_id, start_nanos, started);
     };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        // Refused before it is forwarded: a proxy cannot relay a function's early answer
+        // while the caller is still sending, and no fave function takes such a body.
+        let response = internal(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the gateway forwards bodies of at most {MAX_BODY} bytes"),
+        ));
+        return with_call_headers(response, &call_id, start_nanos, started);
+    }
     function.count_invocation();
     let span = tracing::info_span!("invoke", function = name, call_id = %call_id);
     let response = async {
@@ -435,7 +454,13 @@ async fn send_upstream(
         HeaderName::from_static("x-start-time"),
         HeaderValue::from(start_nanos as u64),
     );
-    let body = reqwest::Body::wrap_stream(req.into_body().into_data_stream());
+    // The caller's body, with its read errors marked as the caller's, to tell them from the
+    // function's side of the exchange.
+    let body = reqwest::Body::wrap_stream(
+        req.into_body()
+            .into_data_stream()
+            .map(|chunk| chunk.map_err(|e| CallerBodyError(e.to_string()))),
+    );
     let upstream = g
         .http
         .request(method, url)
@@ -466,6 +491,12 @@ async fn send_upstream(
                 g.options.upstream_timeout
             ),
         )),
+        // The caller's own body broke off or was malformed (bad chunking) while it was
+        // being forwarded: the caller's fault, said as such, not the function's.
+        Err(e) if caused_by_caller_body(&e) => internal(ApiError::bad_request(
+            "malformed_body",
+            "the request body could not be read (malformed chunked encoding, or cut short)",
+        )),
         Err(e) => {
             tracing::warn!(error = %e, "upstream request failed");
             internal(ApiError::new(
@@ -475,6 +506,29 @@ async fn send_upstream(
             ))
         }
     }
+}
+
+/// A read error of the caller's request body.
+#[derive(Debug)]
+struct CallerBodyError(String);
+
+impl std::fmt::Display for CallerBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading the caller's body: {}", self.0)
+    }
+}
+
+impl std::error::Error for CallerBodyError {}
+
+fn caused_by_caller_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.is::<CallerBodyError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn with_call_headers(

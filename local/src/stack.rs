@@ -243,7 +243,8 @@ impl Stack {
             },
         );
         let gateway = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            let forever = std::future::pending::<()>();
+            if let Err(e) = fave_common::server::serve(listener, app, forever).await {
                 tracing::error!(error = %e, "gateway stopped");
             }
         });

@@ -465,6 +465,12 @@ fn named_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
             .filter(|k| k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
             .map(str::to_owned)
     };
+    if headers.get_all(IDEMPOTENCY_KEY).iter().count() > 1 {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key is given more than once",
+        ));
+    }
     let (namespace, name) = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => {
             let key = printable(value).ok_or_else(|| {

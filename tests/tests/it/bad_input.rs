@@ -480,3 +480,117 @@ async fn media_over_the_limits_is_refused_at_the_probe() {
         );
     }
 }
+
+/// Sends `raw` to `addr` and reads the answer until the server closes the connection or
+/// `within` passes; returns what came back and how long until the close.
+async fn raw_exchange(
+    addr: &str,
+    raw: String,
+    within: std::time::Duration,
+) -> (String, Option<std::time::Duration>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let clock = std::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    socket.write_all(raw.as_bytes()).await.expect("sent");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout_at((clock + within).into(), socket.read(&mut buf)).await {
+            Err(_) => break None,
+            Ok(Ok(0)) | Ok(Err(_)) => break Some(clock.elapsed()),
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                // An answer with a body in the error shape is complete once its JSON closes.
+                if got.ends_with(b"}}")
+                    || got.ends_with(b"}") && got.windows(4).any(|w| w == b"\r\n\r\n")
+                {
+                    break Some(clock.elapsed());
+                }
+            }
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// Slow and malformed requests: read deadlines for headers (10 s) and bodies (10 s) on
+/// every fave server, 413 at once for a declared length past any limit, 400 for malformed
+/// chunking at the gateway, and a repeated Idempotency-Key refused, each in the one error
+/// shape where the server answers at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_malformed_requests_meet_deadlines_and_get_the_error_shape() {
+    let t = TestStack::start().await;
+    let addr = t
+        .stack
+        .gateway_url
+        .as_str()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let path = "/function/orchestrator";
+    let slow_headers = raw_exchange(
+        &addr,
+        format!("POST {path} HTTP/1.1\r\nHost: gateway\r\nX-Slow: 1"),
+        std::time::Duration::from_secs(20),
+    );
+    let slow_body = raw_exchange(
+        &addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n"
+        ),
+        std::time::Duration::from_secs(25),
+    );
+    let huge = raw_exchange(
+        &addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+             Content-Length: 99999999999\r\n\r\n{{\"video_uri\": \"s3://b/k\"}}"
+        ),
+        std::time::Duration::from_secs(10),
+    );
+    let bad_chunks = raw_exchange(
+        &addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n\
+             ZZZ\r\nnot a chunk\r\n"
+        ),
+        std::time::Duration::from_secs(10),
+    );
+    let ((headers_got, headers_closed), (body_got, body_closed), (huge_got, huge_at), (bad_got, _)) =
+        tokio::join!(slow_headers, slow_body, huge, bad_chunks);
+    let closed = headers_closed.expect("a connection that never finishes its headers is closed");
+    assert!(closed < std::time::Duration::from_secs(15), "{closed:?}");
+    assert!(
+        headers_got.is_empty() || headers_got.starts_with("HTTP/1.1 408"),
+        "{headers_got}"
+    );
+    eprintln!("headers never finished: closed after {closed:?}");
+    assert!(body_got.starts_with("HTTP/1.1 408"), "{body_got}");
+    assert!(body_got.contains("\"body_timeout\""), "{body_got}");
+    eprintln!("a body that stops: 408 after {body_closed:?}");
+    assert!(huge_got.starts_with("HTTP/1.1 413"), "{huge_got}");
+    assert!(huge_got.contains("\"body_too_large\""), "{huge_got}");
+    let huge_at = huge_at.expect("answered");
+    assert!(
+        huge_at < std::time::Duration::from_secs(3),
+        "413 at once: {huge_at:?}"
+    );
+    assert!(bad_got.starts_with("HTTP/1.1 400"), "{bad_got}");
+    assert!(bad_got.contains("\"malformed_body\""), "{bad_got}");
+
+    // The same key twice is not a key: refused, not silently the first.
+    let (status, _, body) = read(
+        t.http
+            .post(t.url("orchestrator", ""))
+            .header("Idempotency-Key", "a")
+            .header("Idempotency-Key", "b")
+            .json(&json!({ "video_uri": "s3://b/k" }))
+            .send()
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_idempotency_key");
+}
