@@ -89,10 +89,7 @@ pub async fn video_uri(
     id: &RequestId,
     shown: &str,
 ) -> Result<String, StorageError> {
-    Ok(load(storage, id)
-        .await?
-        .video_uri
-        .unwrap_or_else(|| shown.to_owned()))
+    whole(storage, id, shown, |k| k.video_uri).await
 }
 
 /// The callback's whole URL, likewise.
@@ -101,10 +98,16 @@ pub async fn callback_url(
     id: &RequestId,
     shown: &str,
 ) -> Result<String, StorageError> {
-    Ok(load(storage, id)
-        .await?
-        .callback_url
-        .unwrap_or_else(|| shown.to_owned()))
+    whole(storage, id, shown, |k| k.callback_url).await
+}
+
+async fn whole(
+    storage: &Storage,
+    id: &RequestId,
+    shown: &str,
+    pick: fn(Kept) -> Option<String>,
+) -> Result<String, StorageError> {
+    Ok(pick(load(storage, id).await?).unwrap_or_else(|| shown.to_owned()))
 }
 
 /// Forgets the input's secret once the video is in the store.

@@ -255,18 +255,7 @@ async fn async_function_answers_202_and_posts_the_result_to_the_callback() {
     let body = json!({ "video_uri": file_uri(&sample("bikes.mp4")) });
     let url = format!("{}async-function/orchestrator", t.stack.gateway_url);
     let clock = std::time::Instant::now();
-    let (status, headers, _) = read(
-        t.http
-            .post(&url)
-            .header("X-Callback-Url", &sink_url)
-            .json(&body)
-            .send()
-            .await
-            .expect("the gateway answers"),
-    )
-    .await;
-    assert_eq!(status, 202);
-    let call_id = headers["x-call-id"].to_str().expect("ascii").to_owned();
+    let call_id = post_async(&t, &sink_url, &body).await;
     assert!(
         clock.elapsed() < std::time::Duration::from_secs(2),
         "202 at once, not after the run"
@@ -403,6 +392,24 @@ async fn a_cancelled_request_still_calls_back_through_the_resumer() {
     );
 }
 
+/// POSTs `body` to `/async-function/orchestrator` with `X-Callback-Url: sink_url`; checks
+/// the gateway's 202 and returns the call id it gave.
+async fn post_async(t: &TestStack, sink_url: &str, body: &Value) -> String {
+    let url = format!("{}async-function/orchestrator", t.stack.gateway_url);
+    let (status, headers, _) = read(
+        t.http
+            .post(&url)
+            .header("X-Callback-Url", sink_url)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    headers["x-call-id"].to_str().expect("ascii").to_owned()
+}
+
 /// A stack of no-op stages that take `work_ms` each, three in a row: a run of a known length,
 /// with the real orchestrator, gateway and store.
 async fn slow_noop_stack(work_ms: &str, vars: &[(&str, &str)]) -> TestStack {
@@ -426,21 +433,7 @@ async fn an_async_run_longer_than_the_sync_window_calls_back_with_the_result_on_
     let t = slow_noop_stack("1500", &[("FAVE_GATEWAY_ACK_WAIT_SECS", "2")]).await;
     let (sink_url, received) = callback_sink().await;
     let body = json!({ "video_uri": file_uri(&sample("bikes.mp4")) });
-    let (status, headers, _) = read(
-        t.http
-            .post(format!(
-                "{}async-function/orchestrator",
-                t.stack.gateway_url
-            ))
-            .header("X-Callback-Url", &sink_url)
-            .json(&body)
-            .send()
-            .await
-            .expect("the gateway answers"),
-    )
-    .await;
-    assert_eq!(status, 202);
-    let call_id = headers["x-call-id"].to_str().expect("ascii").to_owned();
+    let call_id = post_async(&t, &sink_url, &body).await;
     let posts = wait_for_posts(&received, 2).await;
     // Every delivery was held for the end, so every callback carries the result.
     let id = posts[0].1["request_id"].as_str().expect("an id").to_owned();
