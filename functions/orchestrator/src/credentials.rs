@@ -107,11 +107,26 @@ async fn whole(
     shown: &str,
     pick: fn(Kept) -> Option<String>,
 ) -> Result<String, StorageError> {
+    if !may_have_secrets(shown) {
+        return Ok(shown.to_owned());
+    }
     Ok(pick(load(storage, id).await?).unwrap_or_else(|| shown.to_owned()))
 }
 
+/// Only http(s) URLs have secrets split off: for the others nothing is looked up.
+fn may_have_secrets(shown: &str) -> bool {
+    shown.starts_with("http://") || shown.starts_with("https://")
+}
+
 /// Forgets the input's secret once the video is in the store.
-pub async fn forget_video_uri(storage: &Storage, id: &RequestId) -> Result<(), StorageError> {
+pub async fn forget_video_uri(
+    storage: &Storage,
+    id: &RequestId,
+    shown: &str,
+) -> Result<(), StorageError> {
+    if !may_have_secrets(shown) {
+        return Ok(());
+    }
     let mut kept = load(storage, id).await?;
     if kept.video_uri.take().is_none() {
         return Ok(());

@@ -458,7 +458,8 @@ impl Driver<'_> {
                         .boxed(),
                     );
                 }
-                if let Some(i) = lister.filter(|&i| !clips_launched && task_done(state, &tasks[i]))
+                if let Some(i) =
+                    lister.filter(|&i| !clips_launched && task_succeeded(state, &tasks[i]))
                 {
                     clips_launched = true;
                     let source = once[i];
@@ -586,7 +587,8 @@ impl Driver<'_> {
             )
         };
         // The whole URI, with the secret state.json does not keep.
-        let uri = crate::credentials::video_uri(self.storage, &id, &uri).await?;
+        let shown = uri;
+        let uri = crate::credentials::video_uri(self.storage, &id, &shown).await?;
         let fetched = match (prefetched, Source::parse(&uri, self.local_mode)) {
             (Some(f), Ok(source)) => Ok((f, source)),
             (None, Ok(source)) => input::fetch(&source, self.storage, self.http, self.input_limits)
@@ -620,7 +622,7 @@ impl Driver<'_> {
         });
         commit_shared(t).await?;
         // Copied in: the input's secret is needed no more.
-        crate::credentials::forget_video_uri(self.storage, &id).await?;
+        crate::credentials::forget_video_uri(self.storage, &id, &shown).await?;
         Ok(true)
     }
 
@@ -795,7 +797,9 @@ impl Driver<'_> {
                     .then(|| platform_delays.next())
                     .flatten()
             } else {
-                platform_since = None;
+                if platform_since.take().is_some() {
+                    platform_delays = PLATFORM_RETRY.delays();
+                }
                 failure.is_transient().then(|| delays.next()).flatten()
             };
             match retry_in {
@@ -919,9 +923,10 @@ fn task_state<'a>(state: &'a RequestState, task: &Task) -> Option<&'a StageState
     }
 }
 
-/// Which of `tasks` (one per spec of `specs`) may start now: not launched yet, not done, and
-/// every stage they come `after` done. Marks those already done, and those returned, as
-/// launched.
+/// Which of `tasks` (one per spec of `specs`) may start now: not launched yet, not ended,
+/// and every stage they come `after` succeeded (a failed one is not something to build on:
+/// its failure ends the request when its own future is collected, which may come after
+/// another task's). Marks those already ended, and those returned, as launched.
 fn ready(
     specs: &[&StageSpec],
     tasks: &[Task],
@@ -931,7 +936,7 @@ fn ready(
     let done = |name: &str| {
         tasks
             .iter()
-            .any(|task| task.name.as_str() == name && task_done(state, task))
+            .any(|task| task.name.as_str() == name && task_succeeded(state, task))
     };
     let mut starting = Vec::new();
     for (i, (spec, task)) in specs.iter().zip(tasks).enumerate() {
@@ -948,9 +953,15 @@ fn ready(
     starting
 }
 
-/// Whether a task has ended (succeeded, or skipped): finished work is never redone.
+/// Whether a task has ended (succeeded, skipped or failed): finished work is never redone.
 fn task_done(state: &RequestState, task: &Task) -> bool {
     task_state(state, task).is_some_and(|s| s.status.is_terminal())
+}
+
+/// Whether a task ended so that what comes after it may run: succeeded, or skipped.
+fn task_succeeded(state: &RequestState, task: &Task) -> bool {
+    task_state(state, task)
+        .is_some_and(|s| matches!(s.status, StageStatus::Succeeded | StageStatus::Skipped))
 }
 
 fn task_mut<'a>(t: &'a mut Tracked, task: &Task) -> Result<&'a mut StageState, IllegalTransition> {
@@ -987,6 +998,41 @@ pub fn idempotency_key(request: &str, stage: &str, clip: Option<&str>, input: &V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_stage_is_not_something_to_build_on() {
+        // The video pipeline's request-wide stages; stage-audio comes after stage-ffmpeg-0.
+        let table = pipeline::video();
+        let once: Vec<&StageSpec> = table.iter().filter(|s| s.fan_out == FanOut::Once).collect();
+        let tasks: Vec<Task> = once
+            .iter()
+            .map(|s| Task::request_wide(s).unwrap())
+            .collect();
+        let stages = once
+            .iter()
+            .map(|s| StageState::new(s.name.parse().unwrap(), s.function.as_str()))
+            .collect();
+        let submission = fave_common::state::Submission {
+            video_uri: "s3://b/uploads/v.mp4".into(),
+            query: None,
+            profile: Default::default(),
+            callback_url: None,
+        };
+        let mut state = RequestState::new("r1".parse().unwrap(), submission, stages, Utc::now());
+        let index = |name: &str| once.iter().position(|s| s.name == name).unwrap();
+        let mut launched = vec![false; once.len()];
+        let first = ready(&once, &tasks, &mut launched, &state);
+        assert!(first.contains(&index("stage-ffmpeg-0")), "{first:?}");
+        assert!(!first.contains(&index("stage-audio")));
+        // stage-ffmpeg-0 failed for good; its failure is still on its way to the driver.
+        state.stages[index("stage-ffmpeg-0")].status = StageStatus::Failed;
+        let next = ready(&once, &tasks, &mut launched, &state);
+        assert!(!next.contains(&index("stage-audio")), "{next:?}");
+        // Succeeded, it is.
+        state.stages[index("stage-ffmpeg-0")].status = StageStatus::Succeeded;
+        let after = ready(&once, &tasks, &mut launched, &state);
+        assert!(after.contains(&index("stage-audio")), "{after:?}");
+    }
 
     #[test]
     fn idempotency_keys_change_with_every_part() {
