@@ -50,7 +50,11 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // `shutdown` first, so it is polled before the first connection is served: a signal
+        // handler it installs (`shutdown_signal`) is in place before the server answers.
         let (stream, _) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -60,7 +64,6 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(app.clone());
         let connection = builder
