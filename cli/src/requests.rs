@@ -598,6 +598,7 @@ pub(crate) mod tests {
                 query: Some("bikes".into()),
                 profile: Profile::Warm,
                 callback_url: None,
+                reach: None,
             },
             vec![
                 stage("stage-ffmpeg-0", 200, 1200, false),

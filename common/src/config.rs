@@ -170,14 +170,29 @@ pub struct StageConfig {
     pub s3: S3Settings,
     /// Largest request body accepted; stage calls are small JSON.
     pub body_limit: usize,
+    /// How long a call's claim on its work lives unrenewed (`FAVE_CLAIM_TTL_SECS`): how
+    /// long the work of a process that died (or was paused) holds up the next caller.
+    pub claim_ttl: Duration,
 }
 
 impl StageConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let claim_ttl = Duration::from_secs(parse(
+            lookup,
+            "FAVE_CLAIM_TTL_SECS",
+            crate::claim::DEFAULT_TTL.as_secs(),
+        )?);
+        if claim_ttl < Duration::from_secs(3) {
+            return Err(ConfigError {
+                var: "FAVE_CLAIM_TTL_SECS",
+                reason: "must be at least 3 (the claim is renewed every third of it)".into(),
+            });
+        }
         Ok(Self {
             listen: listen_addr(lookup)?,
             s3: S3Settings::from_lookup(lookup)?,
             body_limit: parse(lookup, "FAVE_BODY_LIMIT", 1024 * 1024)?,
+            claim_ttl,
         })
     }
 }

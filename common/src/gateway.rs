@@ -54,6 +54,16 @@ pub enum InvokeError {
         /// error shape (never set on an answer marked `X-OpenFaaS-Internal`).
         own_retryable: Option<bool>,
     },
+    /// A 2xx answer whose body is not what the function writes (a complete manifest): an
+    /// intermediary's page, or an answer cut short on the way. The transport's failure, not
+    /// the function's: stage calls are idempotent, so it is retried like the platform's.
+    #[error("{function} answered {status} with a body that is not its answer: {message}")]
+    BadAnswer {
+        function: String,
+        status: u16,
+        call_id: Option<String>,
+        message: String,
+    },
 }
 
 impl InvokeError {
@@ -79,7 +89,7 @@ impl InvokeError {
     /// a cold start). These are retried for a time window, not a count of attempts.
     pub fn is_platform(&self) -> bool {
         match self {
-            InvokeError::Connect { .. } => true,
+            InvokeError::Connect { .. } | InvokeError::BadAnswer { .. } => true,
             InvokeError::Timeout { .. } => false,
             InvokeError::Status {
                 status,
@@ -100,22 +110,44 @@ impl InvokeError {
             InvokeError::Connect { .. } => "gateway_unreachable".into(),
             InvokeError::Timeout { .. } => "stage_timeout".into(),
             InvokeError::Status { code, .. } => code.clone(),
+            InvokeError::BadAnswer { .. } => "bad_stage_answer".into(),
         }
     }
 
     pub fn call_id(&self) -> Option<&str> {
         match self {
-            InvokeError::Status { call_id, .. } => call_id.as_deref(),
+            InvokeError::Status { call_id, .. } | InvokeError::BadAnswer { call_id, .. } => {
+                call_id.as_deref()
+            }
             _ => None,
         }
     }
 
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            InvokeError::Status { status, .. } => Some(*status),
+            InvokeError::Status { status, .. } | InvokeError::BadAnswer { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
+}
+
+/// The most of a failed answer's message that is kept (in `state.json`, shown to users).
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 500;
+
+/// `text` made fit to store and show: control characters (a terminal's escapes included)
+/// become spaces, and it is cut to `max` characters, with an ellipsis when it was longer.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// A client for one gateway. Cheap to clone.
@@ -218,8 +250,16 @@ impl GatewayClient {
                     .as_ref()
                     .map_or_else(|| format!("http_{status}"), |b| b.error.code.clone()),
                 message: parsed.as_ref().map_or_else(
-                    || String::from_utf8_lossy(&body).chars().take(500).collect(),
-                    |b| b.error.message.clone(),
+                    // Not the function's own words: what came instead, briefly and
+                    // printably (an intermediary's page, or bytes that are not text).
+                    || {
+                        let excerpt = printable(&String::from_utf8_lossy(&body), 120);
+                        format!(
+                            "{} bytes that are not fave's error shape: {excerpt}",
+                            body.len()
+                        )
+                    },
+                    |b| printable(&b.error.message, MAX_ERROR_MESSAGE_CHARS),
                 ),
                 openfaas_internal,
                 // The gateway's own answers may have the same shape (fave's local gateway):
@@ -287,5 +327,24 @@ mod tests {
             message: "refused".into(),
         };
         assert!(connect.is_transient() && connect.is_platform());
+        // A 2xx that is not a manifest (an intermediary's page, a body cut short): the
+        // transport's, retried like the platform's.
+        let bad = InvokeError::BadAnswer {
+            function: "f".into(),
+            status: 200,
+            call_id: None,
+            message: "EOF while parsing".into(),
+        };
+        assert!(bad.is_transient() && bad.is_platform());
+        assert_eq!(bad.code(), "bad_stage_answer");
+        assert_eq!(bad.http_status(), Some(200));
+    }
+
+    #[test]
+    fn stored_messages_are_printable_and_bounded() {
+        assert_eq!(printable("plain", 10), "plain");
+        assert_eq!(printable("a\u{1b}[31mred\r\nb", 100), "a [31mred  b");
+        assert_eq!(printable(&"x".repeat(20), 5), "xxxxx…");
+        assert_eq!(printable("ééé", 3), "ééé");
     }
 }

@@ -7,12 +7,14 @@
 //! - [`storage`]: S3-compatible storage on aws-sdk-s3 (streaming, multipart, conditional writes).
 //! - [`state`]: the `state.json` schema and the request/stage state machine.
 //! - [`readiness`]: a model loading while the function already listens; the cold-start rule.
-//! - [`stage`]: the stage call contract, the [`stage::Stage`] trait and the harness serving it.
+//! - [`stage`]: the stage call contract, the [`stage::Stage`] trait and the harness serving it;
+//!   [`claim`]: a call's claim on its work, so one key runs at most once at a time.
 //! - [`gateway`]: the client that invokes functions through the OpenFaaS gateway.
 //! - [`retry`]: the one retry policy type.
 //! - [`server`], [`telemetry`]: serving a router with graceful shutdown; logging set-up.
 //! - [`tool`]: running ffmpeg and friends.
 
+pub mod claim;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -3,14 +3,19 @@
 //! The orchestrator POSTs a [`StageCall`] to a stage function through the gateway. The
 //! harness validates it, and if the stage's `manifest.json` already holds the answer for the
 //! same idempotency key it returns that without redoing work (gateway async delivery is
-//! at-least-once). Otherwise it runs the stage in a fresh work directory and writes the
-//! [`Manifest`] last, so a manifest's presence means every output it names is complete.
+//! at-least-once). Otherwise it claims the work ([`crate::claim`]): a call that finds the
+//! work claimed by another (a duplicate delivery, a retry while the first still runs) waits
+//! for that work's manifest instead of doing it again. The claimant runs the stage in a
+//! fresh work directory, on a task of its own so the work outlives a caller that went away
+//! (its retry finds the manifest), and writes the [`Manifest`] last, so a manifest's
+//! presence means every output it names is complete.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -22,8 +27,10 @@ use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::claim::{self, Acquired, Claim};
 use crate::config::{StageConfig, env_lookup};
 use crate::error::{ApiError, BodyLimit, JsonBody};
 use crate::gateway::COLD_START as COLD_START_HEADER;
@@ -235,17 +242,58 @@ struct Harness<S> {
     storage: Storage,
     started: Instant,
     first_call: FirstCall,
+    /// Work under way, each on a task of its own; shutdown waits for them.
+    work: TaskTracker,
+    claim_ttl: Duration,
+    /// Names this process's claims: unique per process, with a count per call.
+    holder: String,
+    calls: AtomicU64,
 }
+
+impl<S> Harness<S> {
+    fn next_holder(&self) -> String {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        format!("{}/{n}", self.holder)
+    }
+}
+
+/// How a harness serves: its limits and where its work is tracked.
+#[derive(Debug, Clone)]
+pub struct HarnessOptions {
+    pub body_limit: usize,
+    pub claim_ttl: Duration,
+    /// The tasks doing the stage's work; a binary waits for them when it stops.
+    pub work: TaskTracker,
+}
+
+impl HarnessOptions {
+    /// A body limit, the default claim life, and a tracker of its own.
+    pub fn new(body_limit: usize) -> Self {
+        Self {
+            body_limit,
+            claim_ttl: claim::DEFAULT_TTL,
+            work: TaskTracker::new(),
+        }
+    }
+}
+
+/// How long a caller that found the work claimed waits, between looks at the manifest.
+const CLAIM_POLL: Duration = Duration::from_millis(200);
 
 /// The router serving a stage: `POST /` runs it, `GET /healthz` says it is up; any other
 /// route is a JSON 404. The answer to a cold call says so ([`readiness`]'s rule).
-pub fn router<S: Stage>(stage: S, storage: Storage, body_limit: usize) -> Router {
+pub fn router<S: Stage>(stage: S, storage: Storage, options: HarnessOptions) -> Router {
     let harness = Arc::new(Harness {
         stage,
         storage,
         started: readiness::mark_started(),
         first_call: FirstCall::default(),
+        work: options.work,
+        claim_ttl: options.claim_ttl,
+        holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        calls: AtomicU64::new(0),
     });
+    let body_limit = options.body_limit;
     let routes = Router::new().route("/", post(handle::<S>)).route(
         "/healthz",
         get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -263,7 +311,7 @@ async fn handle<S: Stage>(
     let arrived = Instant::now();
     let first = h.first_call.take();
     let answer = match body {
-        Ok(JsonBody(call)) => serve(&h, &headers, call).await,
+        Ok(JsonBody(call)) => serve(h.clone(), &headers, call).await,
         Err(e) => Err(e),
     };
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
@@ -278,7 +326,7 @@ async fn handle<S: Stage>(
 }
 
 async fn serve<S: Stage>(
-    h: &Harness<S>,
+    h: Arc<Harness<S>>,
     headers: &axum::http::HeaderMap,
     call: StageCall<S::Input>,
 ) -> Result<Response, ApiError> {
@@ -299,45 +347,114 @@ async fn serve<S: Stage>(
             .and_then(|v| v.to_str().ok()),
     );
     async move {
-        let manifest_key = keys::manifest(&call.output_prefix());
-        if let Some((done, _)) = h
-            .storage
-            .get_json::<Manifest<S::Output>>(&manifest_key)
-            .await
-            .map_err(StageError::from)?
-            && done.idempotency_key == call.idempotency_key
-        {
-            tracing::info!("manifest already written, returning it");
-            return Ok(reused(Json(done).into_response()));
+        let prefix = call.output_prefix();
+        let manifest_key = keys::manifest(&prefix);
+        let mut waited = false;
+        loop {
+            if let Some((done, _)) = h
+                .storage
+                .get_json::<Manifest<S::Output>>(&manifest_key)
+                .await
+                .map_err(StageError::from)?
+                && done.idempotency_key == call.idempotency_key
+            {
+                tracing::info!(waited, "manifest already written, returning it");
+                return Ok(reused(Json(done).into_response()));
+            }
+            let holder = h.next_holder();
+            let acquired =
+                claim::acquire(&h.storage, &prefix, &holder, &call.idempotency_key, h.claim_ttl)
+                    .await
+                    .map_err(StageError::from)?;
+            match acquired {
+                Acquired::Mine(claim) => return work(h, call, claim).await,
+                Acquired::Held(by) => {
+                    if !waited {
+                        tracing::info!(holder = %by.holder, "this work is under way elsewhere; waiting for its manifest");
+                        waited = true;
+                    }
+                    // Until the manifest comes, or the claim is released (the work failed:
+                    // this call tries it) or lapses (its holder died: this call takes it
+                    // over). The caller's own timeout bounds the wait.
+                    tokio::time::sleep(CLAIM_POLL).await;
+                }
+            }
         }
-        let started_at = Utc::now();
-        let clock = Instant::now();
-        let ctx = StageContext {
-            storage: &h.storage,
-            workdir: OnceLock::new(),
-        };
-        let produced = h.stage.run(&ctx, &call).await?;
-        let manifest = Manifest {
-            stage: call.stage.clone(),
-            request_id: call.request_id.clone(),
-            clip: call.clip.clone(),
-            idempotency_key: call.idempotency_key.clone(),
-            outputs: produced.outputs,
-            data: produced.data,
-            started_at,
-            ended_at: Utc::now(),
-            work_ms: clock.elapsed().as_millis() as u64,
-            peak_rss_kb: peak_rss_kb(),
-        };
-        h.storage
-            .put_json(&manifest_key, &manifest)
-            .await
-            .map_err(StageError::from)?;
-        tracing::info!(work_ms = manifest.work_ms, "stage done");
-        Ok((StatusCode::OK, Json(manifest)).into_response())
     }
     .instrument(span)
     .await
+}
+
+/// Does the claimed work on a task of its own, so that it finishes and writes its manifest
+/// even if this call's caller goes away; answers this call with its outcome.
+async fn work<S: Stage>(
+    h: Arc<Harness<S>>,
+    call: StageCall<S::Input>,
+    mut claim: Claim,
+) -> Result<Response, ApiError> {
+    let (answer, outcome) = tokio::sync::oneshot::channel();
+    let worker = h.clone();
+    h.work.spawn(
+        async move {
+            tracing::info!(idempotency_key = %call.idempotency_key, "stage work started");
+            let done = tokio::select! {
+                done = run_to_manifest(&worker, &call) => Ok(done),
+                lost = claim.keep(&worker.storage) => Err(StageError::Unavailable {
+                    code: "claim_lost",
+                    message: format!("this call's claim on its work was lost: {lost}"),
+                }),
+            };
+            // A lost claim is someone else's now: it is not ours to remove.
+            let done = match done {
+                Ok(done) => {
+                    claim.release(&worker.storage).await;
+                    done
+                }
+                Err(lost) => Err(lost),
+            };
+            // The caller may be gone; the manifest is what its retry finds.
+            let _ = answer.send(done);
+        }
+        .in_current_span(),
+    );
+    match outcome.await {
+        Ok(Ok(manifest)) => Ok((StatusCode::OK, Json(manifest)).into_response()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::internal(
+            "the stage's work ended without an answer",
+        )),
+    }
+}
+
+/// Runs the stage in a fresh work directory and writes its manifest, last.
+async fn run_to_manifest<S: Stage>(
+    h: &Harness<S>,
+    call: &StageCall<S::Input>,
+) -> Result<Manifest<S::Output>, StageError> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let ctx = StageContext {
+        storage: &h.storage,
+        workdir: OnceLock::new(),
+    };
+    let produced = h.stage.run(&ctx, call).await?;
+    let manifest = Manifest {
+        stage: call.stage.clone(),
+        request_id: call.request_id.clone(),
+        clip: call.clip.clone(),
+        idempotency_key: call.idempotency_key.clone(),
+        outputs: produced.outputs,
+        data: produced.data,
+        started_at,
+        ended_at: Utc::now(),
+        work_ms: clock.elapsed().as_millis() as u64,
+        peak_rss_kb: peak_rss_kb(),
+    };
+    h.storage
+        .put_json(&keys::manifest(&call.output_prefix()), &manifest)
+        .await?;
+    tracing::info!(work_ms = manifest.work_ms, "stage done");
+    Ok(manifest)
 }
 
 /// This process's peak resident set size in KiB, where the OS tells it (Linux).
@@ -377,10 +494,25 @@ pub async fn main<S: Stage>(stage: S) -> MainResult {
         "listening"
     );
     let storage = Storage::connect(&config.s3).await;
-    let app = router(stage, storage, config.body_limit);
+    let options = HarnessOptions {
+        body_limit: config.body_limit,
+        claim_ttl: config.claim_ttl,
+        work: TaskTracker::new(),
+    };
+    let work = options.work.clone();
+    let app = router(stage, storage, options);
     crate::server::serve(listener, app, crate::server::shutdown_signal()).await?;
+    // Work whose callers went away still finishes, within the drain window, so that its
+    // manifest is there for their retries; what does not is cut off with the process.
+    work.close();
+    if tokio::time::timeout(WORK_DRAIN, work.wait()).await.is_err() {
+        tracing::warn!("stopping with stage work unfinished; its claim will lapse");
+    }
     Ok(())
 }
+
+/// How long a stopping stage waits for work whose callers went away.
+const WORK_DRAIN: Duration = Duration::from_secs(20);
 
 /// What a binary's `main` returns: any error, boxed, so the library needs no `anyhow`.
 pub type MainResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -452,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn routes_and_errors_have_one_shape() {
-        let app = router(Echo, unreachable_store().await, 1024);
+        let app = router(Echo, unreachable_store().await, HarnessOptions::new(1024));
         let (status, body) = call(
             app.clone(),
             Request::get("/healthz").body(Body::empty()).unwrap(),
@@ -500,7 +632,7 @@ mod tests {
     #[tokio::test]
     async fn chunked_bodies_without_content_length_are_read() {
         // of-watchdog forwards bodies chunked; the wrong stage name proves the body was parsed.
-        let app = router(Echo, unreachable_store().await, 1024);
+        let app = router(Echo, unreachable_store().await, HarnessOptions::new(1024));
         let text = call_json("stage-other").to_string();
         let chunks: Vec<Result<String, std::io::Error>> = text
             .as_bytes()
@@ -547,7 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_store_is_a_retryable_503() {
-        let app = router(Echo, unreachable_store().await, 1024);
+        let app = router(Echo, unreachable_store().await, HarnessOptions::new(1024));
         let (status, body) = call(app, post(Body::from(call_json("stage-echo").to_string()))).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["error"]["code"], "storage_unavailable");

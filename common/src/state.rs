@@ -25,6 +25,41 @@ pub struct Submission {
     /// Where fave POSTs the result (or the failure) when the request ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Which addresses fave may reach on this request's behalf, fixed by the replica that
+    /// accepted it; `None` in requests accepted before it was recorded (they go by the mode
+    /// of the replica at hand, as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+}
+
+/// Where a request's URLs may lead: its input, every redirect, its callback. A request
+/// accepted in cluster mode keeps the address guard on whichever replica later fetches its
+/// input or delivers its callback, a local-mode one included; the stricter of the request's
+/// reach and the replica's mode wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// Public addresses only, http(s) and s3:// inputs (cluster mode).
+    Public,
+    /// Any address, loopback and private ones included, and file:// inputs (local mode).
+    Any,
+}
+
+impl Reach {
+    /// The reach of a request accepted by a replica in `local_mode`.
+    pub fn of_mode(local_mode: bool) -> Self {
+        if local_mode {
+            Reach::Any
+        } else {
+            Reach::Public
+        }
+    }
+
+    /// Whether a replica in `local_mode` may take a request of `reach` to internal
+    /// addresses (and file:// inputs): only when both say so.
+    pub fn allows_internal(reach: Option<Reach>, local_mode: bool) -> bool {
+        local_mode && reach != Some(Reach::Public)
+    }
 }
 
 /// The replica regime a request runs under; see stack.yml.
@@ -342,12 +377,20 @@ pub struct InputObject {
 /// How the delivery of fave's own callback went (`Submission::callback_url`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackDelivery {
+    /// Attempts begun, by every replica: one budget per request.
     pub attempts: u32,
     pub delivered_at: Option<DateTime<Utc>>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     /// Delivery stopped for good: the receiver refused it, or every attempt failed.
     pub gave_up: bool,
+    /// An attempt is under way until then (recorded before it is sent): no other replica
+    /// sends meanwhile. One that died mid-attempt leaves it to lapse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_until: Option<DateTime<Utc>>,
+    /// The next attempt is not before then (the backoff, shared by every replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// Who drives a request, until when.
@@ -482,11 +525,116 @@ impl RequestState {
             .iter_mut()
             .chain(self.clips.iter_mut().flat_map(|c| &mut c.tasks))
     }
+
+    /// Records every task still in flight (running, or waiting to retry) as failed with
+    /// code `abandoned`, for a request that ends without waiting for them (it failed, or
+    /// was cancelled): no task of an ended request claims to be running. Their answers, if
+    /// they come, are absorbed.
+    pub fn abandon_in_flight(
+        &mut self,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        for task in self.tasks_mut() {
+            if matches!(task.status, StageStatus::Running | StageStatus::Retrying) {
+                task.apply(
+                    StageEvent::Fail {
+                        code: "abandoned".into(),
+                        detail: format!("not waited for: {why}"),
+                    },
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_addresses_need_both_the_request_and_the_replica_in_local_mode() {
+        use Reach::{Any, Public};
+        for (reach, local, allowed) in [
+            (Some(Any), true, true),
+            (Some(Any), false, false),
+            (Some(Public), true, false),
+            (Some(Public), false, false),
+            (None, true, true),
+            (None, false, false),
+        ] {
+            assert_eq!(
+                Reach::allows_internal(reach, local),
+                allowed,
+                "{reach:?} {local}"
+            );
+        }
+        assert_eq!(Reach::of_mode(true), Any);
+        assert_eq!(Reach::of_mode(false), Public);
+    }
+
+    #[test]
+    fn tasks_in_flight_are_abandoned_and_their_late_answers_absorbed() {
+        let now = Utc::now();
+        let sub: Submission =
+            serde_json::from_str(r#"{"video_uri":"s3://b/k","query":null,"profile":"warm"}"#)
+                .unwrap();
+        let stages = ["a", "b", "c", "d"].map(|n| StageState::new(n.parse().unwrap(), "f"));
+        let mut r = RequestState::new("r1".parse().unwrap(), sub, stages.to_vec(), now);
+        r.apply(RequestEvent::Start, now).unwrap();
+        let [done, running, retrying, _pending] = &mut r.stages[..] else {
+            panic!("four stages");
+        };
+        done.apply(StageEvent::Start, now).unwrap();
+        done.apply(
+            StageEvent::Succeed {
+                outputs: BTreeMap::new(),
+            },
+            now,
+        )
+        .unwrap();
+        running.apply(StageEvent::Start, now).unwrap();
+        retrying.apply(StageEvent::Start, now).unwrap();
+        let retry = StageEvent::Retry {
+            code: "http_503".into(),
+            detail: "d".into(),
+        };
+        retrying.apply(retry, now).unwrap();
+        r.abandon_in_flight("the request was cancelled", now)
+            .unwrap();
+        r.apply(RequestEvent::Cancel, now).unwrap();
+        let statuses: Vec<StageStatus> = r.stages.iter().map(|s| s.status).collect();
+        use StageStatus::{Failed, Pending, Succeeded};
+        assert_eq!(statuses, [Succeeded, Failed, Failed, Pending]);
+        for abandoned in &r.stages[1..3] {
+            let failure = abandoned.failure.as_ref().unwrap();
+            assert_eq!(failure.error_code, "abandoned");
+        }
+        let attempt = r.stages[1].attempts.last().unwrap();
+        assert!(attempt.ended_at.is_some(), "the open attempt is closed");
+        // The abandoned call's answer, when it comes, changes nothing.
+        let late = StageEvent::Succeed {
+            outputs: BTreeMap::new(),
+        };
+        assert!(!r.stages[1].apply(late, now).unwrap());
+        assert_eq!(r.stages[1].status, Failed);
+    }
+
+    #[test]
+    fn a_submission_recorded_before_its_reach_reads_as_none() {
+        let old: Submission =
+            serde_json::from_str(r#"{"video_uri":"s3://b/k","query":null,"profile":"warm"}"#)
+                .unwrap();
+        assert_eq!(old.reach, None);
+        let new = Submission {
+            reach: Some(Reach::Public),
+            ..old
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""reach":"public""#), "{text}");
+    }
 
     fn fail() -> RequestEvent {
         RequestEvent::Fail {
@@ -638,6 +786,7 @@ mod tests {
             query: None,
             profile: Profile::Warm,
             callback_url: Some("https://example.com/done".into()),
+            reach: None,
         };
         let mut r = RequestState::new("r1".parse().unwrap(), sub, vec![], now);
         assert!(!r.callback_pending(), "not before the end");

@@ -20,6 +20,9 @@ use crate::supervisor::{Function, Replica, SupervisorOptions};
 const GRACE: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A process that served this long before it ended starts the backoff over, as a pod's
+/// CrashLoopBackOff resets after it ran fine: only crashes close together are slowed.
+const HEALTHY_RESETS_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(crate) struct Runner {
     function: Arc<Function>,
@@ -43,7 +46,19 @@ enum Ended {
     /// The slot is no longer wanted.
     ScaledDown,
     /// It exited, never got healthy, or could not be spawned: start again after a pause.
-    Failed,
+    /// `served` is how long it was healthy (zero if never).
+    Failed { served: Duration },
+}
+
+/// The pause before the next start after a failed process that served for `served`, and
+/// the backoff after that one.
+fn backoff_after(backoff: Duration, served: Duration) -> (Duration, Duration) {
+    let wait = if served >= HEALTHY_RESETS_BACKOFF {
+        FIRST_BACKOFF
+    } else {
+        backoff
+    };
+    (wait, (wait * 2).min(MAX_BACKOFF))
 }
 
 impl Runner {
@@ -100,12 +115,13 @@ impl Runner {
             match self.run_process().await {
                 Ended::Shutdown => return,
                 Ended::ScaledDown => backoff = FIRST_BACKOFF,
-                Ended::Failed => {
+                Ended::Failed { served } => {
+                    let (wait, next) = backoff_after(backoff, served);
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                         () = stopping(&mut self.shutdown) => return,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = next;
                 }
             }
         }
@@ -120,7 +136,9 @@ impl Runner {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(function = %name, replica = index, error = %e, "could not start function");
-                return Ended::Failed;
+                return Ended::Failed {
+                    served: Duration::ZERO,
+                };
             }
         };
         self.replica().record_start(child.id());
@@ -135,7 +153,9 @@ impl Runner {
                 tracing::warn!(function = %name, replica = index, "function not healthy in time; restarting");
                 let _ = child.kill().await;
                 self.replica().clear_pid();
-                return Ended::Failed;
+                return Ended::Failed {
+                    served: Duration::ZERO,
+                };
             }
             Err(ended) => {
                 terminate(&mut child).await;
@@ -156,11 +176,12 @@ impl Runner {
             cold_start_ms = cold_start.as_secs_f64() * 1000.0,
             "function healthy"
         );
+        let healthy_at = Instant::now();
         let ended = tokio::select! {
             status = child.wait() => {
                 self.function.mark_not_ready(index);
                 tracing::warn!(function = %name, replica = index, ?status, "function exited; restarting");
-                Ended::Failed
+                Ended::Failed { served: healthy_at.elapsed() }
             }
             () = unwanted(&mut self.desired, index) => {
                 self.function.mark_not_ready(index);
@@ -278,4 +299,27 @@ async fn terminate(child: &mut Child) {
         }
     }
     let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crashes_close_together_back_off_and_a_process_that_served_starts_it_over() {
+        let quick = Duration::from_millis(50);
+        let mut backoff = FIRST_BACKOFF;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let (wait, next) = backoff_after(backoff, quick);
+            waits.push(wait);
+            backoff = next;
+        }
+        assert_eq!(waits[0], FIRST_BACKOFF);
+        assert_eq!(waits[1], FIRST_BACKOFF * 2);
+        assert_eq!(*waits.last().unwrap(), MAX_BACKOFF, "capped: {waits:?}");
+        // After a process that ran fine for a while, the next crash waits the least again.
+        let (wait, next) = backoff_after(backoff, HEALTHY_RESETS_BACKOFF);
+        assert_eq!((wait, next), (FIRST_BACKOFF, FIRST_BACKOFF * 2));
+    }
 }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use fave_common::ids::RequestId;
 use fave_common::keys::RequestKeys;
 use fave_common::retry::RetryPolicy;
-use fave_common::state::{RequestState, RequestStatus};
+use fave_common::state::{CallbackDelivery, RequestState, RequestStatus};
 use fave_common::storage::Storage;
 use serde_json::{Value, json};
 
@@ -33,13 +33,17 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delivers the callback of ended request `id`, if it has one still due, then takes the
 /// request out of the active index.
+///
+/// Every replica may try (the resumer finds the request on each), so each attempt is
+/// recorded in `state.json` before it is sent, with the time it may take
+/// (`sending_until`): a replica that finds an attempt under way leaves it be, and the count
+/// of attempts and the time of the next (`next_at`) are the request's, not a replica's.
 pub async fn deliver(
     storage: &Storage,
-    http: &reqwest::Client,
+    clients: &crate::guard::UserClients,
     holder: &LeaseHolder,
     id: &RequestId,
 ) -> Result<(), DriveError> {
-    let mut delays = POLICY.delays();
     loop {
         let Some(mut t) = Tracked::load(storage.clone(), id, holder.clone()).await? else {
             return Ok(());
@@ -47,64 +51,130 @@ pub async fn deliver(
         if !t.state.callback_pending() {
             break;
         }
-        let shown = t.state.submission.callback_url.clone().unwrap_or_default();
-        let url = crate::credentials::callback_url(storage, id, &shown).await?;
-        let body = payload(storage, &t.state).await?;
-        let sent = http
-            .post(&url)
-            .header("x-fave-request-id", id.as_str())
-            .header("x-fave-status", t.state.status.as_str())
-            .json(&body)
-            .timeout(ATTEMPT_TIMEOUT)
-            .send()
-            .await;
         let mut record = t.state.callback.clone().unwrap_or_default();
+        let now = Utc::now();
+        if record.sending_until.is_some_and(|until| until > now) {
+            // Another replica's attempt is under way: it records how it went.
+            return Ok(());
+        }
+        if let Some(wait) = record.next_at.and_then(|at| (at - now).to_std().ok()) {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        if record.attempts >= POLICY.max_attempts {
+            // A replica died after the last attempt, before recording that it gave up.
+            record.gave_up = true;
+            t.state.callback = Some(record);
+            match t.commit().await {
+                Err(DriveError::Superseded) => continue,
+                other => other?,
+            }
+            break;
+        }
         record.attempts += 1;
-        let again = match sent {
-            Ok(answer) if answer.status().is_success() => {
-                record.delivered_at = Some(Utc::now());
-                record.last_status = Some(answer.status().as_u16());
-                record.last_error = None;
-                false
-            }
-            Ok(answer) => {
-                let status = answer.status().as_u16();
-                record.last_status = Some(status);
-                record.last_error = Some(format!("the receiver answered {status}"));
-                status >= 500 || status == 408 || status == 429
-            }
-            Err(e) => {
-                let forbidden = crate::guard::forbidden_in(&e);
-                record.last_status = None;
-                record.last_error = Some(match &forbidden {
-                    Some(f) => f.to_string(),
-                    None => format!("sending: {}", e.without_url()),
-                });
-                forbidden.is_none()
-            }
-        };
-        let wait = if again { delays.next() } else { None };
-        record.gave_up = record.delivered_at.is_none() && wait.is_none();
-        let delivered = record.delivered_at.is_some();
-        t.state.callback = Some(record);
-        // Losing this write means another replica is delivering: it carries on.
+        record.sending_until = Some(now + ATTEMPT_TIMEOUT + ATTEMPT_MARGIN);
+        record.next_at = None;
+        t.state.callback = Some(record.clone());
+        // Losing this write means another replica moved first: read again.
         match t.commit().await {
-            Err(DriveError::Superseded) => return Ok(()),
+            Err(DriveError::Superseded) => continue,
             other => other?,
         }
-        match wait {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => {
-                if !delivered {
-                    tracing::warn!(request_id = %id, "callback not delivered; giving up");
-                }
-                break;
-            }
+        let again = attempt(storage, clients, &t.state, id, &mut record).await?;
+        record.sending_until = None;
+        let delay = if again {
+            POLICY.delays().nth(record.attempts as usize - 1)
+        } else {
+            None
+        };
+        record.next_at = delay.map(|d| Utc::now() + d);
+        record.gave_up = record.delivered_at.is_none() && delay.is_none();
+        let (delivered, gave_up) = (record.delivered_at.is_some(), record.gave_up);
+        t.state.callback = Some(record);
+        match t.commit().await {
+            // Only this replica writes while its attempt is recorded as under way; a lost
+            // write means its attempt outlived `sending_until`: read again.
+            Err(DriveError::Superseded) => continue,
+            other => other?,
+        }
+        if gave_up && !delivered {
+            tracing::warn!(request_id = %id, "callback not delivered; giving up");
         }
     }
     crate::credentials::retire(storage, id).await?;
     Ok(())
 }
+
+/// Room beyond an attempt's own timeout before other replicas take its silence for death.
+const ATTEMPT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One attempt at delivery, recorded in `record`; whether another should follow.
+async fn attempt(
+    storage: &Storage,
+    clients: &crate::guard::UserClients,
+    state: &RequestState,
+    id: &RequestId,
+    record: &mut CallbackDelivery,
+) -> Result<bool, DriveError> {
+    let shown = state.submission.callback_url.clone().unwrap_or_default();
+    let url = crate::credentials::callback_url(storage, id, &shown).await?;
+    let body = payload(storage, state).await?;
+    // Guarded as the request was accepted, whatever this replica's mode; an address
+    // written in the URL is judged here, since it is never resolved.
+    let (http, allow_internal) = clients.for_reach(state.submission.reach);
+    let refused = url::Url::parse(&url)
+        .map_err(|e| e.to_string())
+        .and_then(|u| crate::guard::check_url(&u, allow_internal).map_err(|e| e.to_string()));
+    let sent = match refused {
+        Err(reason) => Err(Refused(reason)),
+        Ok(()) => http
+            .post(&url)
+            .header("x-fave-request-id", id.as_str())
+            .header("x-fave-status", state.status.as_str())
+            .json(&body)
+            .timeout(ATTEMPT_TIMEOUT)
+            .send()
+            .await
+            .map_err(Sent),
+    };
+    Ok(match sent {
+        Ok(answer) if answer.status().is_success() => {
+            record.delivered_at = Some(Utc::now());
+            record.last_status = Some(answer.status().as_u16());
+            record.last_error = None;
+            false
+        }
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            record.last_status = Some(status);
+            record.last_error = Some(format!("the receiver answered {status}"));
+            status >= 500 || status == 408 || status == 429
+        }
+        Err(Refused(reason)) => {
+            record.last_status = None;
+            record.last_error = Some(reason);
+            false
+        }
+        Err(Sent(e)) => {
+            let forbidden = crate::guard::forbidden_in(&e);
+            record.last_status = None;
+            record.last_error = Some(match &forbidden {
+                Some(f) => f.to_string(),
+                None => format!("sending: {}", e.without_url()),
+            });
+            forbidden.is_none()
+        }
+    })
+}
+
+/// Why an attempt at delivery did not get an answer.
+enum Unsent {
+    /// The guard refused the URL before anything was sent: final.
+    Refused(String),
+    /// Sending failed (connect, timeout, or the guard at resolution).
+    Sent(reqwest::Error),
+}
+use Unsent::{Refused, Sent};
 
 /// What the receiver gets: final.json, or the failure in the one error shape.
 async fn payload(storage: &Storage, state: &RequestState) -> Result<Value, DriveError> {

@@ -269,7 +269,8 @@ fn lease(holder: &LeaseHolder, now: DateTime<Utc>) -> Lease {
 pub struct Driver<'a> {
     pub storage: &'a Storage,
     pub gateway: &'a GatewayClient,
-    pub http: &'a reqwest::Client,
+    /// The clients for users' URLs; each request gets the one its reach allows.
+    pub http: &'a crate::guard::UserClients,
     pub stages: &'a [StageSpec],
     pub invocations: &'a Semaphore,
     /// At most this many clips move through the per-clip chain at once.
@@ -280,7 +281,6 @@ pub struct Driver<'a> {
     pub max_stage_timeout: Duration,
     /// How long a stage call is retried while the platform fails it.
     pub platform_retry_window: Duration,
-    pub local_mode: bool,
     pub input_limits: Limits,
 }
 
@@ -361,17 +361,7 @@ impl Driver<'_> {
         {
             let now = Utc::now();
             let state = &mut t.lock().await.state;
-            for other in state.tasks_mut() {
-                if matches!(other.status, StageStatus::Running | StageStatus::Retrying) {
-                    other.apply(
-                        StageEvent::Fail {
-                            code: "abandoned".into(),
-                            detail: format!("not waited for: the request failed at {task}"),
-                        },
-                        now,
-                    )?;
-                }
-            }
+            state.abandon_in_flight(&format!("the request failed at {task}"), now)?;
             state.apply(
                 RequestEvent::Fail {
                     code: failure.code(),
@@ -576,7 +566,7 @@ impl Driver<'_> {
     ) -> Result<bool, DriveError> {
         // The lock is not held while the video is fetched and uploaded (minutes, for a large
         // one), so the heartbeat keeps the lease meanwhile.
-        let (id, uri) = {
+        let (id, uri, reach) = {
             let t = t.lock().await;
             if t.state.input.is_some() {
                 return Ok(true);
@@ -584,14 +574,17 @@ impl Driver<'_> {
             (
                 t.state.request_id.clone(),
                 t.state.submission.video_uri.clone(),
+                t.state.submission.reach,
             )
         };
         // The whole URI, with the secret state.json does not keep.
         let shown = uri;
         let uri = crate::credentials::video_uri(self.storage, &id, &shown).await?;
-        let fetched = match (prefetched, Source::parse(&uri, self.local_mode)) {
+        // Guarded as the request was accepted, whatever this replica's mode.
+        let (http, allow_internal) = self.http.for_reach(reach);
+        let fetched = match (prefetched, Source::parse(&uri, allow_internal)) {
             (Some(f), Ok(source)) => Ok((f, source)),
-            (None, Ok(source)) => input::fetch(&source, self.storage, self.http, self.input_limits)
+            (None, Ok(source)) => input::fetch(&source, self.storage, http, self.input_limits)
                 .await
                 .map(|f| (f, source)),
             (_, Err(e)) => Err(e),
@@ -775,14 +768,11 @@ impl Driver<'_> {
                     commit_shared(shared).await?;
                     return Ok(Ok(()));
                 }
-                Ok((invocation, Err(e))) => InvokeError::Status {
+                Ok((invocation, Err(e))) => InvokeError::BadAnswer {
                     function: spec.function.clone(),
                     status: invocation.status,
                     call_id: invocation.call_id,
-                    code: "bad_stage_answer".into(),
-                    message: format!("the answer is not a manifest: {e}"),
-                    openfaas_internal: false,
-                    own_retryable: Some(false),
+                    message: format!("not a manifest: {e}"),
                 },
                 Err(failure) => failure,
             };
@@ -1017,6 +1007,7 @@ mod tests {
             query: None,
             profile: Default::default(),
             callback_url: None,
+            reach: None,
         };
         let mut state = RequestState::new("r1".parse().unwrap(), submission, stages, Utc::now());
         let index = |name: &str| once.iter().position(|s| s.name == name).unwrap();

@@ -13,6 +13,10 @@ use std::error::Error;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use fave_common::state::Reach;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
@@ -176,6 +180,46 @@ impl Resolve for GuardedResolver {
             Ok(addrs)
         })
     }
+}
+
+/// The HTTP clients for users' URLs (inputs, callbacks): a guarded one always, and in local
+/// mode an unguarded one too. Which a request gets is decided by [`UserClients::for_reach`],
+/// so a request accepted in cluster mode is guarded wherever it is driven.
+#[derive(Debug, Clone)]
+pub struct UserClients {
+    guarded: reqwest::Client,
+    unguarded: Option<reqwest::Client>,
+}
+
+impl UserClients {
+    /// The clients of a replica in `local_mode`.
+    pub fn new(local_mode: bool) -> Self {
+        Self {
+            guarded: client(false),
+            unguarded: local_mode.then(|| client(true)),
+        }
+    }
+
+    /// The client for a request of `reach`, and whether it may go to internal addresses:
+    /// only when the request and this replica both allow it.
+    pub fn for_reach(&self, reach: Option<Reach>) -> (&reqwest::Client, bool) {
+        match &self.unguarded {
+            Some(unguarded) if Reach::allows_internal(reach, true) => (unguarded, true),
+            _ => (&self.guarded, false),
+        }
+    }
+}
+
+fn client(allow_internal: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(redirect_policy(allow_internal))
+        .dns_resolver(Arc::new(GuardedResolver { allow_internal }))
+        // Never through a proxy from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY: the proxy would
+        // resolve and connect, and the guard would see nothing of it.
+        .no_proxy()
+        .build()
+        .expect("a client with a connect timeout and a redirect policy always builds")
 }
 
 /// Whether an error (of reqwest, say) was caused by the guard.

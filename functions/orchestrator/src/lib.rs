@@ -37,7 +37,7 @@ use fave_common::gateway::{CALL_ID, GatewayClient};
 use fave_common::ids::{RequestId, StageName};
 use fave_common::keys::{self, RequestKeys};
 use fave_common::state::{
-    Profile, RequestEvent, RequestState, RequestStatus, StageState, Submission, Transition,
+    Profile, Reach, RequestEvent, RequestState, RequestStatus, StageState, Submission, Transition,
 };
 use fave_common::storage::{Storage, StorageError};
 use futures::StreamExt;
@@ -58,7 +58,7 @@ pub struct App {
     pub config: OrchestratorConfig,
     pub storage: Storage,
     pub gateway: GatewayClient,
-    http: reqwest::Client,
+    http: guard::UserClients,
     stages: Vec<StageSpec>,
     params: pipeline::Params,
     pub metrics: metrics::Metrics,
@@ -77,16 +77,7 @@ impl App {
         let gateway = GatewayClient::new(config.gateway_url.clone());
         // Videos (and callbacks) are fetched from URLs users give: outside local mode, never
         // from internal addresses (see `guard`).
-        let allow_internal = config.local_mode;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(guard::redirect_policy(allow_internal))
-            .dns_resolver(Arc::new(guard::GuardedResolver { allow_internal }))
-            // Never through a proxy from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY: the proxy would
-            // resolve and connect, and the guard above would see nothing of it.
-            .no_proxy()
-            .build()
-            .expect("a client with a connect timeout and a redirect policy always builds");
+        let http = guard::UserClients::new(config.local_mode);
         let invocations = Semaphore::new(config.max_concurrent_invocations);
         let params = pipeline::Params {
             clip_min_s: config.clip_min_s,
@@ -143,7 +134,6 @@ impl App {
             metrics: &self.metrics,
             max_stage_timeout: self.config.stage_timeout,
             platform_retry_window: self.config.platform_retry_window,
-            local_mode: self.config.local_mode,
             input_limits: self.limits(),
         }
     }
@@ -584,6 +574,7 @@ pub fn validate(body: SubmitBody, local_mode: bool) -> Result<(Submission, Sourc
         query,
         profile: body.profile.unwrap_or_default(),
         callback_url: body.callback_url,
+        reach: Some(Reach::of_mode(local_mode)),
     };
     Ok((submission, source))
 }
@@ -624,7 +615,8 @@ async fn submit(
         return Ok(replay(&app, existing, &submission, window).await);
     }
     // Nothing is written before the video is known to exist and be within limits.
-    let fetched = input::fetch(&source, &app.storage, &app.http, app.limits()).await?;
+    let (http, _) = app.http.for_reach(submission.reach);
+    let fetched = input::fetch(&source, &app.storage, http, app.limits()).await?;
 
     let id = idempotent.clone().unwrap_or_else(RequestId::generate);
     // Claimed before anything is written, so the resumer cannot take the new request over
@@ -1021,8 +1013,10 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<R
                 format!("request {id} is {status:?}"),
             ));
         }
+        let now = Utc::now();
         t.state
-            .apply(RequestEvent::Cancel, Utc::now())
+            .abandon_in_flight("the request was cancelled", now)
+            .and_then(|()| t.state.apply(RequestEvent::Cancel, now))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         match t.commit().await {
             Ok(()) => {

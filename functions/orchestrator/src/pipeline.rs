@@ -312,6 +312,7 @@ mod tests {
             query: None,
             profile: Default::default(),
             callback_url: None,
+            reach: None,
         };
         let state = RequestState::new(
             "r1".parse().unwrap(),
@@ -392,6 +393,7 @@ mod tests {
             query: None,
             profile: Default::default(),
             callback_url: None,
+            reach: None,
         };
         let names = ["stage-ffmpeg-0", "stage-ffmpeg-0-video", "stage-audio"];
         let mut state = RequestState::new(

@@ -611,3 +611,71 @@ async fn credentials_in_urls_are_used_and_then_kept_nowhere() {
         "nothing is kept once the request owes nothing"
     );
 }
+
+/// Three orchestrator replicas on one bucket, each of which finds the ended request in the
+/// active index: its callback is still sent one attempt at a time, and no more often than
+/// the one budget (8 attempts) allows, to a receiver that always answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_has_one_budget_and_one_attempt_at_a_time_across_replicas() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let app = {
+        let (posts, now, most) = (posts.clone(), now.clone(), most.clone());
+        axum::Router::new().fallback(move || {
+            let (posts, now, most) = (posts.clone(), now.clone(), most.clone());
+            async move {
+                posts.fetch_add(1, Ordering::SeqCst);
+                let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(at_once, Ordering::SeqCst);
+                // Long enough for another replica to start a second attempt, were it to.
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}/done", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t = TestStack::start_with_replicas(
+        &[("FAVE_RESUME_INTERVAL_MS", "200"), ("FAVE_LEASE_SECS", "3")],
+        &[("orchestrator", 3)],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fake = dir.path().join("fake.mp4");
+    std::fs::write(&fake, "not a video").expect("written");
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&fake), "callback_url": url }))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let id: fave_common::ids::RequestId = crate::util::request_id(&answer);
+    let mut delivery = None;
+    for _ in 0..900 {
+        delivery = t.state(&id).await.callback.filter(|c| c.gave_up);
+        if delivery.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let delivery = delivery.expect("delivery was given up within 90 s");
+    // Late attempts would show up after the give-up: wait a little for them.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (sent, at_once) = (posts.load(Ordering::SeqCst), most.load(Ordering::SeqCst));
+    eprintln!("3 replicas: {sent} callback attempts, at most {at_once} at once");
+    assert_eq!(delivery.attempts, 8, "{delivery:?}");
+    assert_eq!(sent, 8, "one budget for the request");
+    assert_eq!(at_once, 1, "one attempt at a time");
+    assert!(
+        t.store()
+            .list_keys(fave_common::keys::ACTIVE_PREFIX)
+            .await
+            .expect("listing")
+            .is_empty(),
+        "given up, the request leaves the active index"
+    );
+}

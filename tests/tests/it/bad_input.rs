@@ -240,13 +240,13 @@ async fn files_that_are_not_videos_fail_cleanly() {
     let whole = std::fs::read(crate::util::sample("bikes.mp4")).expect("readable");
     std::fs::write(&truncated, &whole[..32 * 1024]).expect("written");
     for fake in [text, truncated] {
-        not_a_video(&t, &fake).await;
+        not_a_video(&t, &file_uri(&fake)).await;
     }
 }
 
-/// Submits `fake` and checks it fails as bad media: terminal, explained, nothing claimed done.
-async fn not_a_video(t: &TestStack, fake: &std::path::Path) {
-    let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(fake) })).await;
+/// Submits `uri` and checks it fails as bad media: terminal, explained, nothing claimed done.
+async fn not_a_video(t: &TestStack, uri: &str) {
+    let (status, _, answer) = t.submit(&json!({ "video_uri": uri })).await;
     assert_error(status, &answer, 422, "invalid_media");
     assert_eq!(answer["error"]["retryable"], false);
     assert_eq!(answer["status"], "FAILED");
@@ -307,10 +307,13 @@ async fn not_a_video(t: &TestStack, fake: &std::path::Path) {
 /// lists, under names that hide what they are, each pointing at a real video on this
 /// machine (the canary). ffmpeg and ffprobe open only the input itself, by protocol and
 /// demuxer whitelists (`common/src/tool.rs`), so each is refused as bad media at the probe,
-/// and nothing of the canary reaches the bucket: no frame, no video, no manifest.
+/// and nothing of the canary reaches the bucket: no frame, no video, no manifest. Each comes
+/// in twice: as a local file (local mode) and uploaded to the bucket's `uploads/` and named
+/// by its s3:// URI, as a cluster's users send them (cluster mode).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_that_names_other_files_is_refused_and_none_of_them_is_read() {
-    let t = TestStack::start().await;
+    let local = TestStack::start().await;
+    let cluster = TestStack::start_with(&[("FAVE_LOCAL_MODE", "false")]).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let canary = dir.path().join("canary.ts");
     let made = std::process::Command::new("ffmpeg")
@@ -352,20 +355,35 @@ async fn media_that_names_other_files_is_refused_and_none_of_them_is_read() {
         ("manifest.mp4", dash.clone()),
         ("manifest.mpd", dash),
     ];
+    let bucket = cluster.store().bucket().to_owned();
     for (name, text) in &cases {
         let fake = dir.path().join(name);
         std::fs::write(&fake, text).expect("written");
-        not_a_video(&t, &fake).await;
+        not_a_video(&local, &file_uri(&fake)).await;
+        let upload = format!("uploads/{name}");
+        cluster
+            .store()
+            .put_file(&upload, &fake, "application/octet-stream")
+            .await
+            .expect("uploaded");
+        not_a_video(&cluster, &format!("s3://{bucket}/{upload}")).await;
     }
     // Of every request, only its input and its state are in the bucket.
-    let stray: Vec<String> = t
-        .request_keys()
-        .await
-        .into_iter()
-        .filter(|k| !k.contains("/input/") && !k.contains("/metadata/"))
-        .collect();
-    assert!(stray.is_empty(), "written from a playlist: {stray:?}");
-    eprintln!("{} playlist and concat spellings refused", cases.len());
+    for t in [&local, &cluster] {
+        let stray: Vec<String> = t
+            .request_keys()
+            .await
+            .into_iter()
+            .filter(|k| !k.contains("/input/") && !k.contains("/metadata/"))
+            // A call's claim on its work is no output; the side call may still hold one.
+            .filter(|k| !k.ends_with("/claim.json"))
+            .collect();
+        assert!(stray.is_empty(), "written from a playlist: {stray:?}");
+    }
+    eprintln!(
+        "{} playlist and concat spellings refused, in local and in cluster mode",
+        cases.len()
+    );
 }
 
 /// With the proxy variables set, as many clusters set them, the orchestrator still fetches
@@ -424,6 +442,90 @@ async fn proxy_variables_do_not_take_fetches_around_the_address_guard() {
     );
 }
 
+/// A request keeps the address guard it was accepted under. A request accepted by a
+/// cluster-mode replica (`reach: public` in its state.json) whose callback is due, found by a
+/// local-mode replica, is not called back at a loopback address; the same request accepted
+/// in local mode is. The requests are ended ones (a text file posing as a video) whose state
+/// is then written as each kind of replica would have written it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_accepted_in_cluster_mode_stays_guarded_on_a_local_mode_replica() {
+    use fave_common::keys::{self, RequestKeys};
+    use fave_common::state::{Reach, RequestState};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let receiver = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::Relaxed);
+            "got it"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let canary = format!("http://{}/done", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let t = TestStack::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fake = dir.path().join("holiday.mp4");
+    std::fs::write(&fake, "not a video\n".repeat(100)).expect("written");
+    let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&fake) })).await;
+    assert_eq!(status, 422, "{answer}");
+    let ended = t.state(&request_id(&answer)).await;
+
+    // Delivers the callback of a copy of `ended` accepted with `reach`; returns the record.
+    let deliver = |name: &'static str, reach: Reach| {
+        let (t, ended, canary) = (&t, ended.clone(), canary.clone());
+        async move {
+            let id: fave_common::ids::RequestId = name.parse().expect("an id");
+            let mut state: RequestState = ended;
+            state.request_id = id.clone();
+            state.submission.callback_url = Some(canary);
+            state.submission.reach = Some(reach);
+            state.callback = None;
+            state.lease = None;
+            let store = t.store();
+            store
+                .put_json(&keys::active_marker(&id), &json!({}))
+                .await
+                .expect("written");
+            store
+                .put_json(&RequestKeys::new(&id).state(), &state)
+                .await
+                .expect("written");
+            let (status, _, body) = t.post(&format!("/requests/{id}/resume")).await;
+            assert!(status < 300, "{status} {body}");
+            for _ in 0..100 {
+                let record = t.state(&id).await.callback;
+                if let Some(r) = record.filter(|r| r.delivered_at.is_some() || r.gave_up) {
+                    return r;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("{name}: the callback was neither delivered nor given up");
+        }
+    };
+
+    let guarded = deliver("accepted-in-cluster-mode", Reach::Public).await;
+    assert_eq!(hits.load(Ordering::Relaxed), 0, "the canary was called");
+    assert!(guarded.gave_up && guarded.attempts == 1, "{guarded:?}");
+    assert!(
+        guarded
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("internal address")),
+        "{guarded:?}"
+    );
+    // The same request accepted in local mode is called back: the canary can tell.
+    let open = deliver("accepted-in-local-mode", Reach::Any).await;
+    assert!(open.delivered_at.is_some(), "{open:?}");
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+}
+
 /// Media bounded before work starts: a 17 KB mp4 whose container says it lasts 2^32 s (136
 /// years; its one stream, 3 s), and a real video longer than the deployment takes (here a
 /// 2-minute one of 16×16 pictures under a 60 s limit, as 10 h ones would be under the default
@@ -471,8 +573,23 @@ async fn media_over_the_limits_is_refused_at_the_probe() {
             .into_iter()
             .filter(|k| k.contains(state.request_id.as_str()))
             .filter(|k| !k.contains("/input/") && !k.contains("/metadata/"))
+            // A call's claim on its work is no output; the side call may still hold one.
+            .filter(|k| !k.ends_with("/claim.json"))
             .collect();
         assert!(keys.is_empty(), "{keys:?}");
+        // Memory stayed bounded: the stage refused at the probe, the orchestrator kept
+        // only the small failure (each process's peak since its start, Linux VmHWM).
+        for name in ["stage-ffmpeg-0", "orchestrator"] {
+            let pid = t.function(name).pid().expect("running");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("readable");
+            let peak_kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .expect("VmHWM");
+            eprintln!("{name}: peak RSS {} MiB", peak_kb / 1024);
+            assert!(peak_kb < 256 * 1024, "{name} peaked at {peak_kb} KiB");
+        }
         eprintln!(
             "{} refused in {:?}: {message}",
             video.display(),
@@ -593,4 +710,131 @@ async fn slow_and_malformed_requests_meet_deadlines_and_get_the_error_shape() {
     )
     .await;
     assert_error(status, &body, 400, "invalid_idempotency_key");
+}
+
+/// Set in the test process that runs inside its own network namespace.
+const IN_NETNS: &str = "FAVE_TEST_IN_NETNS";
+
+/// The IPv6 spellings that carry an internal IPv4 address, and authorities with a
+/// backslash, sent end to end to a cluster-mode stack as `video_uri` and as `callback_url`.
+/// It runs only inside a network namespace of its own whose one interface is loopback (the
+/// test re-runs itself under `unshare --net`), so that a guard failure can never send
+/// traffic off the machine. A canary listens on loopback, where the IPv4-mapped spelling
+/// would lead; it must hear nothing, and nothing may be written.
+#[test]
+fn hostile_addresses_are_refused_end_to_end_inside_a_network_namespace() {
+    const NAME: &str =
+        "bad_input::hostile_addresses_are_refused_end_to_end_inside_a_network_namespace";
+    if std::env::var_os(IN_NETNS).is_some() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(hostile_addresses_inside_the_namespace());
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let status = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(exe)
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        // The external store's server is outside the namespace: the embedded one serves.
+        .env_remove("AWS_ENDPOINT_URL")
+        .status()
+        .expect("unshare runs (util-linux; the tests run as root)");
+    assert!(status.success(), "the test inside the namespace: {status}");
+}
+
+async fn hostile_addresses_inside_the_namespace() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dev = std::fs::read_to_string("/proc/self/net/dev").expect("readable");
+    let interfaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, ["lo"], "a namespace with nothing but loopback");
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let canary = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::Relaxed);
+            "canary"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("[::]:0")
+        .await
+        .expect("binds on every loopback address");
+    let port = listener.local_addr().expect("an address").port();
+    tokio::spawn(async move { axum::serve(listener, canary).await });
+
+    let t = TestStack::start_with(&[
+        ("FAVE_LOCAL_MODE", "false"),
+        ("FAVE_INPUT_TIMEOUT_SECS", "5"),
+    ])
+    .await;
+    let forbidden = [
+        format!("http://[::ffff:127.0.0.1]:{port}/v.mp4"),
+        format!("http://[::ffff:0:7f00:1]:{port}/v.mp4"),
+        format!("http://[::127.0.0.1]:{port}/v.mp4"),
+        format!("http://[64:ff9b::7f00:1]:{port}/v.mp4"),
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/".to_owned(),
+        format!("http://[64:ff9b:1::7f00:1]:{port}/v.mp4"),
+        format!("http://[2002:7f00:1::1]:{port}/v.mp4"),
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/".to_owned(),
+        format!("http://[2001:0:7f00:1::ffff:ffff]:{port}/v.mp4"),
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/v.mp4".to_owned(),
+        format!("http://[::1]:{port}/v.mp4"),
+        format!("http://[fd00::1]:{port}/v.mp4"),
+    ];
+    let ambiguous = [
+        format!("http://cdn.example.com\\@127.0.0.1:{port}/v.mp4"),
+        format!("http://cdn.example.com\\@[::ffff:127.0.0.1]:{port}/v.mp4"),
+        format!("https://127.0.0.1:{port}\\@cdn.example.com/v.mp4"),
+    ];
+    let bucket = t.store().bucket().to_owned();
+    let upload = format!("s3://{bucket}/uploads/v.mp4");
+    let mut cases = Vec::new();
+    for url in &forbidden {
+        cases.push((json!({ "video_uri": url }), "forbidden_address"));
+        cases.push((
+            json!({ "video_uri": upload, "callback_url": url }),
+            "forbidden_address",
+        ));
+    }
+    for url in &ambiguous {
+        cases.push((json!({ "video_uri": url }), "invalid_video_uri"));
+        cases.push((
+            json!({ "video_uri": upload, "callback_url": url }),
+            "invalid_callback_url",
+        ));
+    }
+    for (body, code) in &cases {
+        let (status, _, answer) = t.submit(body).await;
+        assert_error(status, &answer, 422, code);
+        assert!(answer.get("request_id").is_none(), "{body}: {answer}");
+    }
+    assert_eq!(hits.load(Ordering::Relaxed), 0, "the canary was reached");
+    assert_eq!(
+        t.store().list_keys("").await.expect("listing works"),
+        Vec::<String>::new(),
+        "a refused request wrote something"
+    );
+    eprintln!(
+        "{} hostile addresses refused end to end inside a network namespace",
+        cases.len()
+    );
 }

@@ -36,6 +36,8 @@ fn ran_at_most_once(t: &TestStack, states: &[RequestState]) {
     }
 }
 
+/// How often each request's `stage` began its work, by the stage function's own log (a
+/// begun execution counts, finished or not).
 fn stage_runs(t: &TestStack, stage: &str) -> BTreeMap<String, usize> {
     let log =
         std::fs::read_to_string(t.dir.path().join("logs/stage-ffmpeg-0.log")).unwrap_or_default();
@@ -43,7 +45,7 @@ fn stage_runs(t: &TestStack, stage: &str) -> BTreeMap<String, usize> {
     let this_stage = format!("stage=\"{stage}\"");
     for line in log
         .lines()
-        .filter(|l| l.contains("stage done") && l.contains(&this_stage))
+        .filter(|l| l.contains("stage work started") && l.contains(&this_stage))
     {
         if let Some(id) = line
             .split("request_id=")
@@ -251,6 +253,24 @@ async fn fault_cancel_mid_run_stays_cancelled_when_the_stage_answers_late() {
     let state = t.state(&id).await;
     assert_eq!(state.status, RequestStatus::Cancelled);
     assert!(state.lease.is_none());
+    // The task that was running when the request was cancelled is closed as abandoned, and
+    // stays so when its answer comes late: nothing of a cancelled request claims to run.
+    assert!(
+        state
+            .tasks()
+            .all(|s| !matches!(s.status, StageStatus::Running | StageStatus::Retrying)),
+        "{:?}",
+        state.stages
+    );
+    let abandoned = state
+        .tasks()
+        .filter(|s| {
+            s.failure
+                .as_ref()
+                .is_some_and(|f| f.error_code == "abandoned")
+        })
+        .count();
+    assert!(abandoned >= 1, "{:?}", state.stages);
     assert!(
         !t.store()
             .exists(&RequestKeys::new(&id).result())

@@ -1,6 +1,7 @@
 //! Transient faults between the orchestrator and the gateway: a fault-injecting proxy (a
-//! test fixture, named as such) answers some calls with 502/503/429 or breaks the answer off
-//! mid-body, and forwards the rest to the real gateway.
+//! test fixture, named as such) answers some calls with 502/503/429, a 500 of garbage, an
+//! intermediary's HTML page as a 200, or an answer cut short (mid-body, or whole-looking
+//! with a matching length), and forwards the rest to the real gateway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,9 @@ enum Plan {
     AlwaysFailStage,
     /// The same calls get a bare 503, as a gateway or a proxy answers: the platform's.
     AlwaysFailStagePlatform,
+    /// Every `n`th call is delivered twice at once, as an at-least-once queue may deliver
+    /// it; the first answer goes back.
+    Duplicate(u64),
 }
 
 struct FaultProxy {
@@ -59,9 +63,19 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
                 None
             } else {
                 broken.insert(key);
-                Some((n / k) % 4)
+                Some(EVERY_NTH_KINDS[((n / k) % EVERY_NTH_KINDS.len() as u64) as usize])
             }
         }
+        Plan::Duplicate(k) if n % k == 0 => {
+            p.faults.fetch_add(1, Ordering::Relaxed);
+            let (first, _second) =
+                tokio::join!(forward(&p, &parts, body.clone()), forward(&p, &parts, body));
+            return match first {
+                Ok((status, whole)) => (status, whole).into_response(),
+                Err(failed) => failed,
+            };
+        }
+        Plan::Duplicate(_) => None,
         Plan::AlwaysFailStage | Plan::AlwaysFailStagePlatform => {
             let own = matches!(p.plan, Plan::AlwaysFailStage);
             (path.starts_with("/function/stage-ffmpeg-0") && call["stage"] == "stage-ffmpeg-0")
@@ -80,6 +94,29 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
                     "message": "injected fault", "retryable": true}})),
             )
                 .into_response(),
+            // A 500 that is nobody's error shape: garbage, control characters included.
+            5 => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                b"\x1b[31m<html>\x00\x01 upstream exploded \xff\xfe".repeat(40),
+            )
+                .into_response(),
+            // An intermediary's page instead of the function's answer.
+            6 => (
+                StatusCode::OK,
+                [("content-type", "text/html")],
+                "<html><body><h1>Scheduled maintenance</h1></body></html>",
+            )
+                .into_response(),
+            // The real answer, cut in half, with a length that matches the cut: nothing
+            // at the HTTP level says it is short. The stage's work is done and its
+            // manifest stored, so the retry is answered from it.
+            7 => match forward(&p, &parts, body).await {
+                Ok((status, whole)) => {
+                    let half = whole.slice(..whole.len() / 2);
+                    (status, half).into_response()
+                }
+                Err(failed) => failed,
+            },
             // A 200 whose body breaks off: the connection dropped mid-answer.
             _ => {
                 let broken = futures::stream::iter([
@@ -114,6 +151,35 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
         }
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
+}
+
+/// The kinds of fault [`Plan::EveryNth`] cycles through: 502, 503, 429 (0–2), an answer
+/// broken off mid-body (3), a 500 of garbage (5), an HTML 200 (6), an answer cut short with
+/// a matching length (7).
+const EVERY_NTH_KINDS: [u8; 7] = [0, 1, 2, 3, 5, 6, 7];
+
+/// Forwards a call to the gateway; its status and whole body.
+async fn forward(
+    p: &FaultProxy,
+    parts: &axum::http::request::Parts,
+    body: bytes::Bytes,
+) -> Result<(StatusCode, bytes::Bytes), Response> {
+    let upstream = p.upstream.get().cloned().unwrap_or_default();
+    let url = format!("{}{}", upstream.trim_end_matches('/'), parts.uri);
+    let answer = p
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|_| StatusCode::BAD_GATEWAY.into_response())?;
+    let status = answer.status();
+    let whole = answer
+        .bytes()
+        .await
+        .map_err(|_| StatusCode::BAD_GATEWAY.into_response())?;
+    Ok((status, whole))
 }
 
 /// Starts the proxy, then a stack whose orchestrator calls the gateway through it.
@@ -196,9 +262,22 @@ async fn fault_one_call_in_five_failing_transiently_still_completes_every_reques
         for failed in attempts.filter(|a| a.failure.is_some()) {
             let code = &failed.failure.as_ref().expect("checked").error_code;
             assert!(
-                ["http_502", "http_503", "http_429", "gateway_unreachable"]
-                    .contains(&code.as_str()),
+                [
+                    "http_502",
+                    "http_503",
+                    "http_429",
+                    "http_500",
+                    "gateway_unreachable",
+                    "bad_stage_answer"
+                ]
+                .contains(&code.as_str()),
                 "{code}"
+            );
+            // What is kept of a fault is short and printable, whatever came back.
+            let detail = &failed.failure.as_ref().expect("checked").error_detail;
+            assert!(
+                detail.chars().count() < 400 && !detail.chars().any(char::is_control),
+                "{detail:?}"
             );
         }
     }
@@ -274,4 +353,69 @@ async fn fault_the_platform_failing_a_stage_is_retried_for_its_window_not_a_coun
         took < Duration::from_secs(20),
         "and not much past it: {took:?}"
     );
+}
+
+/// How often each idempotency key's work began, by the stage functions' own logs.
+fn executions(t: &TestStack) -> std::collections::BTreeMap<String, usize> {
+    let mut runs = std::collections::BTreeMap::new();
+    let logs = std::fs::read_dir(t.dir.path().join("logs")).expect("a log directory");
+    for entry in logs.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("stage work started")) {
+            if let Some(key) = line
+                .split("idempotency_key=")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+            {
+                *runs.entry(key.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    runs
+}
+
+/// A delivery duplicated, both copies at once (an at-least-once queue, a retrying proxy):
+/// the second waits for the first's work through its claim, and no stage's work runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_a_duplicated_delivery_runs_the_stage_once() {
+    let (t, proxy) = stack_behind_fault_proxy(Plan::Duplicate(3)).await;
+    let uri = file_uri(&sample("bikes.mp4"));
+    let mut posts = Vec::new();
+    for _ in 0..3 {
+        let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
+        posts.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .json(&json!({ "video_uri": uri }))
+                .send()
+                .await
+                .expect("answers");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }));
+    }
+    for post in posts {
+        let (status, body) = post.await.expect("runs");
+        assert_eq!(status, 200, "{body}\n{}", t.logs());
+    }
+    let states = wait_for_states(t.store(), 60, |s| {
+        s.len() == 3 && s.iter().all(|s| s.status.is_terminal())
+    })
+    .await;
+    assert!(states.iter().all(|s| s.status == RequestStatus::Completed));
+    let duplicated = proxy.faults.load(Ordering::Relaxed);
+    let runs = executions(&t);
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "{duplicated} calls delivered twice; {} works begun; {} begun more than once",
+        runs.len(),
+        twice.len()
+    );
+    assert!(duplicated >= 5, "the proxy duplicated {duplicated} calls");
+    let succeeded = states
+        .iter()
+        .flat_map(|s| s.tasks())
+        .filter(|task| task.status == StageStatus::Succeeded)
+        .count();
+    assert_eq!(runs.len(), succeeded, "every task's work began");
+    assert!(twice.is_empty(), "work begun twice: {twice:?}");
 }
