@@ -91,6 +91,10 @@ pub struct S3Settings {
     /// Attempts per S3 call, the SDK's own retries included (`FAVE_S3_MAX_ATTEMPTS`, default
     /// 10: with backoff capped at 5 s, that rides out a store that is gone for ~30 s).
     pub max_attempts: u32,
+    /// How long one attempt may wait for the first byte of the store's answer, the request's
+    /// own body included (`FAVE_S3_READ_TIMEOUT_SECS`, default 60): a store that accepts
+    /// connections and never answers costs an attempt, not the caller forever.
+    pub read_timeout: Duration,
 }
 
 impl S3Settings {
@@ -129,6 +133,9 @@ impl S3Settings {
             secret_access_key,
             force_path_style,
             max_attempts: parse(lookup, "FAVE_S3_MAX_ATTEMPTS", 10u32)?.max(1),
+            read_timeout: Duration::from_secs(
+                parse(lookup, "FAVE_S3_READ_TIMEOUT_SECS", 60u64)?.max(1),
+            ),
         })
     }
 }

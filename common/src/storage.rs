@@ -168,9 +168,15 @@ impl Storage {
         let retry = RetryConfig::standard()
             .with_max_attempts(settings.max_attempts)
             .with_max_backoff(std::time::Duration::from_secs(5));
+        // Every attempt is bounded: the connect, and the wait for the answer's first byte.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .read_timeout(settings.read_timeout)
+            .build();
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(settings.force_path_style)
-            .retry_config(retry);
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if settings.endpoint.is_some() {
             // S3-compatible servers differ in how far they support the newer default
             // checksums; send and check them only where the API requires it.
@@ -680,4 +686,47 @@ pub async fn sha256_file(path: &Path) -> Result<(u64, String), StorageError> {
         total += n as u64;
     }
     Ok((total, hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that accepts connections and never answers (black-holed) costs each attempt
+    /// its read timeout, then a transient error: the caller is not held forever.
+    #[tokio::test]
+    async fn a_store_that_never_answers_is_a_transient_error_after_the_read_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        let lookup = |k: &str| match k {
+            "AWS_ENDPOINT_URL" => Some(endpoint.clone()),
+            "AWS_ACCESS_KEY_ID" => Some("k".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("s".to_owned()),
+            "FAVE_SECRETS_DIR" => Some("/nonexistent".to_owned()),
+            "FAVE_S3_MAX_ATTEMPTS" => Some("2".to_owned()),
+            "FAVE_S3_READ_TIMEOUT_SECS" => Some("1".to_owned()),
+            _ => None,
+        };
+        let storage = Storage::connect(&S3Settings::from_lookup(&lookup).unwrap()).await;
+        let clock = std::time::Instant::now();
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            storage.get_json::<serde_json::Value>("requests/r1/metadata/state.json"),
+        )
+        .await
+        .expect("the call ends by itself")
+        .unwrap_err();
+        let took = clock.elapsed();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(10),
+            "two attempts of 1 s each: {took:?}"
+        );
+    }
 }

@@ -170,6 +170,7 @@ impl Stack {
                     secret_access_key: Some(Secret::new(secret_access_key)),
                     force_path_style: true,
                     max_attempts: 10,
+                    read_timeout: std::time::Duration::from_secs(60),
                 };
                 (Some((server, server_options)), s3)
             }
@@ -188,6 +189,7 @@ impl Stack {
                     secret_access_key: Some(secret_access_key.clone()),
                     force_path_style: true,
                     max_attempts: 10,
+                    read_timeout: std::time::Duration::from_secs(60),
                 },
             ),
         };

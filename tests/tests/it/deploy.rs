@@ -1247,6 +1247,7 @@ impl Store {
             secret_access_key: Some(Secret::new(secret.clone())),
             force_path_style: true,
             max_attempts: 3,
+            read_timeout: std::time::Duration::from_secs(60),
         };
         Storage::connect(&settings)
             .await
@@ -1652,6 +1653,7 @@ async fn functions_listen_before_their_models_load_and_early_calls_wait() {
         secret_access_key: Some(Secret::new(store.secret.clone())),
         force_path_style: true,
         max_attempts: 3,
+        read_timeout: std::time::Duration::from_secs(60),
     })
     .await;
     storage

@@ -184,6 +184,17 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
         states.len(),
         orchestrator.starts()
     );
+    let attempts: usize = states
+        .iter()
+        .flat_map(|s| s.tasks())
+        .map(|t| t.attempts.len())
+        .sum();
+    let tasks: usize = states.iter().map(|s| s.tasks().count()).sum();
+    let encodes: usize = stage_runs(&t, "stage-ffmpeg-0-video").values().sum();
+    eprintln!(
+        "kill test: {attempts} attempts for {tasks} tasks; the encode began {encodes} times for {} videos",
+        states.len()
+    );
     assert!(states.len() >= accepted, "an accepted request was lost");
     assert_complete_and_whole(&t, &states).await;
     ran_at_most_once(&t, &states);

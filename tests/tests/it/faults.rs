@@ -32,6 +32,10 @@ enum Plan {
     /// Every `n`th call is delivered twice at once, as an at-least-once queue may deliver
     /// it; the first answer goes back.
     Duplicate(u64),
+    /// Every call forwarded, on a connection of its own (`Connection: close`), so that
+    /// while the proxy is down ([`FaultProxy::outage`]) every call meets a refused connect,
+    /// as during a gateway's restart.
+    Clean,
 }
 
 struct FaultProxy {
@@ -42,6 +46,44 @@ struct FaultProxy {
     /// Idempotency keys of calls broken and not yet retried.
     broken: std::sync::Mutex<std::collections::HashSet<String>>,
     http: reqwest::Client,
+    /// Where the proxy listens, what it serves, and the task serving it while it is up.
+    addr: OnceCell<std::net::SocketAddr>,
+    app: OnceCell<axum::Router>,
+    serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl FaultProxy {
+    /// Serves the proxy on its address.
+    async fn come_up(&self) {
+        let addr = *self.addr.get().expect("bound once");
+        let mut listener = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listener = listener.expect("the proxy's port is free again");
+        let app = self.app.get().expect("set once").clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        *self.serving.lock().expect("not poisoned") = Some(task);
+    }
+
+    /// The gateway down for `length`: the listener closed, every connect refused, then up
+    /// again on the same address.
+    async fn outage(&self, length: Duration) {
+        if let Some(task) = self.serving.lock().expect("not poisoned").take() {
+            task.abort();
+            let _ = task.await;
+        }
+        tokio::time::sleep(length).await;
+        self.come_up().await;
+    }
 }
 
 async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
@@ -75,7 +117,7 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
                 Err(failed) => failed,
             };
         }
-        Plan::Duplicate(_) => None,
+        Plan::Duplicate(_) | Plan::Clean => None,
         Plan::AlwaysFailStage | Plan::AlwaysFailStagePlatform => {
             let own = matches!(p.plan, Plan::AlwaysFailStage);
             (path.starts_with("/function/stage-ffmpeg-0") && call["stage"] == "stage-ffmpeg-0")
@@ -144,6 +186,9 @@ async fn proxy(State(p): State<Arc<FaultProxy>>, req: Request) -> Response {
             for (k, v) in r.headers() {
                 response = response.header(k, v);
             }
+            if matches!(p.plan, Plan::Clean) {
+                response = response.header("connection", "close");
+            }
             let bytes = r.bytes().await.unwrap_or_default();
             response
                 .body(Body::from(bytes))
@@ -198,15 +243,20 @@ async fn stack_behind_fault_proxy_with(
         faults: AtomicU64::new(0),
         broken: std::sync::Mutex::default(),
         http: reqwest::Client::new(),
+        addr: OnceCell::new(),
+        app: OnceCell::new(),
+        serving: std::sync::Mutex::default(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let proxy_url = format!("http://{}", listener.local_addr().expect("an address"));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = free.local_addr().expect("an address");
+    drop(free);
+    let proxy_url = format!("http://{addr}");
     let app = axum::Router::new()
         .fallback(proxy)
         .with_state(proxy_state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    proxy_state.addr.set(addr).expect("set once");
+    proxy_state.app.set(app).expect("set once");
+    proxy_state.come_up().await;
     let mut env = env.to_vec();
     env.push(("GATEWAY_URL", &proxy_url));
     let t = TestStack::start_with(&env).await;
@@ -418,4 +468,67 @@ async fn fault_a_duplicated_delivery_runs_the_stage_once() {
         .count();
     assert_eq!(runs.len(), succeeded, "every task's work began");
     assert!(twice.is_empty(), "work begun twice: {twice:?}");
+}
+
+/// The gateway down for a while (`FAVE_OUTAGE_SECS`, default 5; the soak runs 60) while
+/// requests run, as during a gateway pod's restart or a rolling update: every stage call
+/// meets a refused connection, is retried within the platform window, and every request
+/// completes, each stage's work begun once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_the_gateway_down_for_seconds_costs_retries_only() {
+    let length: u64 = std::env::var("FAVE_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (t, proxy) = stack_behind_fault_proxy(Plan::Clean).await;
+    let uri = file_uri(&sample("bikes.mp4"));
+    let mut posts = Vec::new();
+    for _ in 0..3 {
+        let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
+        posts.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("prefer", "respond-async")
+                .json(&json!({ "video_uri": uri }))
+                .send()
+                .await
+                .expect("answers");
+            r.status().as_u16()
+        }));
+    }
+    for post in posts {
+        assert_eq!(post.await.expect("runs"), 202);
+    }
+    t.wait_for_running_stage().await;
+    let clock = std::time::Instant::now();
+    proxy.outage(Duration::from_secs(length)).await;
+    eprintln!("the gateway was down for {:?}", clock.elapsed());
+    let states = wait_for_states(t.store(), 120 + length, |s| {
+        s.len() == 3 && s.iter().all(|s| s.status.is_terminal())
+    })
+    .await;
+    let refused = states
+        .iter()
+        .flat_map(|s| s.tasks())
+        .flat_map(|task| &task.attempts)
+        .filter(|a| {
+            a.failure
+                .as_ref()
+                .is_some_and(|f| f.error_code == "gateway_unreachable")
+        })
+        .count();
+    let runs = executions(&t);
+    let twice = runs.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "gateway down {length} s: {} of 3 completed, {refused} attempts refused, {twice} works begun twice",
+        states
+            .iter()
+            .filter(|s| s.status == RequestStatus::Completed)
+            .count()
+    );
+    for s in &states {
+        assert_eq!(s.status, RequestStatus::Completed, "{:?}", s.failure);
+    }
+    assert!(refused >= 1, "the outage met no call");
+    assert_eq!(twice, 0, "work begun twice: {runs:?}");
 }

@@ -31,6 +31,7 @@ async fn race_store() -> RaceStore {
                 secret_access_key: Some(Secret::new(var("AWS_SECRET_ACCESS_KEY"))),
                 force_path_style: true,
                 max_attempts: 3,
+                read_timeout: std::time::Duration::from_secs(60),
             };
             (settings, None)
         }
@@ -51,6 +52,7 @@ async fn race_store() -> RaceStore {
                 secret_access_key: Some(Secret::new("race-secret")),
                 force_path_style: true,
                 max_attempts: 3,
+                read_timeout: std::time::Duration::from_secs(60),
             };
             (settings, Some(server))
         }
