@@ -367,7 +367,22 @@ async fn serve<S: Stage>(
                     .await
                     .map_err(StageError::from)?;
             match acquired {
-                Acquired::Mine(claim) => return work(h, call, claim).await,
+                Acquired::Mine(claim) => {
+                    // The holder before us writes its manifest, then releases its claim: a
+                    // claim won just after that release must find the manifest, not redo it.
+                    if let Some((done, _)) = h
+                        .storage
+                        .get_json::<Manifest<S::Output>>(&manifest_key)
+                        .await
+                        .map_err(StageError::from)?
+                        && done.idempotency_key == call.idempotency_key
+                    {
+                        claim.release(&h.storage).await;
+                        tracing::info!(waited, "manifest written meanwhile, returning it");
+                        return Ok(reused(Json(done).into_response()));
+                    }
+                    return work(h, call, claim).await;
+                }
                 Acquired::Held(by) => {
                     if !waited {
                         tracing::info!(holder = %by.holder, "this work is under way elsewhere; waiting for its manifest");

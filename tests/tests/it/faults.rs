@@ -77,7 +77,8 @@ impl FaultProxy {
     /// The gateway down for `length`: the listener closed, every connect refused, then up
     /// again on the same address.
     async fn outage(&self, length: Duration) {
-        if let Some(task) = self.serving.lock().expect("not poisoned").take() {
+        let serving = self.serving.lock().expect("not poisoned").take();
+        if let Some(task) = serving {
             task.abort();
             let _ = task.await;
         }
