@@ -507,37 +507,60 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
     assert_eq!(stage_runs(&t, "stage-ffmpeg-0").get(id.as_str()), Some(&2));
 }
 
+/// A stage past its timeout counts as a failed attempt, and its work goes on: the retry
+/// finds it under way (its claim), waits for it, and is answered by its manifest, so the
+/// work began once however many attempts it took. With a 1 s timeout, the analysis and the
+/// encode of bigbuckbunny.mp4 take longer than one attempt; whether they finish within the
+/// four attempts depends on the machine, so the request may complete or fail as
+/// `stage_timeout`, but never by starting the work over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_a_stage_past_its_timeout_counts_as_a_failed_attempt() {
+async fn fault_a_stage_past_its_timeout_counts_as_a_failed_attempt_and_its_work_goes_on() {
     let t = TestStack::start_with(&[("FAVE_STAGE_TIMEOUT_SECS", "1")]).await;
     let (status, _, body) = t
         .submit(&json!({ "video_uri": file_uri(&sample("bigbuckbunny.mp4")) }))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (502, Some("stage_timeout")),
-        "{body}"
-    );
     let id = request_id(&body);
     let state = t.state(&id).await;
-    assert_eq!(state.status, RequestStatus::Failed);
-    // Whichever of the two first stages ran out of time first failed the request.
-    let detail = &state.failure.as_ref().expect("recorded").error_detail;
-    let stage = state
-        .stages
-        .iter()
-        .find(|s| detail.starts_with(&format!("{}:", s.name)))
-        .expect("the failure names its stage");
-    let attempts = &stage.attempts;
-    assert_eq!(attempts.len(), 4, "timeouts are retried within the budget");
-    for a in attempts {
-        assert_eq!(
-            a.failure.as_ref().map(|f| f.error_code.as_str()),
-            Some("stage_timeout")
-        );
+    let timed_out: Vec<_> = state
+        .tasks()
+        .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
+        .filter(|(_, a)| {
+            a.failure
+                .as_ref()
+                .is_some_and(|f| f.error_code == "stage_timeout")
+        })
+        .collect();
+    assert!(!timed_out.is_empty(), "no stage ran past 1 s: {body}");
+    for (stage, a) in &timed_out {
         assert!(
             a.duration_ms.is_some_and(|d| (1000..2500).contains(&d)),
-            "{a:?}"
+            "{}: {a:?}",
+            stage.name
         );
     }
+    for stage in FFMPEG_0 {
+        let began = stage_runs(&t, stage).get(id.as_str()).copied().unwrap_or(0);
+        assert_eq!(began, 1, "{stage}'s work began {began} times");
+    }
+    match state.status {
+        RequestStatus::Completed => {
+            assert_eq!(status, 200, "{body}");
+            // A stage that timed out was then answered by the work its first attempt began.
+            let (late, _) = timed_out[0];
+            assert_eq!(late.status, StageStatus::Succeeded, "{late:?}");
+            assert!(late.attempts.len() > 1);
+        }
+        _ => {
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (502, Some("stage_timeout")),
+                "{body}"
+            );
+        }
+    }
+    eprintln!(
+        "past a 1 s timeout: {:?}, {} attempts timed out, each stage's work begun once",
+        state.status,
+        timed_out.len()
+    );
 }
