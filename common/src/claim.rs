@@ -103,7 +103,14 @@ pub async fn acquire(
             Err(e) => Err(e),
         };
     }
-    Err(StorageError::PreconditionFailed { key })
+    // Claimed and released again and again under our hands: try later, not never.
+    Err(StorageError::Service {
+        op: "PutObject",
+        key,
+        status: Some(412),
+        message: "the claim kept changing while it was read".into(),
+        transient: true,
+    })
 }
 
 impl Claim {
