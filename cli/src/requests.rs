@@ -396,6 +396,22 @@ fn stage_line(stage: &StageState, p: Palette) -> String {
             f.error_code,
             term::cut(&f.error_detail, 80)
         ));
+    } else if stage.status == StageStatus::Retrying
+        && let Some(f) = stage.attempts.last().and_then(|a| a.failure.as_ref())
+    {
+        // Waiting, and why: an outage shows here instead of silence.
+        let next = stage
+            .next_attempt_at
+            .map(|at| {
+                let secs = (at - chrono::Utc::now()).num_milliseconds().max(0) as f64 / 1e3;
+                format!("; next attempt in {}", term::duration(secs))
+            })
+            .unwrap_or_default();
+        line.push_str(&format!(
+            "  {}: {}{next}",
+            f.error_code,
+            term::cut(&f.error_detail, 60)
+        ));
     }
     line
 }
@@ -636,6 +652,29 @@ pub(crate) mod tests {
         assert!(text.contains("stage-detect         2 SUCCEEDED"), "{text}");
         let line = progress_line(&sample_state());
         assert_eq!(line, "req1 COMPLETED · 6/6 tasks done");
+    }
+
+    #[test]
+    fn a_stage_waiting_to_retry_says_why_and_when() {
+        let now = Utc::now();
+        let mut stage = StageState::new("stage-detect".parse().unwrap(), "stage-detect");
+        stage.apply(StageEvent::Start, now).unwrap();
+        let retry = StageEvent::Retry {
+            code: "gateway_unreachable".into(),
+            detail: "could not reach the gateway for stage-detect: connection refused".into(),
+        };
+        stage.apply(retry, now).unwrap();
+        stage.next_attempt_at = Some(now + chrono::Duration::seconds(4));
+        let line = stage_line(&stage, Palette::plain());
+        assert!(line.contains("RETRYING"), "{line}");
+        assert!(
+            line.contains("gateway_unreachable: could not reach"),
+            "{line}"
+        );
+        assert!(line.contains("next attempt in"), "{line}");
+        // The next event ends the wait.
+        stage.apply(StageEvent::Start, now).unwrap();
+        assert_eq!(stage.next_attempt_at, None);
     }
 
     #[test]

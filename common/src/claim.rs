@@ -114,25 +114,38 @@ pub async fn acquire(
 }
 
 impl Claim {
-    /// Keeps the claim alive until it is lost to a taker (returns then) or the store
-    /// refuses for longer than the claim lives (returns then too: it may have lapsed).
+    /// Keeps the claim alive until it is lost to a taker, or until it would lapse before a
+    /// renewal gets through (a store that refuses or hangs): it returns then, a margin
+    /// before the claim's expiry, so that its work stops before anyone may take it over.
     pub async fn keep(&mut self, storage: &Storage) -> StorageError {
         let every = self.ttl / 3;
-        let mut last_renewed = tokio::time::Instant::now();
+        let margin = self.ttl / 10;
+        // The claim lapses `ttl` after the last write that got through; stop `margin` before.
+        let mut deadline = tokio::time::Instant::now() + self.ttl - margin;
         loop {
             tokio::time::sleep(every).await;
             self.record.expires_at = expiry(self.ttl);
-            match storage
-                .replace_json(&self.key, &self.record, &self.etag)
-                .await
-            {
-                Ok(etag) => {
+            let sent = tokio::time::Instant::now();
+            let renewal = storage.replace_json(&self.key, &self.record, &self.etag);
+            match tokio::time::timeout_at(deadline, renewal).await {
+                Ok(Ok(etag)) => {
                     self.etag = etag;
-                    last_renewed = tokio::time::Instant::now();
+                    deadline = sent + self.ttl - margin;
                 }
-                Err(e @ StorageError::PreconditionFailed { .. }) => return e,
-                Err(e) if last_renewed.elapsed() >= self.ttl => return e,
-                Err(e) => tracing::warn!(error = %e, "could not renew the claim; trying again"),
+                Ok(Err(e @ StorageError::PreconditionFailed { .. })) => return e,
+                Ok(Err(e)) if tokio::time::Instant::now() + every >= deadline => return e,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not renew the claim; trying again");
+                }
+                Err(_) => {
+                    return StorageError::Service {
+                        op: "PutObject",
+                        key: self.key.clone(),
+                        status: None,
+                        message: "the claim could not be renewed before it lapsed".into(),
+                        transient: true,
+                    };
+                }
             }
         }
     }

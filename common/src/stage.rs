@@ -430,6 +430,12 @@ async fn work<S: Stage>(
                 }
                 Err(lost) => Err(lost),
             };
+            // With "started", what a test (or an operator) needs to tell a run done again
+            // after a failure from two runs at once.
+            match &done {
+                Ok(_) => tracing::info!(idempotency_key = %call.idempotency_key, "stage work ended"),
+                Err(e) => tracing::warn!(idempotency_key = %call.idempotency_key, error = %e, "stage work ended failing"),
+            }
             // The caller may be gone; the manifest is what its retry finds.
             let _ = answer.send(done);
         }

@@ -243,6 +243,10 @@ pub struct StageState {
     pub failure: Option<Failure>,
     /// Figures the stage reported (work time, bytes, …).
     pub metrics: BTreeMap<String, serde_json::Value>,
+    /// While RETRYING: when the next attempt is due. With the last attempt's failure, it
+    /// says what the stage waits for and why (a gateway outage shows here, not as silence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 impl StageState {
@@ -258,6 +262,7 @@ impl StageState {
             outputs: BTreeMap::new(),
             failure: None,
             metrics: BTreeMap::new(),
+            next_attempt_at: None,
         }
     }
 
@@ -277,6 +282,8 @@ impl StageState {
                 });
             }
         };
+        // Whatever happens next, the wait is over (a retry sets it again after applying).
+        self.next_attempt_at = None;
         match event {
             StageEvent::Start => {
                 self.started_at.get_or_insert(now);

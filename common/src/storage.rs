@@ -198,6 +198,23 @@ impl Storage {
         &self.client
     }
 
+    /// Whether the store answers for the bucket now (one `HeadBucket`, no retries beyond the
+    /// SDK's), within `within`: for a readiness route.
+    pub async fn reachable(&self, within: std::time::Duration) -> Result<(), StorageError> {
+        let head = self.client.head_bucket().bucket(&self.bucket).send();
+        match tokio::time::timeout(within, head).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StorageError::from_sdk("HeadBucket", &self.bucket, e)),
+            Err(_) => Err(StorageError::Service {
+                op: "HeadBucket",
+                key: self.bucket.clone(),
+                status: None,
+                message: format!("the store did not answer within {within:?}"),
+                transient: true,
+            }),
+        }
+    }
+
     /// Creates the bucket unless it exists (local and dev stores start empty).
     pub async fn ensure_bucket(&self) -> Result<(), StorageError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {

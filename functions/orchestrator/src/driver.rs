@@ -797,8 +797,11 @@ impl Driver<'_> {
                     self.metrics.call(&spec.name, Outcome::Retried, took, false);
                     tracing::warn!(call_id = failure.call_id(), error = %failure, ?delay, "stage attempt failed; retrying");
                     stage.apply(StageEvent::Retry { code, detail }, now)?;
+                    stage.next_attempt_at =
+                        Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
                     drop(t);
                     commit_shared(shared).await?;
+                    let _waiting = self.metrics.waiting_to_retry();
                     tokio::time::sleep(delay).await;
                 }
                 None => {

@@ -354,6 +354,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/requests/{id}/resume", post(resume))
         .route("/requests/{id}/cancel", post(cancel))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text));
     fave_common::error::json_fallbacks(routes)
         .layer(axum::Extension(BodyLimit(body_limit)))
@@ -364,7 +365,31 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// With an API token configured, every route but `/healthz` (what probes call) requires
+/// How long `/readyz` waits for the store.
+const READY_STORE_WAIT: Duration = Duration::from_secs(2);
+
+/// Readiness: this replica is up (as `/healthz` says) and the store answers. A store that
+/// refuses or never answers is a `503 storage_unavailable` saying so in a plain sentence,
+/// so an operator (or a readiness probe) sees an outage, not silence. `/healthz` stays the
+/// liveness answer: a replica is not restarted for its store's sake.
+async fn readyz(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    match app.storage.reachable(READY_STORE_WAIT).await {
+        Ok(()) => Ok(Json(json!({"status": "ok", "store": "reachable"})).into_response()),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the store is unreachable");
+            Err(ApiError::unavailable(
+                "storage_unavailable",
+                format!(
+                    "the store did not answer for bucket {} within {} s",
+                    app.storage.bucket(),
+                    READY_STORE_WAIT.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+/// With an API token configured, every route but `/healthz` and `/readyz` (what probes call) requires
 /// `Authorization: Bearer <token>`: OpenFaaS leaves a function's own auth to the function.
 /// The comparison is of the two SHA-256 digests in constant time, so neither the token's
 /// bytes nor its length show in the time an answer takes; the token is never logged.
@@ -376,7 +401,7 @@ async fn require_token(
     let Some(token) = &app.config.api_token else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/healthz" {
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
     let given = request
@@ -1181,6 +1206,28 @@ mod tests {
         assert_eq!(both.unwrap(), Some(a));
         // An unusable call id is the gateway's, not a caller's mistake: it names nothing.
         assert_eq!(call(&"c".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)), None);
+    }
+
+    #[tokio::test]
+    async fn readiness_says_when_the_store_is_unreachable_and_health_does_not() {
+        let clock = std::time::Instant::now();
+        let (status, body) = call(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "storage_unavailable");
+        assert_eq!(body["error"]["retryable"], true);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("the store did not answer"), "{message}");
+        assert!(
+            clock.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            clock.elapsed()
+        );
+        let (status, _) = call(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a replica is not unhealthy for its store's sake"
+        );
     }
 
     #[test]

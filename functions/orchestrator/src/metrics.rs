@@ -63,6 +63,8 @@ pub struct Metrics {
     failed: AtomicU64,
     cancelled: AtomicU64,
     drivers: AtomicI64,
+    /// Stage tasks waiting for their next attempt now.
+    retrying: AtomicI64,
     cold_starts: AtomicU64,
     calls: Mutex<BTreeMap<(String, Outcome), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
@@ -76,6 +78,13 @@ impl Metrics {
     /// A driver started (`+1`) or stopped (`-1`).
     pub fn drivers(&self, delta: i64) {
         self.drivers.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A stage task waits for its next attempt while the guard lives (dropped when the wait
+    /// ends, or when its driver stops).
+    pub fn waiting_to_retry(&self) -> Waiting<'_> {
+        self.retrying.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.retrying)
     }
 
     /// A request this replica drove reached `status`.
@@ -145,6 +154,16 @@ impl Metrics {
             out,
             "fave_drivers_in_flight {}",
             self.drivers.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fave_stage_tasks_retrying Stage tasks waiting for their next attempt now (an outage shows here)."
+        );
+        let _ = writeln!(out, "# TYPE fave_stage_tasks_retrying gauge");
+        let _ = writeln!(
+            out,
+            "fave_stage_tasks_retrying {}",
+            self.retrying.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,
@@ -219,6 +238,15 @@ impl Metrics {
     }
 }
 
+/// A task's wait for its next attempt, counted while it lives.
+pub struct Waiting<'a>(&'a AtomicI64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +259,9 @@ mod tests {
         m.ended(RequestStatus::Completed);
         m.ended(RequestStatus::Running);
         m.drivers(1);
+        let waiting = m.waiting_to_retry();
+        let also = m.waiting_to_retry();
+        drop(also);
         let s = Duration::from_secs_f64;
         m.call("stage-detect", Outcome::Retried, s(0.2), false);
         m.call("stage-detect", Outcome::Succeeded, s(3.0), true);
@@ -244,6 +275,7 @@ mod tests {
             "fave_requests_ended_total{status=\"COMPLETED\"} 1",
             "fave_requests_ended_total{status=\"FAILED\"} 0",
             "fave_drivers_in_flight 1",
+            "fave_stage_tasks_retrying 1",
             "fave_stage_calls_total{stage=\"stage-detect\",outcome=\"succeeded\"} 2",
             "fave_stage_calls_total{stage=\"stage-detect\",outcome=\"retried\"} 1",
             "fave_stage_retries_total 1",
@@ -258,5 +290,11 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+        drop(waiting);
+        assert!(
+            m.render()
+                .lines()
+                .any(|l| l == "fave_stage_tasks_retrying 0")
+        );
     }
 }

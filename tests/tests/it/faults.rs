@@ -415,11 +415,22 @@ async fn fault_the_platform_failing_a_stage_is_retried_for_its_window_not_a_coun
 
 /// How often each idempotency key's work began, by the stage functions' own logs.
 fn executions(t: &TestStack) -> std::collections::BTreeMap<String, usize> {
+    log_count(t, "stage work started")
+}
+
+/// How often each idempotency key's work ended failing (its store writes failed, its claim
+/// could not be kept), by the stage functions' own logs.
+fn failed_runs(t: &TestStack) -> std::collections::BTreeMap<String, usize> {
+    log_count(t, "stage work ended failing")
+}
+
+/// Lines holding `what`, counted by the idempotency key they name, over every log.
+fn log_count(t: &TestStack, what: &str) -> std::collections::BTreeMap<String, usize> {
     let mut runs = std::collections::BTreeMap::new();
     let logs = std::fs::read_dir(t.dir.path().join("logs")).expect("a log directory");
     for entry in logs.flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains("stage work started")) {
+        for line in text.lines().filter(|l| l.contains(what)) {
             if let Some(key) = line
                 .split("idempotency_key=")
                 .nth(1)
@@ -524,4 +535,214 @@ async fn fault_the_gateway_down_for_seconds_costs_retries_only() {
     }
     assert!(refused >= 1, "the outage met no call");
     assert_eq!(twice, 0, "work begun twice: {runs:?}");
+}
+
+/// How the store in front of a [`StoreProxy`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreMode {
+    Up,
+    /// Connections refused: the listener closed, the connections it held dropped.
+    Refusing,
+    /// Connections accepted and held, nothing forwarded either way: a store that hangs.
+    BlackHole,
+}
+
+/// A TCP proxy in front of the store, for every function (a test fixture): it forwards, or
+/// plays an outage of one kind or the other.
+struct StoreProxy {
+    addr: std::net::SocketAddr,
+    upstream: OnceCell<std::net::SocketAddr>,
+    mode: tokio::sync::watch::Sender<StoreMode>,
+    serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl StoreProxy {
+    async fn start() -> Arc<Self> {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = free.local_addr().expect("an address");
+        drop(free);
+        let proxy = Arc::new(Self {
+            addr,
+            upstream: OnceCell::new(),
+            mode: tokio::sync::watch::channel(StoreMode::Up).0,
+            serving: std::sync::Mutex::default(),
+        });
+        proxy.listen().await;
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn listen(self: &Arc<Self>) {
+        let mut bound = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    bound = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listener = bound.expect("the proxy's port is free again");
+        let proxy = self.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(proxy.clone().relay(socket));
+            }
+        });
+        *self.serving.lock().expect("not poisoned") = Some(task);
+    }
+
+    async fn relay(self: Arc<Self>, mut socket: tokio::net::TcpStream) {
+        let mut mode = self.mode.subscribe();
+        if *mode.borrow() != StoreMode::Up {
+            // Held, unanswered, until the store is back; then dropped.
+            let _ = mode.wait_for(|m| *m == StoreMode::Up).await;
+            return;
+        }
+        let upstream = loop {
+            if let Some(a) = self.upstream.get() {
+                break *a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let Ok(mut store) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let outage = tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut socket, &mut store) => None,
+            changed = mode.wait_for(|m| *m != StoreMode::Up) => changed.ok().map(|m| *m),
+        };
+        if outage == Some(StoreMode::BlackHole) {
+            // Nothing forwarded any more; the connection hangs until the store is back.
+            let _ = mode.wait_for(|m| *m == StoreMode::Up).await;
+        }
+    }
+
+    /// The store away for `length`, as `kind` says, then back.
+    async fn outage(self: &Arc<Self>, kind: StoreMode, length: Duration) {
+        if kind == StoreMode::Refusing {
+            let serving = self.serving.lock().expect("not poisoned").take();
+            if let Some(task) = serving {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        self.mode.send_replace(kind);
+        tokio::time::sleep(length).await;
+        self.mode.send_replace(StoreMode::Up);
+        if kind == StoreMode::Refusing {
+            self.listen().await;
+        }
+    }
+}
+
+/// Three requests, and the store away for a while (`FAVE_STORE_OUTAGE_SECS`, default 10;
+/// the soak runs 60) as `kind` says, for every function: every request completes, no stage's
+/// work begins twice, nothing stays in the active index, and `/readyz` says so meanwhile.
+async fn store_outage(kind: StoreMode) {
+    let length: u64 = std::env::var("FAVE_STORE_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let proxy = StoreProxy::start().await;
+    let url = proxy.url();
+    let t = TestStack::start_with(&[
+        ("AWS_ENDPOINT_URL", &url),
+        ("FAVE_S3_READ_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let store = t.stack.s3.endpoint.as_ref().expect("a store endpoint");
+    let upstream = format!(
+        "{}:{}",
+        store.host_str().expect("a host"),
+        store.port_or_known_default().expect("a port")
+    );
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .expect("resolves")
+        .next()
+        .expect("an address");
+    proxy.upstream.set(upstream).expect("set once");
+    let uri = file_uri(&sample("bikes.mp4"));
+    for _ in 0..3 {
+        let r = t
+            .http
+            .post(t.url("orchestrator", ""))
+            .header("prefer", "respond-async")
+            .json(&json!({ "video_uri": uri }))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status(), 202);
+    }
+    t.wait_for_running_stage().await;
+    let away = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.outage(kind, Duration::from_secs(length)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, _, during) = t.get("/readyz").await;
+    assert_eq!(
+        (status, during["error"]["code"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{during}"
+    );
+    away.await.expect("the outage ends");
+    let clock = std::time::Instant::now();
+    let states = wait_for_states(t.store(), 240, |s| {
+        s.len() == 3 && s.iter().all(|s| s.status.is_terminal())
+    })
+    .await;
+    let (status, _, after) = t.get("/readyz").await;
+    assert_eq!(status, 200, "{after}");
+    // A run whose store writes failed in the outage is done again, as it must be; a run
+    // begun while another lived, never: every start past the first follows a failed run.
+    let (runs, failed) = (executions(&t), failed_runs(&t));
+    let again: usize = runs.values().map(|n| n - 1).sum();
+    let overlapping: Vec<_> = runs
+        .iter()
+        .filter(|(key, n)| **n > 1 + failed.get(*key).copied().unwrap_or(0))
+        .collect();
+    let completed = states
+        .iter()
+        .filter(|s| s.status == RequestStatus::Completed)
+        .count();
+    eprintln!(
+        "store {kind:?} for {length} s: {completed} of 3 completed, {:?} after it came back, {again} works begun again after a failed run, {} begun while another lived",
+        clock.elapsed(),
+        overlapping.len()
+    );
+    for s in &states {
+        assert_eq!(
+            s.status,
+            RequestStatus::Completed,
+            "{:?}\n{}",
+            s.failure,
+            t.logs()
+        );
+    }
+    assert!(
+        overlapping.is_empty(),
+        "work begun while another run lived: {overlapping:?}"
+    );
+    let active = t
+        .store()
+        .list_keys(fave_common::keys::ACTIVE_PREFIX)
+        .await
+        .expect("listing");
+    assert!(active.is_empty(), "left in the active index: {active:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_the_store_refusing_connections_for_seconds_costs_retries_only() {
+    store_outage(StoreMode::Refusing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_the_store_black_holed_for_seconds_costs_retries_only() {
+    store_outage(StoreMode::BlackHole).await;
 }
