@@ -69,6 +69,29 @@ impl StorageError {
         }
     }
 
+    /// A plain sentence for a client: what failed, without the SDK's chain of causes
+    /// (which the caller logs).
+    pub fn plain(&self) -> String {
+        match self {
+            StorageError::Service {
+                op,
+                transient: true,
+                ..
+            } => format!(
+                "the store could not be reached or did not answer in time ({op}); try again"
+            ),
+            StorageError::Service { op, status, .. } => match status {
+                Some(s) => format!("the store refused {op} with status {s}"),
+                None => format!("the store refused {op}"),
+            },
+            StorageError::Io { op, .. } => format!("a local file operation failed ({op})"),
+            StorageError::Json { key, .. } => format!("{key} does not hold the JSON expected"),
+            StorageError::NotFound { .. }
+            | StorageError::PreconditionFailed { .. }
+            | StorageError::TooLarge { .. } => self.to_string(),
+        }
+    }
+
     fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
         StorageError::Io {
             op,
@@ -741,6 +764,10 @@ mod tests {
         .unwrap_err();
         let took = clock.elapsed();
         assert!(err.is_transient(), "{err}");
+        assert_eq!(
+            err.plain(),
+            "the store could not be reached or did not answer in time (GetObject); try again"
+        );
         assert!(
             took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(10),
             "two attempts of 1 s each: {took:?}"

@@ -277,9 +277,13 @@ pub async fn fetch(
                 )),
                 Ok(Err(StorageError::TooLarge { .. })) => Err(too_large()),
                 Ok(Err(e)) if e.is_transient() => {
-                    Err(ApiError::unavailable("storage_unavailable", e.to_string()))
+                    tracing::warn!(error = %e, "reading an s3:// input failed");
+                    Err(ApiError::unavailable("storage_unavailable", e.plain()))
                 }
-                Ok(Err(e)) => Err(ApiError::unprocessable("input_unreachable", e.to_string())),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading an s3:// input failed");
+                    Err(ApiError::unprocessable("input_unreachable", e.plain()))
+                }
                 Ok(Ok(_)) => Ok(Fetched::Downloaded(temp)),
             }
         }

@@ -675,14 +675,10 @@ async fn submit(
     app.storage
         .put_json(&keys::active_marker(&id), &json!({}))
         .await
-        .map_err(|e| {
-            ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
-        })?;
+        .map_err(|e| recording_failed(&e))?;
     credentials::keep(&app.storage, &id, &kept)
         .await
-        .map_err(|e| {
-            ApiError::unavailable("storage_unavailable", format!("recording the request: {e}"))
-        })?;
+        .map_err(|e| recording_failed(&e))?;
     let tracked = match Tracked::create(app.storage.clone(), state, app.holder()).await {
         Ok(tracked) => tracked,
         // Another replica created the request of this key first: answer with it.
@@ -690,12 +686,7 @@ async fn submit(
             drop(claim);
             return Ok(replay(&app, load_state(&app, &id).await?, &submission, window).await);
         }
-        Err(e) => {
-            return Err(ApiError::unavailable(
-                "storage_unavailable",
-                format!("recording the request: {e}"),
-            ));
-        }
+        Err(e) => return Err(recording_failed(&e)),
     };
     tracing::info!(request_id = %id, "request accepted");
     app.metrics.accepted();
@@ -805,11 +796,22 @@ fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     })
 }
 
+/// The request could not be recorded: nothing was accepted, and the client may try again.
+fn recording_failed(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "could not record a request");
+    ApiError::unavailable(
+        "storage_unavailable",
+        "the request could not be recorded: the store could not be reached or did not answer; try again",
+    )
+}
+
+/// A store failure as a client sees it: a plain sentence; the SDK's chain goes to the log.
 fn storage_error(e: StorageError) -> ApiError {
+    tracing::warn!(error = %e, "a store call failed");
     if e.is_transient() {
-        ApiError::unavailable("storage_unavailable", e.to_string())
+        ApiError::unavailable("storage_unavailable", e.plain())
     } else {
-        ApiError::internal(e.to_string())
+        ApiError::internal(e.plain())
     }
 }
 

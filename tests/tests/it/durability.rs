@@ -564,3 +564,92 @@ async fn fault_a_stage_past_its_timeout_counts_as_a_failed_attempt_and_its_work_
         timed_out.len()
     );
 }
+
+/// A driver paused (SIGSTOP) past its lease while a stage's work runs, then woken
+/// (SIGCONT): the other replica takes the request over and calls the stage again, and that
+/// call waits for the work under way (its claim) instead of running it a second time; the
+/// woken driver loses its next write and stops. Executions are counted from the stage
+/// function's own log, not the orchestrator's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_a_driver_paused_past_its_lease_causes_no_second_execution() {
+    let t = TestStack::start_spec(crate::util::StackSpec {
+        stack_file: Some(crate::util::repo_root().join("bench/noop.yml")),
+        env: &[
+            ("FAVE_NOOP_STEPS", "2"),
+            ("FAVE_NOOP_WORK_MS", "6000"),
+            ("FAVE_RESUME_INTERVAL_MS", "200"),
+            ("FAVE_LEASE_SECS", "3"),
+        ],
+        replicas: &[("orchestrator", 2)],
+        ..crate::util::StackSpec::default()
+    })
+    .await;
+    let response = t
+        .http
+        .post(t.url("orchestrator", ""))
+        .header("prefer", "respond-async")
+        .json(&json!({ "video_uri": file_uri(&sample("bikes.mp4")) }))
+        .send()
+        .await
+        .expect("answers");
+    let (status, _, body) = read(response).await;
+    assert_eq!(status, 202, "{body}");
+    let id = request_id(&body);
+    let mut owner = None;
+    for _ in 0..100 {
+        let state = t.state(&id).await;
+        if state
+            .stages
+            .iter()
+            .any(|s| s.status == StageStatus::Running)
+        {
+            owner = state.lease.map(|l| l.owner);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let owner = owner.expect("a stage runs under a lease");
+    let index: usize = owner
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a replica's name");
+    let orchestrator = t.function("orchestrator");
+    let pid = orchestrator.replicas[index].pid().expect("running");
+    signal(pid, Signal::STOP);
+    // Past the 3 s lease: the other replica's resumer takes the request over.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    signal(pid, Signal::CONT);
+    let states =
+        wait_for_states(t.store(), 60, |s| s.len() == 1 && s[0].status.is_terminal()).await;
+    let state = &states[0];
+    assert_eq!(
+        state.status,
+        RequestStatus::Completed,
+        "{:?}",
+        state.failure
+    );
+    let owners: std::collections::BTreeSet<&str> =
+        state.drivers.iter().map(|d| d.owner.as_str()).collect();
+    assert!(owners.len() >= 2, "taken over: {:?}", state.drivers);
+    assert_one_driver_at_a_time(state);
+    let log = std::fs::read_to_string(t.dir.path().join("logs/stage-noop.log")).expect("a log");
+    let mut begun = BTreeMap::<&str, usize>::new();
+    for line in log.lines().filter(|l| l.contains("stage work started")) {
+        if let Some(key) = line.split("idempotency_key=").nth(1) {
+            *begun.entry(key.trim()).or_default() += 1;
+        }
+    }
+    let calls: usize = state.tasks().map(|s| s.attempts.len()).sum();
+    eprintln!(
+        "paused driver: {} stage works begun for {} tasks, {calls} calls, drivers {:?}",
+        begun.values().sum::<usize>(),
+        state.tasks().count(),
+        state.drivers.iter().map(|d| &d.owner).collect::<Vec<_>>()
+    );
+    assert_eq!(begun.len(), state.tasks().count(), "{begun:?}");
+    assert!(
+        begun.values().all(|n| *n == 1),
+        "a stage's work ran twice: {begun:?}"
+    );
+}
