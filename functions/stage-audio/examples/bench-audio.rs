@@ -1,7 +1,7 @@
 //! Times this crate against librosa 0.11 on the same wav.
 //!
 //! ```text
-//! cargo run --release --example bench -- WAV [REPEAT] [--rust-only]
+//! cargo run --release --example bench-audio -- WAV [REPEAT] [--rust-only]
 //! ```
 //!
 //! Rust: one cold call (first touch of the file, FFT planning), then

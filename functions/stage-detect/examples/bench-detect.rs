@@ -1,6 +1,6 @@
 //! Latency benchmark: model load time and per-frame detection latency.
 //!
-//! `cargo run --release --example bench -- [IMAGE] [N]`
+//! `cargo run --release --example bench-detect -- [IMAGE] [N]`
 //! IMAGE defaults to `$FAVE_SAMPLES/vtest_10s.png`, N (timed runs after 3
 //! warm-up runs) to 20.  The model comes from `$FAVE_MODELS/yolov3-tiny`.
 

@@ -1,6 +1,6 @@
 //! Speed and memory of the transcriber: the model loaded once, then each WAV transcribed.
 //!
-//! `cargo run --release -p stage-transcribe --example bench -- [--beam N] [--threads N]
+//! `cargo run --release -p stage-transcribe --example bench-transcribe -- [--beam N] [--threads N]
 //! [--runs N] WAV…`
 //!
 //! WAVs are 16 kHz mono (`ffmpeg -i VIDEO -vn -ac 1 -ar 16000 clip.wav`). Per WAV: its
