@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use url::Url;
 
+use crate::contract::FailureCode;
 use crate::error::ErrorBody;
 
 /// The call id header OpenFaaS's gateway adds to every invocation.
@@ -107,10 +108,10 @@ impl InvokeError {
     /// A short code for `state.json`.
     pub fn code(&self) -> String {
         match self {
-            InvokeError::Connect { .. } => "gateway_unreachable".into(),
-            InvokeError::Timeout { .. } => "stage_timeout".into(),
+            InvokeError::Connect { .. } => FailureCode::GatewayUnreachable.into(),
+            InvokeError::Timeout { .. } => FailureCode::StageTimeout.into(),
             InvokeError::Status { code, .. } => code.clone(),
-            InvokeError::BadAnswer { .. } => "bad_stage_answer".into(),
+            InvokeError::BadAnswer { .. } => FailureCode::BadStageAnswer.into(),
         }
     }
 
@@ -215,7 +216,7 @@ impl GatewayClient {
                             .get(CALL_ID)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned),
-                        code: "stage_answer_too_large".into(),
+                        code: FailureCode::StageAnswerTooLarge.into(),
                         message: format!("the answer is over {MAX_ANSWER_BYTES} bytes"),
                         openfaas_internal: false,
                         own_retryable: Some(false),

@@ -2,6 +2,7 @@
 //!
 //! Layout, bottom up:
 //! - [`ids`], [`keys`]: validated newtype ids and the one place S3 keys are built.
+//! - [`contract`]: what both ends of a seam read, as types (so far, the failure codes).
 //! - [`error`]: the one JSON error shape and the error type HTTP handlers return.
 //! - [`config`], [`secrets`]: configuration read once from the environment and validated.
 //! - [`storage`]: S3-compatible storage on aws-sdk-s3 (streaming, multipart, conditional writes).
@@ -16,6 +17,7 @@
 
 pub mod claim;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod gateway;
 pub mod ids;

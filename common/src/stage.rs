@@ -678,6 +678,44 @@ mod tests {
     }
 
     #[test]
+    fn every_stage_error_answers_with_a_named_failure_code_that_agrees_on_retrying() {
+        use crate::contract::FailureCode;
+        let store = |transient| StorageError::Service {
+            op: "GetObject",
+            key: "k".into(),
+            status: None,
+            message: "m".into(),
+            transient,
+        };
+        for e in [
+            StageError::InvalidInput("m".into()),
+            StageError::InvalidMedia("m".into()),
+            StageError::OverLimit("m".into()),
+            StageError::Storage(StorageError::NotFound { key: "k".into() }),
+            StageError::Storage(store(true)),
+            StageError::Storage(store(false)),
+            StageError::Unavailable {
+                code: "model_loading",
+                message: "m".into(),
+            },
+            StageError::Unavailable {
+                code: "claim_lost",
+                message: "m".into(),
+            },
+            StageError::Internal("m".into()),
+        ] {
+            let api = ApiError::from(e);
+            let code = FailureCode::parse(api.code);
+            assert!(
+                !matches!(code, FailureCode::Other(_)),
+                "{} is not named",
+                api.code
+            );
+            assert_eq!(api.retryable, code.is_retryable(), "{}", api.code);
+        }
+    }
+
+    #[test]
     fn a_stage_reads_only_its_requests_own_objects() {
         let call: StageCall<Value> = serde_json::from_value(call_json("stage-echo")).unwrap();
         assert!(

@@ -546,7 +546,7 @@ impl RequestState {
             if matches!(task.status, StageStatus::Running | StageStatus::Retrying) {
                 task.apply(
                     StageEvent::Fail {
-                        code: "abandoned".into(),
+                        code: crate::contract::FailureCode::Abandoned.into(),
                         detail: format!("not waited for: {why}"),
                     },
                     now,

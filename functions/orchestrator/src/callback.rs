@@ -190,7 +190,7 @@ async fn payload(storage: &Storage, state: &RequestState) -> Result<Value, Drive
     let (code, message) = state.failure.as_ref().map_or_else(
         || {
             (
-                "cancelled".to_owned(),
+                fave_common::contract::FailureCode::Cancelled.into(),
                 "the request was cancelled".to_owned(),
             )
         },

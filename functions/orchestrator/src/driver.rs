@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use fave_common::contract::FailureCode;
 use fave_common::error::ApiError;
 use fave_common::gateway::{GatewayClient, InvokeError};
 use fave_common::ids::{ClipId, RequestId, StageName};
@@ -681,7 +682,7 @@ impl Driver<'_> {
                         "the driver of this attempt stopped before its answer was recorded".into();
                     stage.apply(
                         StageEvent::Retry {
-                            code: "driver_lost".into(),
+                            code: FailureCode::DriverLost.into(),
                             detail,
                         },
                         Utc::now(),
@@ -715,7 +716,7 @@ impl Driver<'_> {
                         function: spec.function.clone(),
                         status: invocation.status,
                         call_id: invocation.call_id,
-                        code: "stage_answer_too_large".into(),
+                        code: FailureCode::StageAnswerTooLarge.into(),
                         message: format!(
                             "the stage's result is over the {MAX_STAGE_DATA_BYTES} bytes \
                              state.json holds for one stage; large results go by key"

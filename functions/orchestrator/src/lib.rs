@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use fave_common::config::{OrchestratorConfig, PipelineChoice};
+use fave_common::contract::FailureCode;
 use fave_common::error::{ApiError, BodyLimit, JsonBody};
 use fave_common::gateway::{CALL_ID, GatewayClient};
 use fave_common::ids::{RequestId, StageName};
@@ -201,7 +202,7 @@ impl App {
                         {
                             let failed = t.state.apply(
                                 RequestEvent::Fail {
-                                    code: "internal".into(),
+                                    code: FailureCode::Internal.into(),
                                     detail: bug.to_string(),
                                 },
                                 Utc::now(),
@@ -744,14 +745,13 @@ async fn answer(app: &App, state: &RequestState) -> Result<Response, ApiError> {
                 .failure
                 .as_ref()
                 .map(|f| (f.error_code.clone(), f.error_detail.clone()))
-                .unwrap_or_else(|| ("cancelled".into(), "the request was cancelled".into()));
-            let status = match code.as_str() {
-                "invalid_media" | "media_over_limit" | "invalid_input" | "input_missing"
-                | "input_not_found" => StatusCode::UNPROCESSABLE_ENTITY,
-                "cancelled" => StatusCode::CONFLICT,
-                "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
+                .unwrap_or_else(|| {
+                    (
+                        FailureCode::Cancelled.into(),
+                        "the request was cancelled".into(),
+                    )
+                });
+            let status = FailureCode::parse(&code).http_status();
             let body = json!({
                 "error": {"code": code, "message": detail, "retryable": false},
                 "request_id": id,
