@@ -110,6 +110,31 @@ fn body_bytes(body: &Option<Value>, vars: &[(&str, String)]) -> Vec<u8> {
     }
 }
 
+/// A listener on `bind` that answers `answer` to anything and counts what reaches it: a
+/// canary for where nothing should go.
+async fn counting_listener(
+    bind: &str,
+    answer: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::Relaxed);
+            answer
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(bind).await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, hits)
+}
+
 /// Serves what the corpus's URL cases need: `/` streams zeros forever, `/404` and `/500`
 /// answer so; a second listener accepts connections and never answers.
 async fn hostile_servers() -> (String, String) {
@@ -392,23 +417,10 @@ async fn media_that_names_other_files_is_refused_and_none_of_them_is_read() {
 /// listener that counts what reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_variables_do_not_take_fetches_around_the_address_guard() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    let proxy = axum::Router::new().fallback(move || {
-        let counted = counted.clone();
-        async move {
-            counted.fetch_add(1, Ordering::Relaxed);
-            "a video from the proxy"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let proxy_url = format!("http://{}", listener.local_addr().expect("an address"));
-    tokio::spawn(async move { axum::serve(listener, proxy).await });
+    let (addr, hits) = counting_listener("127.0.0.1:0", "a video from the proxy").await;
+    let proxy_url = format!("http://{addr}");
     let t = TestStack::start_with(&[
         ("FAVE_LOCAL_MODE", "false"),
         ("FAVE_INPUT_TIMEOUT_SECS", "5"),
@@ -451,23 +463,10 @@ async fn proxy_variables_do_not_take_fetches_around_the_address_guard() {
 async fn a_request_accepted_in_cluster_mode_stays_guarded_on_a_local_mode_replica() {
     use fave_common::keys::{self, RequestKeys};
     use fave_common::state::{Reach, RequestState};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    let receiver = axum::Router::new().fallback(move || {
-        let counted = counted.clone();
-        async move {
-            counted.fetch_add(1, Ordering::Relaxed);
-            "got it"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let canary = format!("http://{}/done", listener.local_addr().expect("an address"));
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let (addr, hits) = counting_listener("127.0.0.1:0", "got it").await;
+    let canary = format!("http://{addr}/done");
 
     let t = TestStack::start().await;
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -754,8 +753,7 @@ fn hostile_addresses_are_refused_end_to_end_inside_a_network_namespace() {
 }
 
 async fn hostile_addresses_inside_the_namespace() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     let dev = std::fs::read_to_string("/proc/self/net/dev").expect("readable");
     let interfaces: Vec<&str> = dev
@@ -766,20 +764,9 @@ async fn hostile_addresses_inside_the_namespace() {
         .collect();
     assert_eq!(interfaces, ["lo"], "a namespace with nothing but loopback");
 
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    let canary = axum::Router::new().fallback(move || {
-        let counted = counted.clone();
-        async move {
-            counted.fetch_add(1, Ordering::Relaxed);
-            "canary"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("[::]:0")
-        .await
-        .expect("binds on every loopback address");
-    let port = listener.local_addr().expect("an address").port();
-    tokio::spawn(async move { axum::serve(listener, canary).await });
+    // On every address the namespace has, IPv4 and IPv6 loopback alike.
+    let (addr, hits) = counting_listener("[::]:0", "canary").await;
+    let port = addr.port();
 
     let t = TestStack::start_with(&[
         ("FAVE_LOCAL_MODE", "false"),
