@@ -1149,6 +1149,12 @@ mod tests {
         }
         let (status, _, _) = send("GET", "/healthz", None).await;
         assert_eq!(status, StatusCode::OK, "probes need no token");
+        // Readiness neither: here it says the (unreachable) store, not the missing token.
+        let (status, body, _) = send("GET", "/readyz", None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("storage_unavailable"))
+        );
         let (status, _, _) = send("GET", "/metrics", Some("Bearer s3cr3t-token")).await;
         assert_eq!(status, StatusCode::OK);
         // With the token, a route is what it always was: here a JSON 404.
