@@ -163,15 +163,7 @@ impl From<StageError> for ApiError {
             StageError::Storage(StorageError::NotFound { key }) => {
                 ApiError::unprocessable("input_missing", format!("no object at {key}"))
             }
-            StageError::Storage(e) => {
-                // The SDK's chain of causes to the log; a plain sentence to the caller.
-                tracing::warn!(error = %e, "a store call failed");
-                if e.is_transient() {
-                    ApiError::unavailable("storage_unavailable", e.plain())
-                } else {
-                    ApiError::internal(e.plain())
-                }
-            }
+            StageError::Storage(e) => e.into(),
             StageError::Unavailable { code, message } => ApiError::unavailable(code, message),
             StageError::Internal(m) => ApiError::internal(m),
         }

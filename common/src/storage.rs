@@ -143,6 +143,20 @@ impl StorageError {
     }
 }
 
+/// A store failure as a caller of an HTTP route sees it: `503 storage_unavailable` when it
+/// may pass, else a 500; a plain sentence either way, and the SDK's chain of causes to the
+/// log. The orchestrator's routes and the stage harness both answer with it.
+impl From<StorageError> for crate::error::ApiError {
+    fn from(e: StorageError) -> Self {
+        tracing::warn!(error = %e, "a store call failed");
+        if e.is_transient() {
+            Self::unavailable("storage_unavailable", e.plain())
+        } else {
+            Self::internal(e.plain())
+        }
+    }
+}
+
 /// Lets error classification read the HTTP status of any SDK response type.
 pub trait HasStatus {
     fn status(&self) -> u16;

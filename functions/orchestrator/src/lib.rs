@@ -636,7 +636,7 @@ async fn submit(
             .storage
             .get_json::<RequestState>(&RequestKeys::new(id).state())
             .await
-            .map_err(storage_error)?
+            .map_err(ApiError::from)?
     {
         return Ok(replay(&app, existing, &submission, window).await);
     }
@@ -718,7 +718,7 @@ async fn wait_for_state(app: &App, id: &RequestId) -> Result<RequestState, ApiEr
             .storage
             .get_json::<RequestState>(&RequestKeys::new(id).state())
             .await
-            .map_err(storage_error)?
+            .map_err(ApiError::from)?
         {
             return Ok(state);
         }
@@ -805,19 +805,9 @@ fn recording_failed(e: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
-/// A store failure as a client sees it: a plain sentence; the SDK's chain goes to the log.
-fn storage_error(e: StorageError) -> ApiError {
-    tracing::warn!(error = %e, "a store call failed");
-    if e.is_transient() {
-        ApiError::unavailable("storage_unavailable", e.plain())
-    } else {
-        ApiError::internal(e.plain())
-    }
-}
-
 fn drive_error(e: DriveError) -> ApiError {
     match e {
-        DriveError::Storage(e) => storage_error(e),
+        DriveError::Storage(e) => e.into(),
         DriveError::Superseded => ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
@@ -834,7 +824,7 @@ async fn load_state(app: &App, id: &RequestId) -> Result<RequestState, ApiError>
     app.storage
         .get_json::<RequestState>(&RequestKeys::new(id).state())
         .await
-        .map_err(storage_error)?
+        .map_err(ApiError::from)?
         .map(|(state, _)| state)
         .ok_or_else(|| ApiError::not_found(format!("no request {id}")))
 }
@@ -847,7 +837,7 @@ async fn read_result(app: &App, state: &RequestState) -> Result<Value, ApiError>
     app.storage
         .get_json::<Value>(&key)
         .await
-        .map_err(storage_error)?
+        .map_err(ApiError::from)?
         .map(|(v, _)| v)
         .ok_or_else(|| {
             ApiError::internal(format!(
@@ -914,7 +904,7 @@ async fn list_requests(
                 limit - found.len(),
             )
             .await
-            .map_err(storage_error)?;
+            .map_err(ApiError::from)?;
         let ids: Vec<RequestId> = page
             .prefixes
             .iter()
@@ -1051,7 +1041,7 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<R
                 if !t.state.callback_pending() {
                     credentials::retire(&app.storage, &id)
                         .await
-                        .map_err(storage_error)?;
+                        .map_err(ApiError::from)?;
                 }
                 tracing::info!(request_id = %id, "request cancelled");
                 return Ok(
