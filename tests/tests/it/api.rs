@@ -146,6 +146,19 @@ async fn callback_sink_answering(failures: usize, then: u16) -> (String, Receive
     (url, received)
 }
 
+/// Submits a text file posing as a video, with `callback_url`: the request fails at once
+/// (422, `invalid_media`) and its callback is due. Returns the answer.
+async fn submit_not_a_video(t: &TestStack, callback_url: &str) -> Value {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fake = dir.path().join("fake.mp4");
+    std::fs::write(&fake, "not a video").expect("written");
+    let (status, _, answer) = t
+        .submit(&json!({ "video_uri": file_uri(&fake), "callback_url": callback_url }))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    answer
+}
+
 /// Waits until `received` holds at least `n` POSTs.
 pub async fn wait_for_posts(received: &Received, n: usize) -> Vec<(HeaderMap, Value)> {
     for _ in 0..600 {
@@ -216,13 +229,7 @@ async fn fave_posts_the_result_to_the_callback_url_retrying_until_it_is_taken() 
     // A request that fails reports its failure; a receiver that refuses (400) is not
     // asked again.
     let (refusing_url, refused) = callback_sink_answering(0, 400).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let fake = dir.path().join("fake.mp4");
-    std::fs::write(&fake, "not a video").expect("written");
-    let (status, _, answer) = t
-        .submit(&json!({ "video_uri": file_uri(&fake), "callback_url": refusing_url }))
-        .await;
-    assert_eq!(status, 422, "{answer}");
+    let answer = submit_not_a_video(&t, &refusing_url).await;
     let posts = wait_for_posts(&refused, 1).await;
     assert_eq!(posts[0].0["x-fave-status"], "FAILED");
     assert_eq!(posts[0].1["error"]["code"], "invalid_media");
@@ -641,18 +648,8 @@ async fn a_callback_has_one_budget_and_one_attempt_at_a_time_across_replicas() {
     let url = format!("http://{}/done", listener.local_addr().expect("an address"));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let t = TestStack::start_with_replicas(
-        &[("FAVE_RESUME_INTERVAL_MS", "200"), ("FAVE_LEASE_SECS", "3")],
-        &[("orchestrator", 3)],
-    )
-    .await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let fake = dir.path().join("fake.mp4");
-    std::fs::write(&fake, "not a video").expect("written");
-    let (status, _, answer) = t
-        .submit(&json!({ "video_uri": file_uri(&fake), "callback_url": url }))
-        .await;
-    assert_eq!(status, 422, "{answer}");
+    let t = TestStack::start_with_replicas(crate::util::FAST_RESUME, &[("orchestrator", 3)]).await;
+    let answer = submit_not_a_video(&t, &url).await;
     let id: fave_common::ids::RequestId = crate::util::request_id(&answer);
     let mut delivery = None;
     for _ in 0..900 {

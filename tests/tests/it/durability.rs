@@ -11,21 +11,16 @@ use rustix::process::Signal;
 use serde_json::{Value, json};
 
 use crate::util::{
-    TestStack, embedded_store, file_uri, read, request_id, sample, signal, wait_for_states,
+    FAST_RESUME, TestStack, embedded_store, file_uri, log_count, read, request_id, sample, signal,
+    wait_for_states,
 };
 
-/// Settings that make resuming quick enough to test.
-const FAST_RESUME: &[(&str, &str)] =
-    &[("FAVE_RESUME_INTERVAL_MS", "200"), ("FAVE_LEASE_SECS", "3")];
-
-/// How many times `stage` (one of the two the stage-ffmpeg-0 function serves) finished real
-/// work for each request, from the function's own log.
+/// Asserts that neither stage the stage-ffmpeg-0 function serves began its work more than
+/// once for any request, by the function's own log.
 ///
-/// A run is counted by its "stage done" line, written after its manifest. A caller killed
-/// while the manifest was on its way drops the call, and with it the line, even though the
-/// manifest landed (the retry then returns that manifest): such a request shows no run. So
-/// after kills the tests assert at most one, never two: finished work was not redone; that
-/// it was done at all, `assert_complete_and_whole` checks.
+/// A run is counted when it begins ("stage work started"), finished or not: the work goes
+/// on when its caller is killed, and a retry waits for it, so after kills no work was
+/// started over; that it was done at all, `assert_complete_and_whole` checks.
 fn ran_at_most_once(t: &TestStack, states: &[RequestState]) {
     for stage in FFMPEG_0 {
         let runs = stage_runs(t, stage);
@@ -633,13 +628,7 @@ async fn fault_a_driver_paused_past_its_lease_causes_no_second_execution() {
         state.drivers.iter().map(|d| d.owner.as_str()).collect();
     assert!(owners.len() >= 2, "taken over: {:?}", state.drivers);
     assert_one_driver_at_a_time(state);
-    let log = std::fs::read_to_string(t.dir.path().join("logs/stage-noop.log")).expect("a log");
-    let mut begun = BTreeMap::<&str, usize>::new();
-    for line in log.lines().filter(|l| l.contains("stage work started")) {
-        if let Some(key) = line.split("idempotency_key=").nth(1) {
-            *begun.entry(key.trim()).or_default() += 1;
-        }
-    }
+    let begun = log_count(&t, "stage work started");
     let calls: usize = state.tasks().map(|s| s.attempts.len()).sum();
     eprintln!(
         "paused driver: {} stage works begun for {} tasks, {calls} calls, drivers {:?}",

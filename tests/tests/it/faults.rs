@@ -415,32 +415,13 @@ async fn fault_the_platform_failing_a_stage_is_retried_for_its_window_not_a_coun
 
 /// How often each idempotency key's work began, by the stage functions' own logs.
 fn executions(t: &TestStack) -> std::collections::BTreeMap<String, usize> {
-    log_count(t, "stage work started")
+    crate::util::log_count(t, "stage work started")
 }
 
 /// How often each idempotency key's work ended failing (its store writes failed, its claim
 /// could not be kept), by the stage functions' own logs.
 fn failed_runs(t: &TestStack) -> std::collections::BTreeMap<String, usize> {
-    log_count(t, "stage work ended failing")
-}
-
-/// Lines holding `what`, counted by the idempotency key they name, over every log.
-fn log_count(t: &TestStack, what: &str) -> std::collections::BTreeMap<String, usize> {
-    let mut runs = std::collections::BTreeMap::new();
-    let logs = std::fs::read_dir(t.dir.path().join("logs")).expect("a log directory");
-    for entry in logs.flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains(what)) {
-            if let Some(key) = line
-                .split("idempotency_key=")
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
-            {
-                *runs.entry(key.to_owned()).or_insert(0) += 1;
-            }
-        }
-    }
-    runs
+    crate::util::log_count(t, "stage work ended failing")
 }
 
 /// A delivery duplicated, both copies at once (an at-least-once queue, a retrying proxy):

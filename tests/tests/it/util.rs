@@ -321,6 +321,31 @@ impl TestStack {
     }
 }
 
+/// Settings that make resuming quick enough to test: a resume pass every 200 ms, 3 s leases.
+pub const FAST_RESUME: &[(&str, &str)] =
+    &[("FAVE_RESUME_INTERVAL_MS", "200"), ("FAVE_LEASE_SECS", "3")];
+
+/// The log lines of every function that hold `what` (the harness's "stage work started",
+/// say), counted by the idempotency key they name: how often each stage's work did it, by
+/// the stages' own record.
+pub fn log_count(t: &TestStack, what: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    let logs = std::fs::read_dir(t.dir.path().join("logs")).expect("a log directory");
+    for entry in logs.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains(what)) {
+            if let Some(key) = line
+                .split("idempotency_key=")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+            {
+                *counts.entry(key.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
 pub async fn read(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
