@@ -122,17 +122,19 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP fave_requests_accepted_total Requests accepted by this replica."
+        scalar(
+            &mut out,
+            "fave_requests_accepted_total",
+            "counter",
+            "Requests accepted by this replica.",
+            load(&self.accepted),
         );
-        let _ = writeln!(out, "# TYPE fave_requests_accepted_total counter");
-        let _ = writeln!(out, "fave_requests_accepted_total {}", load(&self.accepted));
-        let _ = writeln!(
-            out,
-            "# HELP fave_requests_ended_total Requests this replica drove to an end, by status."
+        header(
+            &mut out,
+            "fave_requests_ended_total",
+            "counter",
+            "Requests this replica drove to an end, by status.",
         );
-        let _ = writeln!(out, "# TYPE fave_requests_ended_total counter");
         for (status, c) in [
             (RequestStatus::Completed, &self.completed),
             (RequestStatus::Failed, &self.failed),
@@ -145,31 +147,26 @@ impl Metrics {
                 load(c)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP fave_drivers_in_flight Requests this replica is driving now."
+        scalar(
+            &mut out,
+            "fave_drivers_in_flight",
+            "gauge",
+            "Requests this replica is driving now.",
+            self.drivers.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE fave_drivers_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "fave_drivers_in_flight {}",
-            self.drivers.load(Ordering::Relaxed)
+        scalar(
+            &mut out,
+            "fave_stage_tasks_retrying",
+            "gauge",
+            "Stage tasks waiting for their next attempt now (an outage shows here).",
+            self.retrying.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP fave_stage_tasks_retrying Stage tasks waiting for their next attempt now (an outage shows here)."
+        header(
+            &mut out,
+            "fave_stage_calls_total",
+            "counter",
+            "Stage calls, by stage and outcome (retried: failed and tried again).",
         );
-        let _ = writeln!(out, "# TYPE fave_stage_tasks_retrying gauge");
-        let _ = writeln!(
-            out,
-            "fave_stage_tasks_retrying {}",
-            self.retrying.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP fave_stage_calls_total Stage calls, by stage and outcome (retried: failed and tried again)."
-        );
-        let _ = writeln!(out, "# TYPE fave_stage_calls_total counter");
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let retries: u64 = calls
             .iter()
@@ -183,27 +180,26 @@ impl Metrics {
                 outcome.label()
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP fave_stage_retries_total Stage calls that failed and were tried again."
+        scalar(
+            &mut out,
+            "fave_stage_retries_total",
+            "counter",
+            "Stage calls that failed and were tried again.",
+            retries,
         );
-        let _ = writeln!(out, "# TYPE fave_stage_retries_total counter");
-        let _ = writeln!(out, "fave_stage_retries_total {retries}");
-        let _ = writeln!(
-            out,
-            "# HELP fave_stage_cold_starts_total Stage calls their function reported as a cold start."
+        scalar(
+            &mut out,
+            "fave_stage_cold_starts_total",
+            "counter",
+            "Stage calls their function reported as a cold start.",
+            load(&self.cold_starts),
         );
-        let _ = writeln!(out, "# TYPE fave_stage_cold_starts_total counter");
-        let _ = writeln!(
-            out,
-            "fave_stage_cold_starts_total {}",
-            load(&self.cold_starts)
+        header(
+            &mut out,
+            "fave_stage_call_duration_seconds",
+            "histogram",
+            "Stage call time through the gateway.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP fave_stage_call_duration_seconds Stage call time through the gateway."
-        );
-        let _ = writeln!(out, "# TYPE fave_stage_call_duration_seconds histogram");
         let durations = self
             .durations
             .lock()
@@ -236,6 +232,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A metric with one value and no labels.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// A task's wait for its next attempt, counted while it lives.
