@@ -106,7 +106,7 @@ pub async fn deliver(
 }
 
 /// Room beyond an attempt's own timeout before other replicas take its silence for death.
-const ATTEMPT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+const ATTEMPT_MARGIN: Duration = Duration::from_secs(5);
 
 /// One attempt at delivery, recorded in `record`; whether another should follow.
 async fn attempt(
@@ -118,25 +118,26 @@ async fn attempt(
 ) -> Result<bool, DriveError> {
     let shown = state.submission.callback_url.clone().unwrap_or_default();
     let url = crate::credentials::callback_url(storage, id, &shown).await?;
-    let body = payload(storage, state).await?;
     // Guarded as the request was accepted, whatever this replica's mode; an address
-    // written in the URL is judged here, since it is never resolved.
+    // written in the URL is judged here, since it is never resolved. A refusal is final.
     let (http, allow_internal) = clients.for_reach(state.submission.reach);
-    let refused = url::Url::parse(&url)
+    let checked = url::Url::parse(&url)
         .map_err(|e| e.to_string())
         .and_then(|u| crate::guard::check_url(&u, allow_internal).map_err(|e| e.to_string()));
-    let sent = match refused {
-        Err(reason) => Err(Refused(reason)),
-        Ok(()) => http
-            .post(&url)
-            .header("x-fave-request-id", id.as_str())
-            .header("x-fave-status", state.status.as_str())
-            .json(&body)
-            .timeout(ATTEMPT_TIMEOUT)
-            .send()
-            .await
-            .map_err(Sent),
-    };
+    if let Err(reason) = checked {
+        record.last_status = None;
+        record.last_error = Some(reason);
+        return Ok(false);
+    }
+    let body = payload(storage, state).await?;
+    let sent = http
+        .post(&url)
+        .header("x-fave-request-id", id.as_str())
+        .header("x-fave-status", state.status.as_str())
+        .json(&body)
+        .timeout(ATTEMPT_TIMEOUT)
+        .send()
+        .await;
     Ok(match sent {
         Ok(answer) if answer.status().is_success() => {
             record.delivered_at = Some(Utc::now());
@@ -150,12 +151,8 @@ async fn attempt(
             record.last_error = Some(format!("the receiver answered {status}"));
             status >= 500 || status == 408 || status == 429
         }
-        Err(Refused(reason)) => {
-            record.last_status = None;
-            record.last_error = Some(reason);
-            false
-        }
-        Err(Sent(e)) => {
+        Err(e) => {
+            // Connect, timeout, or the guard refusing what a name resolved to.
             let forbidden = crate::guard::forbidden_in(&e);
             record.last_status = None;
             record.last_error = Some(match &forbidden {
@@ -166,15 +163,6 @@ async fn attempt(
         }
     })
 }
-
-/// Why an attempt at delivery did not get an answer.
-enum Unsent {
-    /// The guard refused the URL before anything was sent: final.
-    Refused(String),
-    /// Sending failed (connect, timeout, or the guard at resolution).
-    Sent(reqwest::Error),
-}
-use Unsent::{Refused, Sent};
 
 /// What the receiver gets: final.json, or the failure in the one error shape.
 async fn payload(storage: &Storage, state: &RequestState) -> Result<Value, DriveError> {
