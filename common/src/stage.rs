@@ -516,9 +516,8 @@ pub async fn main<S: Stage>(stage: S) -> MainResult {
     );
     let storage = Storage::connect(&config.s3).await;
     let options = HarnessOptions {
-        body_limit: config.body_limit,
         claim_ttl: config.claim_ttl,
-        work: TaskTracker::new(),
+        ..HarnessOptions::new(config.body_limit)
     };
     let work = options.work.clone();
     let app = router(stage, storage, options);

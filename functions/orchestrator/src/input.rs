@@ -276,10 +276,7 @@ pub async fn fetch(
                     format!("no object at s3://{bucket}/{key}"),
                 )),
                 Ok(Err(StorageError::TooLarge { .. })) => Err(too_large()),
-                Ok(Err(e)) if e.is_transient() => {
-                    tracing::warn!(error = %e, "reading an s3:// input failed");
-                    Err(ApiError::unavailable("storage_unavailable", e.plain()))
-                }
+                Ok(Err(e)) if e.is_transient() => Err(e.into()),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "reading an s3:// input failed");
                     Err(ApiError::unprocessable("input_unreachable", e.plain()))
