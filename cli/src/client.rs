@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use clap::Args;
+use fave_common::contract::api::RequestPage;
+use fave_common::contract::report::Final;
 use fave_common::error::ErrorBody;
 use fave_common::ids::RequestId;
 use fave_common::state::{RequestState, RequestStatus};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// The exit codes every command uses.
@@ -138,7 +140,7 @@ impl Answer {
     fn into_error(self) -> ClientError {
         let parsed = serde_json::from_value::<ErrorBody>(self.body.clone()).ok();
         let (code, message, retryable) = match parsed {
-            Some(ErrorBody { error }) => (error.code, error.message, error.retryable),
+            Some(ErrorBody { error, .. }) => (error.code, error.message, error.retryable),
             None => (
                 format!("http_{}", self.status),
                 match &self.body {
@@ -160,14 +162,7 @@ impl Answer {
 }
 
 /// What `POST /` asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Submission {
-    pub video_uri: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-}
+pub use fave_common::contract::api::SubmitBody as Submission;
 
 /// How a submission was answered.
 #[derive(Debug)]
@@ -320,10 +315,13 @@ impl Client {
         Ok((raw, state))
     }
 
-    /// `GET /requests/{id}/result`: `final.json`.
-    pub async fn result(&self, id: &RequestId) -> Result<Value, ClientError> {
-        self.ok(self.get(&format!("/requests/{id}/result")).await)
-            .await
+    /// `GET /requests/{id}/result`: `final.json`, as sent and typed.
+    pub async fn result(&self, id: &RequestId) -> Result<(Value, Final), ClientError> {
+        let raw = self
+            .ok(self.get(&format!("/requests/{id}/result")).await)
+            .await?;
+        let result = typed(&raw, "final.json")?;
+        Ok((raw, result))
     }
 
     /// `GET /requests?status=&limit=&cursor=`: one page.
@@ -332,7 +330,7 @@ impl Client {
         status: Option<&str>,
         limit: Option<usize>,
         cursor: Option<&str>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<RequestPage, ClientError> {
         let mut query = Vec::new();
         if let Some(s) = status {
             query.push(("status", s.to_owned()));
@@ -345,7 +343,8 @@ impl Client {
         }
         let url = format!("{}/requests", self.base);
         let request = self.http.get(&url).query(&query).timeout(CALL_TIMEOUT);
-        self.ok(self.call(request, url).await).await
+        let page = self.ok(self.call(request, url).await).await?;
+        typed(&page, "a page of requests")
     }
 
     /// `POST /requests/{id}/cancel`.
@@ -419,6 +418,36 @@ fn classify(answer: Answer) -> Result<Submitted, ClientError> {
             body: answer.body,
         }),
         _ => Err(answer.into_error()),
+    }
+}
+
+/// An answer's body as the contract's type `T`; `what` names it in the error.
+pub fn typed<T: DeserializeOwned>(body: &Value, what: &str) -> Result<T, ClientError> {
+    T::deserialize(body).map_err(|e| ClientError::Refused {
+        status: 200,
+        code: "unexpected_answer".into(),
+        message: format!("{what} is not what this fave reads: {e}"),
+        retryable: false,
+        body: body.clone(),
+    })
+}
+
+/// Submits one video to the orchestrator behind `gateway` and waits for its end within
+/// the sync window: `final.json`, or an error saying how the request ended (the demo and
+/// the benchmarks, against a stack of their own).
+pub async fn run_once(gateway: &str, submission: &Submission) -> anyhow::Result<Final> {
+    let client = Client::new(&GatewayArgs {
+        gateway: gateway.to_owned(),
+        token: None,
+    })?;
+    match client.submit(submission, None, false).await? {
+        Submitted::Completed { result, .. } => Ok(typed(&result, "final.json")?),
+        Submitted::Accepted { id, .. } => {
+            anyhow::bail!("request {id} is still running after the sync window")
+        }
+        Submitted::Ended { id, status, body } => {
+            anyhow::bail!("request {id} ended {status:?}: {}", pretty(&body))
+        }
     }
 }
 

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
+use fave_common::contract::api::{RequestPage, RequestSummary};
+use fave_common::contract::report::Final;
 use fave_common::ids::RequestId;
-use fave_common::state::{RequestState, RequestStatus, StageState, StageStatus};
+use fave_common::state::{Profile, RequestState, RequestStatus, StageState, StageStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -131,9 +133,14 @@ pub struct IdArgs {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.gateway)?;
     let submission = Submission {
-        video_uri: crate::to_uri(&args.video)?,
+        video_uri: crate::stack::to_uri(&args.video)?,
         query: args.query,
-        profile: args.profile,
+        profile: args
+            .profile
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        callback_url: None,
     };
     let answer = match client
         .submit(&submission, args.idempotency_key.as_deref(), !args.wait)
@@ -144,7 +151,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     };
     let out = Palette::stdout();
     match answer {
-        Submitted::Completed { id, result } => Ok(print_completed(&id, &result, args.json)),
+        Submitted::Completed { id, result } => Ok(print_completed(&id, &result, args.json)?),
         Submitted::Ended {
             id, status, body, ..
         } => {
@@ -204,7 +211,7 @@ async fn follow(client: &Client, id: &RequestId, json_output: bool) -> anyhow::R
     };
     if state.status == RequestStatus::Completed {
         return match client.result(id).await {
-            Ok(result) => Ok(print_completed(id.as_str(), &result, json_output)),
+            Ok((raw, _)) => Ok(print_completed(id.as_str(), &raw, json_output)?),
             Err(e) => Ok(e.report(json_output)),
         };
     }
@@ -258,17 +265,20 @@ pub fn progress_line(state: &RequestState) -> String {
     line
 }
 
-fn print_completed(id: &str, result: &Value, json_output: bool) -> u8 {
+/// A completed request: `final.json` as the API sent it for `--json`, its summary for a
+/// person.
+fn print_completed(id: &str, result: &Value, json_output: bool) -> anyhow::Result<u8> {
     if json_output {
         println!("{}", pretty(result));
     } else {
+        let result: Final = crate::client::typed(result, "final.json")?;
         println!(
             "request {id} {}",
             Palette::stdout().request_status(RequestStatus::Completed)
         );
-        crate::print_summary(result);
+        crate::print_summary(&result);
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<u8> {
@@ -419,7 +429,7 @@ fn stage_line(stage: &StageState, p: Palette) -> String {
 pub async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.gateway)?;
     match client.result(&args.id).await {
-        Ok(result) => Ok(print_completed(args.id.as_str(), &result, args.json)),
+        Ok((raw, _)) => Ok(print_completed(args.id.as_str(), &raw, args.json)?),
         Err(crate::client::ClientError::Refused { body, .. })
             if body["status"] == "FAILED" || body["status"] == "CANCELLED" =>
         {
@@ -462,11 +472,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<u8> {
             Ok(page) => page,
             Err(e) => return Ok(e.report(args.json)),
         };
-        if let Some(found) = page["requests"].as_array() {
-            requests.extend(found.iter().cloned());
-        }
-        let next = page["next_cursor"].as_str().map(str::to_owned);
-        match next {
+        requests.extend(page.requests);
+        match page.next_cursor {
             Some(c) if args.all => cursor = Some(c),
             other => break other,
         }
@@ -474,7 +481,10 @@ pub async fn list(args: ListArgs) -> anyhow::Result<u8> {
     if args.json {
         println!(
             "{}",
-            pretty(&json!({"requests": requests, "next_cursor": next}))
+            pretty(&serde_json::to_value(RequestPage {
+                requests,
+                next_cursor: next
+            })?)
         );
         return Ok(exit::OK);
     }
@@ -489,7 +499,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<u8> {
 }
 
 /// The list as a table that fits `width` columns.
-pub fn list_table(requests: &[Value], p: Palette, width: usize) -> String {
+pub fn list_table(requests: &[RequestSummary], p: Palette, width: usize) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if requests.is_empty() {
@@ -509,29 +519,25 @@ pub fn list_table(requests: &[Value], p: Palette, width: usize) -> String {
     );
     let fixed = 32 + 2 + 9 + 2 + 19 + 2 + 7 + 2 + 24 + 2;
     for r in requests {
-        let status = r["status"].as_str().unwrap_or("?");
-        let paint = match status {
-            "COMPLETED" => Paint::Green,
-            "FAILED" => Paint::Red,
-            "CANCELLED" => Paint::Yellow,
+        let status = r.status.as_str();
+        let paint = match r.status {
+            RequestStatus::Completed => Paint::Green,
+            RequestStatus::Failed => Paint::Red,
+            RequestStatus::Cancelled => Paint::Yellow,
             _ => Paint::Blue,
         };
-        let created = r["created_at"]
-            .as_str()
-            .and_then(|c| c.parse::<DateTime<Utc>>().ok())
-            .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default();
+        let created = r.created_at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let profile = match r.profile {
+            Profile::Cold => "cold",
+            Profile::Warm => "warm",
+        };
         let _ = writeln!(
             out,
-            "{:<32}  {}  {created:<19}  {:<7}  {:<24}  {}",
-            r["request_id"].as_str().unwrap_or("?"),
+            "{:<32}  {}  {created:<19}  {profile:<7}  {:<24}  {}",
+            r.request_id,
             p.padded(paint, status, 9),
-            r["profile"].as_str().unwrap_or(""),
-            term::cut(r["query"].as_str().unwrap_or(""), 24),
-            term::cut(
-                r["video_uri"].as_str().unwrap_or(""),
-                width.saturating_sub(fixed).max(20)
-            ),
+            term::cut(r.query.as_deref().unwrap_or(""), 24),
+            term::cut(&r.video_uri, width.saturating_sub(fixed).max(20)),
         );
     }
     out
@@ -601,6 +607,7 @@ pub(crate) mod tests {
             s.apply(
                 StageEvent::Succeed {
                     outputs: BTreeMap::new(),
+                    result: serde_json::Value::Null,
                 },
                 at(end),
             )
@@ -679,11 +686,16 @@ pub(crate) mod tests {
 
     #[test]
     fn the_list_is_a_table() {
-        let rows = vec![json!({
-            "request_id": "0190f3c4a9b87d6e8f0a1b2c3d4e5f60", "status": "FAILED",
-            "created_at": "2024-05-01T10:00:00.123Z", "profile": "warm",
-            "query": "find scenes with cars and trucks and buses", "video_uri": "s3://b/k.mp4",
-        })];
+        let rows = vec![RequestSummary {
+            request_id: "0190f3c4a9b87d6e8f0a1b2c3d4e5f60".parse().unwrap(),
+            status: RequestStatus::Failed,
+            created_at: "2024-05-01T10:00:00.123Z".parse().unwrap(),
+            updated_at: "2024-05-01T10:00:01Z".parse().unwrap(),
+            profile: Profile::Warm,
+            query: Some("find scenes with cars and trucks and buses".into()),
+            video_uri: "s3://b/k.mp4".into(),
+            error_code: Some("invalid_media".into()),
+        }];
         let table = list_table(&rows, Palette::plain(), 120);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("REQUEST"), "{table}");

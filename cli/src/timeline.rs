@@ -176,7 +176,7 @@ impl Timeline {
         let terminal = state.status.is_terminal();
         let row = |label: String, stage: &StageState| {
             // The function's own report of its last, succeeded call.
-            let cold = stage.metrics.contains_key("cold_start_ms");
+            let cold = stage.metrics.cold_start_ms.is_some();
             let last = stage.attempts.len();
             let bars = stage
                 .attempts
@@ -680,14 +680,12 @@ mod tests {
     fn only_a_call_its_function_reported_is_marked_as_a_cold_start() {
         let mut state = sample_state();
         let stage = &mut state.stages[0];
-        stage.metrics.insert("call_ms".into(), 900.into());
-        stage.metrics.insert("work_ms".into(), 300.into());
-        stage.metrics.insert("cold_start_ms".into(), 600.into());
+        stage.metrics.call_ms = Some(900);
+        stage.metrics.work_ms = Some(300);
+        stage.metrics.cold_start_ms = Some(600.0);
         // Slow, with little work, but not reported: not a cold start.
-        state.stages[1]
-            .metrics
-            .insert("call_ms".into(), 2500.into());
-        state.stages[1].metrics.insert("work_ms".into(), 250.into());
+        state.stages[1].metrics.call_ms = Some(2500);
+        state.stages[1].metrics.work_ms = Some(250);
         let tl = Timeline::build(&state, Utc::now());
         assert!(tl.rows[0].bars[0].cold);
         assert!(!tl.rows[1].bars.iter().any(|b| b.cold));

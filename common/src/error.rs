@@ -9,10 +9,19 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::state::RequestStatus;
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+    /// The request the error is about, when it is about one that exists (a request that
+    /// ended failed, a conflict over a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// That request's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RequestStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +85,8 @@ impl ApiError {
                 message: self.message.clone(),
                 retryable: self.retryable,
             },
+            request_id: None,
+            status: None,
         }
     }
 }

@@ -27,9 +27,12 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The delays of one run of attempts, as [`RetryPolicy::delays`] makes them.
+pub type Delays = backon::ExponentialBackoff;
+
 impl RetryPolicy {
     /// The delays to wait before the 2nd, 3rd, … attempt: `max_attempts - 1` of them.
-    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+    pub fn delays(&self) -> Delays {
         let mut builder = ExponentialBuilder::default()
             .with_min_delay(self.initial_delay)
             .with_max_delay(self.max_delay)

@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -101,30 +100,6 @@ pub struct Manifest<O> {
     pub peak_rss_kb: Option<u64>,
 }
 
-/// One clip of the list a clip-listing stage returns in its `data.clips` (stage-audio, and
-/// the no-op stage standing in for it): the orchestrator runs the per-clip stages over
-/// these.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ListedClip {
-    pub clip: ClipId,
-    pub start_s: f64,
-    pub end_s: f64,
-    /// The clip's video in the store.
-    pub key: String,
-}
-
-/// Frames taken for detection are at most this wide (px), the height in proportion.
-pub const FRAME_MAX_WIDTH: u32 = 640;
-
-/// A frame in the store and when it shows, in seconds from the start of the video or clip
-/// it was taken from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Frame {
-    pub time_s: f64,
-    pub key: String,
-}
-
 /// What a stage's `run` returns: the objects it wrote and its result.
 #[derive(Debug, Clone)]
 pub struct Produced<O> {
@@ -188,28 +163,6 @@ impl StageContext<'_> {
             .map_err(|e| StageError::Internal(format!("creating a work directory: {e}")))?;
         // Only this call uses its context, so the cell is still empty here.
         Ok(self.workdir.get_or_init(|| dir).path())
-    }
-
-    /// Uploads frames (`(file name in dir, time)`, JPEG) under `prefix`, a few at a time:
-    /// each is small, so the round trips dominate. Returns them in the order given.
-    pub async fn put_frames(
-        &self,
-        dir: &Path,
-        prefix: &str,
-        frames: Vec<(String, f64)>,
-    ) -> Result<Vec<Frame>, StageError> {
-        const IN_FLIGHT: usize = 8;
-        futures::stream::iter(frames)
-            .map(|(name, time_s)| async move {
-                let key = format!("{prefix}{name}");
-                self.storage
-                    .put_file(&key, &dir.join(&name), "image/jpeg")
-                    .await?;
-                Ok::<_, StageError>(Frame { time_s, key })
-            })
-            .buffered(IN_FLIGHT)
-            .try_collect()
-            .await
     }
 }
 

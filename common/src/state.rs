@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ClipId, RequestId, StageName};
 
-/// Bumped when the layout of `state.json` changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped when the layout of `state.json` changes. Every version before is still read (a
+/// request in flight across an upgrade finishes); a state is written in this one.
+///
+/// - 1: a stage's result was kept among its figures, as `metrics.data`.
+/// - 2: the result is `result`, the figures are typed ([`StageMetrics`]).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What a user submitted, as validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,8 +168,10 @@ pub enum StageEvent {
         code: String,
         detail: String,
     },
+    /// The answer: the objects written, and the stage's own result.
     Succeed {
         outputs: BTreeMap<String, String>,
+        result: serde_json::Value,
     },
     Fail {
         code: String,
@@ -229,6 +235,7 @@ pub struct Attempt {
 
 /// One stage of the pipeline (or one per-clip task) as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "stored::StageState")]
 pub struct StageState {
     pub name: StageName,
     pub function: String,
@@ -241,8 +248,13 @@ pub struct StageState {
     pub outputs: BTreeMap<String, String>,
     #[serde(flatten)]
     pub failure: Option<Failure>,
-    /// Figures the stage reported (work time, bytes, …).
-    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// The stage's own result (its manifest's `data`, the contract's `Output`), once
+    /// succeeded; read back typed with [`StageState::result`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// What the call cost.
+    #[serde(default)]
+    pub metrics: StageMetrics,
     /// While RETRYING: when the next attempt is due. With the last attempt's failure, it
     /// says what the stage waits for and why (a gateway outage shows here, not as silence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,7 +273,8 @@ impl StageState {
             duration_ms: None,
             outputs: BTreeMap::new(),
             failure: None,
-            metrics: BTreeMap::new(),
+            result: None,
+            metrics: StageMetrics::default(),
             next_attempt_at: None,
         }
     }
@@ -307,9 +320,10 @@ impl StageState {
                     }),
                 );
             }
-            StageEvent::Succeed { outputs } => {
+            StageEvent::Succeed { outputs, result } => {
                 self.end_attempt(now, None);
                 self.outputs = outputs;
+                self.result = Some(result);
                 self.finish(now);
             }
             StageEvent::Fail { code, detail } => {
@@ -329,6 +343,16 @@ impl StageState {
         Ok(true)
     }
 
+    /// The result as the contract's type `O`, once succeeded: `None` before, an error if the
+    /// stored result is not an `O` (a stage and an orchestrator of different contracts).
+    pub fn result<O: serde::de::DeserializeOwned>(&self) -> Option<Result<O, String>> {
+        let result = self.result.as_ref()?;
+        Some(
+            O::deserialize(result)
+                .map_err(|e| format!("{}'s recorded result does not read: {e}", self.name)),
+        )
+    }
+
     /// The attempt under way, to record its call id and HTTP status.
     pub fn current_attempt(&mut self) -> Option<&mut Attempt> {
         self.attempts.last_mut().filter(|a| a.ended_at.is_none())
@@ -345,6 +369,81 @@ impl StageState {
     fn finish(&mut self, now: DateTime<Utc>) {
         self.ended_at = Some(now);
         self.duration_ms = self.started_at.map(|s| millis_between(s, now));
+    }
+}
+
+/// What one stage call cost, as the orchestrator recorded it from the answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageMetrics {
+    /// The call's round trip through the gateway, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_ms: Option<u64>,
+    /// The function's own time on the work, download and upload included, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_ms: Option<u64>,
+    /// The function process's peak resident memory so far (Linux `VmHWM`), in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kb: Option<u64>,
+    /// The profile the call ran under, beside its times, for comparing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// Set when the call found its function starting: the function's time from start to
+    /// ready, in ms (its own word, the same under any gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_ms: Option<f64>,
+}
+
+/// How earlier schema versions are read.
+mod stored {
+    use super::*;
+
+    /// A stage as any schema version stored it.
+    #[derive(Deserialize)]
+    pub(super) struct StageState {
+        name: StageName,
+        function: String,
+        status: StageStatus,
+        attempts: Vec<Attempt>,
+        started_at: Option<DateTime<Utc>>,
+        ended_at: Option<DateTime<Utc>>,
+        duration_ms: Option<u64>,
+        outputs: BTreeMap<String, String>,
+        #[serde(flatten)]
+        failure: Option<Failure>,
+        #[serde(default)]
+        result: Option<serde_json::Value>,
+        #[serde(default)]
+        metrics: Metrics,
+        #[serde(default)]
+        next_attempt_at: Option<DateTime<Utc>>,
+    }
+
+    /// Version 1 kept the result among the figures, as `data`.
+    #[derive(Default, Deserialize)]
+    struct Metrics {
+        #[serde(flatten)]
+        figures: StageMetrics,
+        #[serde(default)]
+        data: Option<serde_json::Value>,
+    }
+
+    impl From<StageState> for super::StageState {
+        fn from(s: StageState) -> Self {
+            Self {
+                name: s.name,
+                function: s.function,
+                status: s.status,
+                attempts: s.attempts,
+                started_at: s.started_at,
+                ended_at: s.ended_at,
+                duration_ms: s.duration_ms,
+                outputs: s.outputs,
+                failure: s.failure,
+                result: s.result.or(s.metrics.data),
+                metrics: s.metrics.figures,
+                next_attempt_at: s.next_attempt_at,
+            }
+        }
     }
 }
 
@@ -598,6 +697,7 @@ mod tests {
         done.apply(
             StageEvent::Succeed {
                 outputs: BTreeMap::new(),
+                result: serde_json::Value::Null,
             },
             now,
         )
@@ -624,6 +724,7 @@ mod tests {
         // The abandoned call's answer, when it comes, changes nothing.
         let late = StageEvent::Succeed {
             outputs: BTreeMap::new(),
+            result: serde_json::Value::Null,
         };
         assert!(!r.stages[1].apply(late, now).unwrap());
         assert_eq!(r.stages[1].status, Failed);
@@ -703,6 +804,7 @@ mod tests {
         };
         let ok = StageEvent::Succeed {
             outputs: BTreeMap::new(),
+            result: serde_json::Value::Null,
         };
         assert_eq!(Pending.on(&StageEvent::Start), Transition::To(Running));
         assert_eq!(Running.on(&retry), Transition::To(Retrying));
@@ -748,6 +850,7 @@ mod tests {
         s.apply(
             StageEvent::Succeed {
                 outputs: outputs.clone(),
+                result: serde_json::json!({"frames": 3}),
             },
             t2,
         )
@@ -762,6 +865,11 @@ mod tests {
         assert_eq!(s.attempts[1].duration_ms, Some(750));
         assert_eq!(s.duration_ms, Some(1000));
         assert_eq!(s.outputs, outputs);
+        assert_eq!(
+            s.result,
+            Some(serde_json::json!({"frames": 3})),
+            "kept with the success"
+        );
         // A late failure after success changes nothing.
         assert!(
             !s.apply(
@@ -824,5 +932,51 @@ mod tests {
             ..CallbackDelivery::default()
         });
         assert!(!r.callback_pending());
+    }
+
+    #[test]
+    fn a_state_of_schema_1_reads_with_its_results_apart_from_its_figures() {
+        // A stage as version 1 wrote it: the result among the figures.
+        let v1 = serde_json::json!({
+            "name": "stage-audio", "function": "stage-audio", "status": "SUCCEEDED",
+            "attempts": [], "started_at": null, "ended_at": null, "duration_ms": 12,
+            "outputs": {"features": "requests/r1/stages/stage-audio/features.json"},
+            "metrics": {"work_ms": 7, "call_ms": 12, "profile": "warm", "cold_start_ms": 612.5,
+                        "data": {"cuts": [5.0], "has_audio": true}},
+        });
+        let stage: StageState = serde_json::from_value(v1).unwrap();
+        assert_eq!(
+            stage.result,
+            Some(serde_json::json!({"cuts": [5.0], "has_audio": true}))
+        );
+        assert_eq!(
+            stage.metrics,
+            StageMetrics {
+                call_ms: Some(12),
+                work_ms: Some(7),
+                profile: Some(Profile::Warm),
+                cold_start_ms: Some(612.5),
+                ..StageMetrics::default()
+            }
+        );
+        // Written again, it is version 2: the result beside the figures, read back the same.
+        let v2 = serde_json::to_value(&stage).unwrap();
+        assert_eq!(v2["result"]["cuts"], serde_json::json!([5.0]));
+        assert!(v2["metrics"].get("data").is_none());
+        assert_eq!(serde_json::from_value::<StageState>(v2).unwrap(), stage);
+
+        #[derive(Deserialize)]
+        struct Cuts {
+            cuts: Vec<f64>,
+        }
+        let read = stage.result::<Cuts>().unwrap().unwrap();
+        assert_eq!(read.cuts, [5.0]);
+        let wrong = stage.result::<Vec<u8>>().unwrap();
+        assert!(wrong.is_err_and(|e| e.contains("stage-audio")));
+        assert!(
+            StageState::new("x".parse().unwrap(), "x")
+                .result::<Cuts>()
+                .is_none()
+        );
     }
 }

@@ -48,6 +48,9 @@ pub enum FailureCode {
     BadStageAnswer,
     /// An answer whose result is larger than state.json holds of a stage.
     StageAnswerTooLarge,
+    /// A manifest whose result is not the stage's contract `Output`: the function and the
+    /// orchestrator are of different versions. Final: asking again gets the same answer.
+    StageAnswerMismatch,
     /// An answer in no shape of fave's, by its HTTP status: `http_{status}`.
     Http(u16),
     // The request's own course.
@@ -68,7 +71,7 @@ pub enum FailureCode {
 use FailureCode as F;
 
 /// Every code with a fixed name, for tests and documentation.
-pub const NAMED: [FailureCode; 22] = [
+pub const NAMED: [FailureCode; 23] = [
     F::InvalidInput,
     F::InvalidMedia,
     F::MediaOverLimit,
@@ -86,6 +89,7 @@ pub const NAMED: [FailureCode; 22] = [
     F::StageTimeout,
     F::BadStageAnswer,
     F::StageAnswerTooLarge,
+    F::StageAnswerMismatch,
     F::Abandoned,
     F::DriverLost,
     F::DriverInterrupted,
@@ -114,6 +118,7 @@ impl FailureCode {
             F::StageTimeout => "stage_timeout",
             F::BadStageAnswer => "bad_stage_answer",
             F::StageAnswerTooLarge => "stage_answer_too_large",
+            F::StageAnswerMismatch => "stage_answer_mismatch",
             F::Abandoned => "abandoned",
             F::DriverLost => "driver_lost",
             F::DriverInterrupted => "driver_interrupted",
@@ -160,6 +165,7 @@ impl FailureCode {
             | F::StageTimeout
             | F::BadStageAnswer
             | F::StageAnswerTooLarge
+            | F::StageAnswerMismatch
             | F::Http(_)
             | F::Abandoned
             | F::DriverLost

@@ -18,7 +18,7 @@ use fave_common::state::{CallbackDelivery, RequestState, RequestStatus};
 use fave_common::storage::Storage;
 use serde_json::{Value, json};
 
-use crate::driver::{DriveError, LeaseHolder, Tracked};
+use crate::record::{self, DriveError, LeaseHolder, Tracked};
 
 /// Attempts at delivery and the waits between them (≈ 1 minute in all).
 pub const POLICY: RetryPolicy = RetryPolicy {
@@ -101,7 +101,7 @@ pub async fn deliver(
             tracing::warn!(request_id = %id, "callback not delivered; giving up");
         }
     }
-    crate::credentials::retire(storage, id).await?;
+    record::leave_index(storage, id).await?;
     Ok(())
 }
 

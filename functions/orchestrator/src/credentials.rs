@@ -6,10 +6,10 @@
 //! ([`without_secrets`]); the whole URLs go to `requests/{id}/metadata/credentials.json`,
 //! written only when there is a secret to keep. The input's is forgotten once the video is
 //! copied in ([`forget_video_uri`]); the callback's once the request owes nothing more
-//! ([`retire`], which also takes the request out of the active index).
+//! ([`forget`], when the request leaves the active index).
 
 use fave_common::ids::RequestId;
-use fave_common::keys::{self, RequestKeys};
+use fave_common::keys::RequestKeys;
 use fave_common::state::Submission;
 use fave_common::storage::{Storage, StorageError};
 use serde::{Deserialize, Serialize};
@@ -139,11 +139,10 @@ pub async fn forget_video_uri(
     }
 }
 
-/// A request that owes nothing more (ended, its callback delivered or given up, or never
-/// created): out of the active index, and every secret it kept gone.
-pub async fn retire(storage: &Storage, id: &RequestId) -> Result<(), StorageError> {
-    storage.delete(&RequestKeys::new(id).credentials()).await?;
-    storage.delete(&keys::active_marker(id)).await
+/// Every secret a request kept, gone: it owes nothing more
+/// ([`crate::record::leave_index`]).
+pub async fn forget(storage: &Storage, id: &RequestId) -> Result<(), StorageError> {
+    storage.delete(&RequestKeys::new(id).credentials()).await
 }
 
 #[cfg(test)]

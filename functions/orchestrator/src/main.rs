@@ -1,5 +1,6 @@
-use fave_common::config::{OrchestratorConfig, env_lookup};
+use fave_common::config::env_lookup;
 use fave_common::{server, telemetry};
+use orchestrator::config::OrchestratorConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
         "orchestrator listening"
     );
     let drain = config.drain_window;
-    let app = orchestrator::App::new(config).await;
+    let app = orchestrator::App::new(config).await?;
     let resumer = orchestrator::spawn_resumer(app.clone());
     let shutdown = app.shutdown.clone();
     server::serve(listener, orchestrator::router(app.clone()), async move {

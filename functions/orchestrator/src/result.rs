@@ -1,154 +1,149 @@
-//! `final.json`: what a completed request produced, gathered from `state.json` and the
-//! per-clip detections, with the answer to the request's query.
-//!
-//! ```text
-//! request_id, status, submission, input
-//! media        stage-ffmpeg-0's facts (duration, size, fps, sound, scene changes)
-//! audio        stage-audio's summary and cuts
-//! clips[]      clip, start_s, end_s, key, frames, labels{label: best_score, frames,
-//!              best_time_s}, detections[] {time_s, label, score, bbox}, transcript {text,
-//!              words, segments[] {start_s, end_s, text}}  (times in the video)
-//! answer       query, terms, labels, speech (phrases asked for), heard (other words found
-//!              in the speech), unknown words, clips[] ranked with why and said, message
-//! stages       per stage: the function serving it, status, outputs, attempts, call and
-//!              work time (summed over clips), the function's peak memory
-//! timings      drive_ms, stage_ms (the time some stage task was open: stages run side by
-//!              side), orchestration_ms (the rest: no task open)
-//! ```
+//! `final.json` ([`Final`]): what a completed request produced, gathered from `state.json`
+//! and the per-clip detections, with the answer to the request's query. Its shape is the
+//! contract's (`fave_common::contract::report`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fave_common::state::{RequestState, RequestStatus, StageState};
-use fave_common::storage::{Storage, StorageError};
-use serde_json::{Value, json};
+use fave_common::contract::report::{
+    Answer, ClipReport, Final, Moment, StageReport, Term, TimedDetection, Timings, Transcript,
+};
+use fave_common::contract::{audio, detect, ffmpeg0, transcribe};
+use fave_common::state::{ClipState, RequestState, RequestStatus, StageState};
+use fave_common::storage::Storage;
+use serde::de::DeserializeOwned;
 
 use crate::query;
-
-/// The stage whose per-clip output is `detections.json`.
-const DETECT: &str = "stage-detect";
-/// The stage whose per-clip result is the clip's transcript.
-const TRANSCRIBE: &str = "stage-transcribe";
+use crate::record::{DriveError, illegal};
 
 /// Builds `final.json` for a request whose stages have all succeeded.
 pub async fn build(
     storage: &Storage,
     state: &RequestState,
     drive_time: Duration,
-) -> Result<Value, StorageError> {
+) -> Result<Final, DriveError> {
     let mut clips = Vec::with_capacity(state.clips.len());
     for clip in &state.clips {
-        let detect = clip.tasks.iter().find(|t| t.name.as_str() == DETECT);
-        let summary = detect.and_then(|t| t.metrics.get("data"));
-        let detections = match detect.and_then(|t| t.outputs.get("detections")) {
-            Some(key) => storage
-                .get_json::<Vec<Value>>(key)
-                .await?
-                .map(|(frames, _)| flatten(&frames, clip.start_s))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let labels: BTreeMap<String, Value> = summary
-            .and_then(|d| d["labels"].as_object())
-            .map(|labels| {
-                labels
-                    .iter()
-                    .map(|(label, s)| {
-                        let mut s = s.clone();
-                        if let Some(t) = s["best_time_s"].as_f64() {
-                            s["best_time_s"] = json!(round3(clip.start_s + t));
-                        }
-                        (label.clone(), s)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let transcript = clip
-            .tasks
-            .iter()
-            .find(|t| t.name.as_str() == TRANSCRIBE)
-            .and_then(|t| t.metrics.get("data"))
-            .map(|d| transcript(d, clip.start_s));
-        clips.push(json!({
-            "clip": clip.clip,
-            "start_s": clip.start_s,
-            "end_s": clip.end_s,
-            "key": clip.key,
-            "frames": summary.and_then(|d| d["frames"].as_u64()).unwrap_or(0),
-            "labels": labels,
-            "detections": detections,
-            "transcript": transcript,
-        }));
+        clips.push(clip_report(storage, clip).await?);
     }
     let answer = state.submission.query.as_deref().map(|q| answer(q, &clips));
-    let request_wide = |name: &str| {
-        state
-            .stages
-            .iter()
-            .find(|s| s.name.as_str() == name)
-            .and_then(|s| s.metrics.get("data"))
-            .cloned()
-    };
     let (stages, stage_ms) = stage_summary(state);
     let drive_ms = drive_time.as_millis() as u64;
-    Ok(json!({
-        "request_id": state.request_id,
-        "status": RequestStatus::Completed,
-        "submission": state.submission,
-        "input": state.input,
-        "media": request_wide("stage-ffmpeg-0"),
-        "audio": request_wide("stage-audio"),
-        "clips": clips,
-        "answer": answer,
-        "stages": stages,
-        "timings": {
-            "drive_ms": drive_ms,
-            "stage_ms": stage_ms,
+    Ok(Final {
+        request_id: state.request_id.clone(),
+        status: RequestStatus::Completed,
+        submission: state.submission.clone(),
+        input: state.input.clone(),
+        media: request_wide::<ffmpeg0::Output>(state, ffmpeg0::NAME)?,
+        audio: request_wide::<audio::Output>(state, audio::NAME)?,
+        clips,
+        answer,
+        stages,
+        timings: Timings {
+            drive_ms,
+            stage_ms,
             // State writes, scheduling and everything else that is not a stage call.
-            "orchestration_ms": drive_ms.saturating_sub(stage_ms),
+            orchestration_ms: drive_ms.saturating_sub(stage_ms),
         },
-    }))
+    })
+}
+
+/// One clip: its detections (read from `detections.json`) and transcript, times moved
+/// into the video's.
+async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, DriveError> {
+    let detect = clip.tasks.iter().find(|t| t.name.as_str() == detect::NAME);
+    let summary: Option<detect::Output> = detect.map(result).transpose()?.flatten();
+    let detections = match detect.and_then(|t| t.outputs.get(detect::outputs::DETECTIONS)) {
+        Some(key) => storage
+            .get_json::<Vec<detect::FrameDetections>>(key)
+            .await?
+            .map(|(frames, _)| flatten(&frames, clip.start_s))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let transcript = clip
+        .tasks
+        .iter()
+        .find(|t| t.name.as_str() == transcribe::NAME)
+        .map(result::<transcribe::Output>)
+        .transpose()?
+        .flatten()
+        .map(|heard| in_video_time(&heard, clip.start_s));
+    let (frames, labels) = match summary {
+        Some(seen) => (
+            seen.frames,
+            seen.labels
+                .into_iter()
+                .map(|(label, mut s)| {
+                    s.best_time_s = round3(clip.start_s + s.best_time_s);
+                    (label, s)
+                })
+                .collect(),
+        ),
+        None => (0, BTreeMap::new()),
+    };
+    Ok(ClipReport {
+        clip: clip.clip.clone(),
+        start_s: clip.start_s,
+        end_s: clip.end_s,
+        key: clip.key.clone(),
+        frames,
+        labels,
+        detections,
+        transcript,
+    })
+}
+
+/// A task's result as its contract's `Output`, if it has one.
+fn result<O: DeserializeOwned>(task: &StageState) -> Result<Option<O>, DriveError> {
+    task.result::<O>()
+        .transpose()
+        .map_err(|e| DriveError::Illegal(illegal("building final.json", e)))
+}
+
+/// A request-wide stage's result, if the table has the stage.
+fn request_wide<O: DeserializeOwned>(
+    state: &RequestState,
+    name: &str,
+) -> Result<Option<O>, DriveError> {
+    match state.stages.iter().find(|s| s.name.as_str() == name) {
+        Some(stage) => result(stage),
+        None => Ok(None),
+    }
 }
 
 /// One clip's frames (`detections.json`) as a flat list, times moved into the video's.
-fn flatten(frames: &[Value], clip_start: f64) -> Vec<Value> {
+fn flatten(frames: &[detect::FrameDetections], clip_start: f64) -> Vec<TimedDetection> {
     frames
         .iter()
         .flat_map(|frame| {
-            let time = round3(clip_start + frame["time_s"].as_f64().unwrap_or(0.0));
-            frame["detections"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |d| {
-                    json!({
-                        "time_s": time,
-                        "label": d["label"],
-                        "score": d["score"],
-                        "bbox": d["bbox"],
-                    })
-                })
+            let time_s = round3(clip_start + frame.time_s);
+            frame.detections.iter().map(move |d| TimedDetection {
+                time_s,
+                label: d.label.clone(),
+                score: d.score,
+                bbox: d.bbox,
+            })
         })
         .collect()
 }
 
-/// A clip's transcript (stage-transcribe's result), segment times moved into the video's.
-fn transcript(data: &Value, clip_start: f64) -> Value {
-    let segments: Vec<Value> = data["segments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let at = |k: &str| round3(clip_start + s[k].as_f64().unwrap_or(0.0));
-            json!({"start_s": at("start_s"), "end_s": at("end_s"), "text": s["text"]})
-        })
-        .collect();
-    json!({
-        "text": data["text"].as_str().unwrap_or_default(),
-        "words": data["words"].as_u64().unwrap_or(0),
-        "segments": segments,
-    })
+/// A clip's transcript, segment times moved into the video's.
+fn in_video_time(heard: &transcribe::Output, clip_start: f64) -> Transcript {
+    Transcript {
+        text: heard.text.clone(),
+        words: heard.words,
+        segments: heard
+            .segments
+            .iter()
+            .map(|s| transcribe::Segment {
+                start_s: round3(clip_start + s.start_s),
+                end_s: round3(clip_start + s.end_s),
+                text: s.text.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn round3(t: f64) -> f64 {
@@ -156,50 +151,44 @@ fn round3(t: f64) -> f64 {
 }
 
 /// The clips that answer `text`, ranked, and what the query was understood as.
-fn answer(text: &str, clips: &[Value]) -> Value {
+fn answer(text: &str, clips: &[ClipReport]) -> Answer {
     let plan = query::understand(text);
     let evidence: Vec<query::ClipEvidence<'_>> = clips
         .iter()
         .map(|c| query::ClipEvidence {
-            clip: c["clip"].as_str().unwrap_or_default(),
-            start_s: c["start_s"].as_f64().unwrap_or(0.0),
-            end_s: c["end_s"].as_f64().unwrap_or(0.0),
-            labels: c["labels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(label, s)| {
-                    (
-                        label.as_str(),
-                        s["best_score"].as_f64().unwrap_or(0.0) as f32,
-                        s["frames"].as_u64().unwrap_or(0) as usize,
-                    )
-                })
+            clip: c.clip.as_str(),
+            start_s: c.start_s,
+            end_s: c.end_s,
+            labels: c
+                .labels
+                .iter()
+                .map(|(label, s)| (label.as_str(), s.best_score, s.frames))
                 .collect(),
-            frames: c["frames"].as_u64().unwrap_or(0) as usize,
-            speech: c["transcript"]["segments"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            frames: c.frames,
+            speech: c
+                .transcript
+                .iter()
+                .flat_map(|t| &t.segments)
                 .map(|s| query::Spoken {
-                    start_s: s["start_s"].as_f64().unwrap_or(0.0),
-                    text: s["text"].as_str().unwrap_or_default(),
+                    start_s: s.start_s,
+                    text: &s.text,
                 })
                 .collect(),
         })
         .collect();
     let matches = query::rank(&plan, &evidence);
     let unknown = query::unheard(&plan, &evidence);
-    let heard: Vec<&String> = plan
+    let heard: Vec<String> = plan
         .unknown
         .iter()
         .filter(|w| !unknown.contains(w))
+        .cloned()
         .collect();
     // What was looked for, in words: the labels, then what someone should say.
     let said: Vec<String> = plan
         .phrases
         .iter()
-        .chain(heard.iter().copied())
+        .chain(&heard)
         .map(|p| format!("\"{p}\""))
         .collect();
     let labels = plan.labels().join(", ");
@@ -225,24 +214,35 @@ fn answer(text: &str, clips: &[Value]) -> Value {
             format!("{} of {} clips {what}{suffix}", matches.len(), clips.len())
         }
     };
-    json!({
-        "query": text,
-        "terms": plan.terms.iter().map(|t| json!({"word": t.word, "labels": t.labels})).collect::<Vec<_>>(),
-        "labels": plan.labels(),
-        "speech": plan.phrases,
-        "heard": heard,
-        "unknown": unknown,
-        "message": message,
-        "clips": matches.iter().map(|m| json!({
-            "clip": m.clip,
-            "start_s": m.start_s,
-            "end_s": m.end_s,
-            "score": (m.score * 1000.0).round() / 1000.0,
-            "matched": m.matched,
-            "said": m.said,
-            "why": m.why,
-        })).collect::<Vec<_>>(),
-    })
+    let owned = |labels: &[&str]| labels.iter().map(|l| (*l).to_owned()).collect();
+    Answer {
+        query: text.to_owned(),
+        terms: plan
+            .terms
+            .iter()
+            .map(|t| Term {
+                word: t.word.clone(),
+                labels: owned(&t.labels),
+            })
+            .collect(),
+        labels: owned(&plan.labels()),
+        speech: plan.phrases.clone(),
+        heard,
+        unknown,
+        message,
+        clips: matches
+            .into_iter()
+            .map(|m| Moment {
+                clip: m.clip,
+                start_s: m.start_s,
+                end_s: m.end_s,
+                score: (m.score * 1000.0).round() / 1000.0,
+                matched: owned(&m.matched),
+                said: m.said,
+                why: m.why,
+            })
+            .collect(),
+    }
 }
 
 fn unknown_suffix(unknown: &[String]) -> String {
@@ -254,49 +254,42 @@ fn unknown_suffix(unknown: &[String]) -> String {
 }
 
 /// Per stage (per-clip tasks summed over the clips): status, outputs, attempts and times;
-/// and the time spent in stages: request-wide calls plus the per-clip phase's wall time.
-fn stage_summary(state: &RequestState) -> (BTreeMap<String, Value>, u64) {
+/// and the time spent in stages: the union of every task's span.
+fn stage_summary(state: &RequestState) -> (BTreeMap<String, StageReport>, u64) {
     let mut stages = BTreeMap::new();
     for s in &state.stages {
-        let call_ms = metric(s, "call_ms");
         stages.insert(
             s.name.to_string(),
-            json!({
-                "function": s.function,
-                "status": s.status,
-                "outputs": s.outputs,
-                "attempts": s.attempts.len(),
-                "call_ms": call_ms,
-                "work_ms": metric(s, "work_ms"),
-                "peak_rss_kb": s.metrics.get("peak_rss_kb"),
-            }),
+            StageReport {
+                function: Some(s.function.clone()),
+                status: Some(s.status),
+                outputs: Some(s.outputs.clone()),
+                clips: None,
+                attempts: s.attempts.len(),
+                call_ms: s.metrics.call_ms.unwrap_or(0),
+                work_ms: s.metrics.work_ms.unwrap_or(0),
+                peak_rss_kb: s.metrics.peak_rss_kb,
+            },
         );
     }
-    let tasks: Vec<&StageState> = state.clips.iter().flat_map(|c| &c.tasks).collect();
-    let mut per_clip: BTreeMap<String, [u64; 5]> = BTreeMap::new();
-    let mut functions: BTreeMap<String, &str> = BTreeMap::new();
-    for t in &tasks {
-        functions.insert(t.name.to_string(), &t.function);
-        let e = per_clip.entry(t.name.to_string()).or_default();
-        e[0] += 1;
-        e[1] += t.attempts.len() as u64;
-        e[2] += metric(t, "call_ms");
-        e[3] += metric(t, "work_ms");
-        e[4] = e[4].max(metric(t, "peak_rss_kb"));
-    }
-    for (name, [clips, attempts, call_ms, work_ms, peak_rss_kb]) in per_clip {
-        let function = functions.get(&name).copied();
-        stages.insert(
-            name,
-            json!({
-                "function": function,
-                "clips": clips,
-                "attempts": attempts,
-                "call_ms": call_ms,
-                "work_ms": work_ms,
-                "peak_rss_kb": peak_rss_kb,
-            }),
-        );
+    for t in state.clips.iter().flat_map(|c| &c.tasks) {
+        let e = stages
+            .entry(t.name.to_string())
+            .or_insert_with(|| StageReport {
+                function: Some(t.function.clone()),
+                status: None,
+                outputs: None,
+                clips: Some(0),
+                attempts: 0,
+                call_ms: 0,
+                work_ms: 0,
+                peak_rss_kb: None,
+            });
+        e.clips = Some(e.clips.unwrap_or(0) + 1);
+        e.attempts += t.attempts.len();
+        e.call_ms += t.metrics.call_ms.unwrap_or(0);
+        e.work_ms += t.metrics.work_ms.unwrap_or(0);
+        e.peak_rss_kb = e.peak_rss_kb.max(t.metrics.peak_rss_kb);
     }
     (stages, open_ms(state.tasks()))
 }
@@ -326,16 +319,53 @@ fn open_ms<'a>(tasks: impl Iterator<Item = &'a StageState>) -> u64 {
     open.num_milliseconds().max(0) as u64
 }
 
-fn metric(s: &StageState, name: &str) -> u64 {
-    s.metrics.get(name).and_then(Value::as_u64).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
+    use fave_common::contract::detect::{Detection, FrameDetections, LabelSummary};
+
     use super::*;
 
-    fn clip(id: &str, start: f64, labels: Value, frames: u64) -> Value {
-        json!({"clip": id, "start_s": start, "end_s": start + 10.0, "labels": labels, "frames": frames})
+    fn clip(id: &str, start: f64, labels: &[(&str, f32, usize)], frames: usize) -> ClipReport {
+        ClipReport {
+            clip: id.parse().unwrap(),
+            start_s: start,
+            end_s: start + 10.0,
+            key: format!("requests/r1/clips/{id}/video.mp4"),
+            frames,
+            labels: labels
+                .iter()
+                .map(|&(label, best_score, frames)| {
+                    let seen = LabelSummary {
+                        best_score,
+                        frames,
+                        best_time_s: start,
+                    };
+                    (label.to_owned(), seen)
+                })
+                .collect(),
+            detections: vec![],
+            transcript: None,
+        }
+    }
+
+    fn said(mut clip: ClipReport, segments: &[(f64, &str)]) -> ClipReport {
+        clip.transcript = Some(Transcript {
+            text: String::new(),
+            words: 0,
+            segments: segments
+                .iter()
+                .map(|&(start_s, text)| transcribe::Segment {
+                    start_s,
+                    end_s: start_s + 1.0,
+                    text: text.into(),
+                })
+                .collect(),
+        });
+        clip
+    }
+
+    fn ranked(a: &Answer) -> Vec<&str> {
+        a.clips.iter().map(|m| m.clip.as_str()).collect()
     }
 
     #[test]
@@ -363,142 +393,109 @@ mod tests {
     #[test]
     fn the_answer_ranks_clips_with_the_object_and_explains() {
         let clips = vec![
-            clip(
-                "clip-0000",
-                0.0,
-                json!({"person": {"best_score": 0.9, "frames": 5}}),
-                5,
-            ),
-            clip(
-                "clip-0001",
-                10.0,
-                json!({"car": {"best_score": 0.8, "frames": 4}}),
-                5,
-            ),
+            clip("clip-0000", 0.0, &[("person", 0.9, 5)], 5),
+            clip("clip-0001", 10.0, &[("car", 0.8, 4)], 5),
         ];
         let a = answer("find scenes with cars", &clips);
-        assert_eq!(a["labels"], json!(["car"]));
-        assert_eq!(a["clips"].as_array().map(Vec::len), Some(1));
-        assert_eq!(a["clips"][0]["clip"], "clip-0001");
-        assert!(
-            a["clips"][0]["why"][0]
-                .as_str()
-                .is_some_and(|w| w.contains("car"))
-        );
-        assert!(
-            a["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("1 of 2"))
-        );
+        assert_eq!(a.labels, ["car"]);
+        assert_eq!(ranked(&a), ["clip-0001"]);
+        assert!(a.clips[0].why[0].contains("car"));
+        assert!(a.message.starts_with("1 of 2"));
 
         let none = answer("find scenes with zebras", &clips);
-        assert_eq!(none["clips"], json!([]));
-        assert!(
-            none["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("no clip shows zebra"))
-        );
+        assert!(none.clips.is_empty());
+        assert!(none.message.contains("no clip shows zebra"));
 
         let unknown = answer("find scenes with unicorns", &clips);
-        assert_eq!(unknown["unknown"], json!(["unicorns"]));
-        assert!(
-            unknown["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("unicorns"))
-        );
-    }
-
-    fn said(mut clip: Value, segments: &[(f64, &str)]) -> Value {
-        let segments: Vec<Value> = segments
-            .iter()
-            .map(|&(start_s, text)| json!({"start_s": start_s, "end_s": start_s + 1.0, "text": text}))
-            .collect();
-        clip["transcript"] = json!({"text": "", "words": 0, "segments": segments});
-        clip
+        assert_eq!(unknown.unknown, ["unicorns"]);
+        assert!(unknown.message.contains("unicorns"));
     }
 
     #[test]
     fn transcripts_move_into_the_videos_time() {
-        let data = json!({"text": "Hello there. General Kenobi.", "words": 4, "rtf": 0.2,
-            "segments": [{"start_s": 0.5, "end_s": 1.25, "text": "Hello there."},
-                         {"start_s": 1.5, "end_s": 3.0, "text": "General Kenobi."}]});
-        let t = transcript(&data, 20.0);
+        let heard = transcribe::Output {
+            text: "Hello there. General Kenobi.".into(),
+            segments: vec![
+                transcribe::Segment {
+                    start_s: 0.5,
+                    end_s: 1.25,
+                    text: "Hello there.".into(),
+                },
+                transcribe::Segment {
+                    start_s: 1.5,
+                    end_s: 3.0,
+                    text: "General Kenobi.".into(),
+                },
+            ],
+            words: 4,
+            rtf: Some(0.2),
+            audio_s: 3.0,
+            transcribe_ms: 600,
+        };
+        let t = in_video_time(&heard, 20.0);
         assert_eq!(
-            t,
-            json!({"text": "Hello there. General Kenobi.", "words": 4, "segments": [
-                {"start_s": 20.5, "end_s": 21.25, "text": "Hello there."},
-                {"start_s": 21.5, "end_s": 23.0, "text": "General Kenobi."}]})
+            (t.text.as_str(), t.words),
+            ("Hello there. General Kenobi.", 4)
         );
-        let silent = transcript(&json!({"text": "", "segments": [], "words": 0}), 5.0);
-        assert_eq!(silent, json!({"text": "", "words": 0, "segments": []}));
+        let times: Vec<(f64, f64)> = t.segments.iter().map(|s| (s.start_s, s.end_s)).collect();
+        assert_eq!(times, [(20.5, 21.25), (21.5, 23.0)]);
     }
 
     #[test]
     fn the_answer_finds_what_is_said_and_ranks_clips_with_both_first() {
         let clips = vec![
+            said(clip("clip-0000", 0.0, &[("car", 0.9, 5)], 5), &[]),
             said(
-                clip(
-                    "clip-0000",
-                    0.0,
-                    json!({"car": {"best_score": 0.9, "frames": 5}}),
-                    5,
-                ),
-                &[],
-            ),
-            said(
-                clip("clip-0001", 10.0, json!({}), 5),
+                clip("clip-0001", 10.0, &[], 5),
                 &[(12.0, "You don't judge a book by its cover.")],
             ),
             said(
-                clip(
-                    "clip-0002",
-                    20.0,
-                    json!({"car": {"best_score": 0.4, "frames": 1}}),
-                    5,
-                ),
+                clip("clip-0002", 20.0, &[("car", 0.4, 1)], 5),
                 &[(21.0, "The judge is here.")],
             ),
         ];
         let a = answer("find where someone says 'judge'", &clips);
-        assert_eq!(a["speech"], json!(["judge"]));
-        assert_eq!(a["unknown"], json!([]));
-        let ranked: Vec<&str> = a["clips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|m| m["clip"].as_str())
-            .collect();
-        assert_eq!(ranked, vec!["clip-0001", "clip-0002"]);
-        assert_eq!(a["clips"][0]["said"], json!(["judge"]));
-        assert_eq!(a["clips"][0]["why"], json!(["said \"judge\" at 12.0 s"]));
-        assert_eq!(a["message"], "2 of 3 clips have \"judge\" said");
+        assert_eq!(a.speech, ["judge"]);
+        assert!(a.unknown.is_empty());
+        assert_eq!(ranked(&a), ["clip-0001", "clip-0002"]);
+        assert_eq!(a.clips[0].said, ["judge"]);
+        assert_eq!(a.clips[0].why, ["said \"judge\" at 12.0 s"]);
+        assert_eq!(a.message, "2 of 3 clips have \"judge\" said");
 
         // Objects and words: the clip with both first. "cover" is no label but is said: it
         // is heard, not unknown; "flurbs" is neither.
         let a = answer("cars and judge, cover, flurbs", &clips);
-        assert_eq!(a["labels"], json!(["car"]));
-        assert_eq!(a["heard"], json!(["judge", "cover"]));
-        assert_eq!(a["unknown"], json!(["flurbs"]));
-        assert_eq!(a["clips"][0]["clip"], "clip-0002");
-        assert_eq!(a["clips"][1]["clip"], "clip-0001");
+        assert_eq!(a.labels, ["car"]);
+        assert_eq!(a.heard, ["judge", "cover"]);
+        assert_eq!(a.unknown, ["flurbs"]);
+        assert_eq!(ranked(&a)[..2], ["clip-0002", "clip-0001"]);
         assert_eq!(
-            a["message"],
+            a.message,
             "3 of 3 clips show car or have \"judge\", \"cover\" said (words not understood: flurbs)"
         );
 
         let none = answer("someone says 'open the door'", &clips);
-        assert_eq!(none["clips"], json!([]));
-        assert_eq!(none["message"], "no clip has \"open the door\" said");
+        assert!(none.clips.is_empty());
+        assert_eq!(none.message, "no clip has \"open the door\" said");
     }
 
     #[test]
     fn detections_move_into_the_videos_time() {
-        let frames = vec![json!({"time_s": 2.0, "detections": [
-            {"label": "car", "score": 0.5, "bbox": [1, 2, 3, 4], "class_id": 2}
-        ]})];
+        let frames = vec![FrameDetections {
+            time_s: 2.0,
+            key: "k".into(),
+            width: 640,
+            height: 360,
+            detections: vec![Detection {
+                label: "car".into(),
+                class_id: 2,
+                score: 0.5,
+                bbox: [1.0, 2.0, 3.0, 4.0],
+            }],
+        }];
         let flat = flatten(&frames, 20.0);
         assert_eq!(flat.len(), 1);
-        assert_eq!(flat[0]["time_s"], 22.0);
-        assert_eq!(flat[0]["label"], "car");
+        assert_eq!((flat[0].time_s, flat[0].label.as_str()), (22.0, "car"));
+        assert_eq!(flat[0].bbox, [1.0, 2.0, 3.0, 4.0]);
     }
 }

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use fave_common::error::{ApiError, parse_json};
 use fave_common::ids::RequestId;
 use fave_common::keys::RequestKeys;
+use orchestrator::api::submit::{SubmitBody, validate};
 use orchestrator::input::Source;
-use orchestrator::{SubmitBody, validate};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

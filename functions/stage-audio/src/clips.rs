@@ -5,8 +5,8 @@
 //! rule the encoder forces keyframes by, so the list is known before the video is encoded
 //! and stage-ffmpeg-1 cuts it at exactly these times.
 
+use fave_common::contract::ListedClip;
 use fave_common::ids::ClipId;
-use fave_common::stage::ListedClip;
 
 /// Moves each proposed cut to the nearest keyframe (times relative to the first one) and
 /// drops cuts that would leave a clip shorter than `min_clip_s`, or none at all.

@@ -19,57 +19,17 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
+use fave_common::contract::Frame;
+use fave_common::contract::detect::outputs as output;
+pub use fave_common::contract::detect::{FrameDetections, Input, LabelSummary, NAME, Output};
 use fave_common::readiness::Loading;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
-use crate::{DetectOptions, Detection, Detector};
-
-/// This stage's name, which is its function's name.
-pub const NAME: &str = "stage-detect";
+use crate::{DetectOptions, Detector};
 
 /// Frames fetched ahead of the detector.
 const PREFETCH: usize = 4;
-
-/// A frame to look at: its key, and when it shows (s from the clip's start).
-pub use fave_common::stage::Frame as FrameRef;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    pub frames: Vec<FrameRef>,
-    #[serde(default)]
-    pub options: Option<DetectOptions>,
-}
-
-/// One frame's detections, as written to `detections.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FrameDetections {
-    pub time_s: f64,
-    pub key: String,
-    pub width: u32,
-    pub height: u32,
-    pub detections: Vec<Detection>,
-}
-
-/// What was seen of one label in the clip.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelSummary {
-    pub best_score: f32,
-    /// Frames (of `frames`) in which it was detected at least once.
-    pub frames: usize,
-    /// Time (s from the clip start) of the frame with the best score.
-    pub best_time_s: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    pub frames: usize,
-    pub labels: BTreeMap<String, LabelSummary>,
-    /// Time spent in the detector, the rest being storage and decoding.
-    pub detect_ms: u64,
-}
 
 pub struct Detect {
     detector: Loading<Detector>,
@@ -148,7 +108,7 @@ impl Detect {
     async fn look(
         &self,
         detector: Arc<Detector>,
-        frame: FrameRef,
+        frame: Frame,
         path: PathBuf,
         options: DetectOptions,
     ) -> Result<(FrameDetections, u64), StageError> {
@@ -191,15 +151,26 @@ impl Stage for Detect {
         ctx: &StageContext<'_>,
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
-        for frame in &call.input.frames {
+        let mut frames = call.input.frames.clone();
+        if let Some(key) = &call.input.frames_key {
+            call.require_own_key("frames_key", key)?;
+            let listed: Vec<Frame> = ctx
+                .storage
+                .get_json(key)
+                .await?
+                .ok_or_else(|| StageError::InvalidInput(format!("no frames at {key}")))?
+                .0;
+            frames.extend(listed);
+        }
+        for frame in &frames {
             call.require_own_key("a frame's key", &frame.key)?;
         }
         let options = call.input.options.unwrap_or_default();
-        let detector = match call.input.frames.is_empty() {
+        let detector = match frames.is_empty() {
             true => None,
             false => Some(self.detector.get().await?),
         };
-        let jobs: Vec<(usize, FrameRef)> = call.input.frames.iter().cloned().enumerate().collect();
+        let jobs: Vec<(usize, Frame)> = frames.into_iter().enumerate().collect();
         // One frame per worker in flight, so that a lone clip has every core; concurrent
         // calls share the workers' queue. `try_buffered` keeps the frames in order.
         let looked: Vec<(FrameDetections, u64)> = futures::stream::iter(jobs)
@@ -229,7 +200,7 @@ impl Stage for Detect {
             .put_file(&key, &path, "application/json")
             .await?;
         Ok(Produced {
-            outputs: BTreeMap::from([("detections".to_owned(), key)]),
+            outputs: BTreeMap::from([(output::DETECTIONS.to_owned(), key)]),
             data: Output {
                 frames: results.len(),
                 labels: summarize(&results),
@@ -243,8 +214,8 @@ impl Stage for Detect {
 async fn fetch(
     ctx: &StageContext<'_>,
     i: usize,
-    frame: FrameRef,
-) -> Result<(FrameRef, PathBuf), StageError> {
+    frame: Frame,
+) -> Result<(Frame, PathBuf), StageError> {
     let path = ctx.workdir()?.join(format!("frame-{i:06}.jpg"));
     ctx.storage.get_to_file(&frame.key, &path).await?;
     Ok((frame, path))
@@ -277,6 +248,7 @@ pub fn summarize(frames: &[FrameDetections]) -> BTreeMap<String, LabelSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Detection;
 
     fn det(label: &str, score: f32) -> Detection {
         Detection {

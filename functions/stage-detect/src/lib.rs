@@ -36,7 +36,6 @@ mod postprocess;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 pub use postprocess::{iou, nms};
@@ -88,37 +87,7 @@ fn tract_err(e: TractError) -> DetectError {
     DetectError::Tract(e.into())
 }
 
-/// Tuning knobs for [`Detector::detect`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct DetectOptions {
-    /// Keep a (box, class) when objectness × class probability exceeds this.
-    pub score_threshold: f32,
-    /// Per-class NMS drops a box whose IoU with a better one exceeds this.
-    pub nms_iou: f32,
-}
-
-impl Default for DetectOptions {
-    /// Darknet's defaults for `detector test`: 0.25 and 0.45.
-    fn default() -> Self {
-        DetectOptions {
-            score_threshold: 0.25,
-            nms_iou: 0.45,
-        }
-    }
-}
-
-/// One detected object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    /// COCO label, e.g. `"person"`.
-    pub label: String,
-    /// Index of `label` in `coco.names`.
-    pub class_id: usize,
-    /// Objectness × class probability, in 0..1.
-    pub score: f32,
-    /// `[x1, y1, x2, y2]` in pixels of the image given to `detect`, clipped to it.
-    pub bbox: [f32; 4],
-}
+pub use fave_common::contract::detect::{DetectOptions, Detection};
 
 /// A loaded yolov3-tiny network, ready to run on any number of images.
 ///

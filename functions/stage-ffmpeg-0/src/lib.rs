@@ -28,114 +28,22 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use fave_common::keys::RequestKeys;
-use fave_common::stage::{
-    FRAME_MAX_WIDTH, Frame, Produced, Stage, StageCall, StageContext, StageError,
+use fave_common::contract::Frame;
+use fave_common::contract::ffmpeg0::outputs as output;
+pub use fave_common::contract::ffmpeg0::{
+    FrameSampling, Input, Keyframes, NAME, Output, SPEECH_RATE, TakenFrames, VIDEO_STAGE,
 };
+use fave_common::keys::RequestKeys;
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name as split};
-use serde::{Deserialize, Serialize};
+use futures::{StreamExt, TryStreamExt};
 use tokio::process::Command;
-
-/// This stage's name, which is its function's name.
-pub const NAME: &str = "stage-ffmpeg-0";
-
-/// The pipeline's other stage this function serves: the canonical video alone, made beside
-/// the analysis (`stage-ffmpeg-0` in the table).
-pub const VIDEO_STAGE: &str = "stage-ffmpeg-0-video";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    /// The input video's key; must be under the request's `input/` folder.
-    pub source_key: String,
-    #[serde(default = "default_keyframe_interval")]
-    pub keyframe_interval_s: f64,
-    #[serde(default = "default_sample_rate")]
-    pub sample_rate: u32,
-    /// ffmpeg's scene score (0..1) above which a frame starts a new scene.
-    #[serde(default = "default_scene_threshold")]
-    pub scene_threshold: f64,
-    /// Frames to take for detection from the same decode; none if absent.
-    #[serde(default)]
-    pub frames: Option<FrameSampling>,
-    /// Write the canonical video.
-    #[serde(default = "yes")]
-    pub video: bool,
-    /// Write the analysis: the wavs, the keyframe times, the scene changes, the frames.
-    #[serde(default = "yes")]
-    pub analysis: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Which frames to take: the first at or after every `1 / fps` s, at most `max_width` wide.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrameSampling {
-    pub fps: f64,
-    #[serde(default = "default_frame_width")]
-    pub max_width: u32,
-}
-
-fn default_frame_width() -> u32 {
-    FRAME_MAX_WIDTH
-}
-
-fn default_keyframe_interval() -> f64 {
-    1.0
-}
-
-fn default_sample_rate() -> u32 {
-    22_050
-}
-
-fn default_scene_threshold() -> f64 {
-    0.3
-}
 
 /// At most this many scene changes are kept (a strobing video must not bloat the result).
 const MAX_SCENE_CHANGES: usize = 10_000;
 
 /// At most this many frames are taken (a day of video at one a second).
 const MAX_FRAMES: u32 = 86_400;
-
-/// Sample rate of `speech.wav`.
-pub const SPEECH_RATE: u32 = 16_000;
-
-/// The canonical video's facts when this call wrote it, else the input's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    pub duration_s: f64,
-    pub width: u32,
-    pub height: u32,
-    pub fps: f64,
-    pub has_audio: bool,
-    pub source_video_codec: String,
-    pub source_bytes: u64,
-    pub keyframe_interval_s: f64,
-    pub sample_rate: u32,
-    /// Times (s) where a new scene starts, increasing (none without `analysis`).
-    pub scene_changes: Vec<f64>,
-    /// How many keyframe times `keyframes.json` holds (none without `analysis`).
-    #[serde(default)]
-    pub keyframes: usize,
-    /// The frames taken for detection (listed in the `frames` output), if asked for.
-    #[serde(default)]
-    pub frames: Option<TakenFrames>,
-    /// Time spent probing the input and in ffmpeg, before the uploads (the canonical
-    /// video's probe runs alongside them).
-    pub ffmpeg_ms: u64,
-}
-
-/// How the frames of `frames.json` were taken, and how many there are.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TakenFrames {
-    pub fps: f64,
-    pub max_width: u32,
-    pub count: usize,
-}
 
 /// What matters of a probe.
 #[derive(Debug, Clone, PartialEq)]
@@ -366,20 +274,25 @@ impl Stage for Ffmpeg0 {
                 outputs.insert(name.to_owned(), key);
                 Ok::<_, StageError>(())
             };
-            put("probe", &probe_path, "application/json").await?;
+            put(output::PROBE, &probe_path, "application/json").await?;
             if let Some(video) = &out.video {
-                put("video", video, "video/mp4").await?;
+                put(output::VIDEO, video, "video/mp4").await?;
             }
             if let Some((audio, speech)) = &out.audio {
-                put("audio", audio, "audio/wav").await?;
-                put("speech", speech, "audio/wav").await?;
+                put(output::AUDIO, audio, "audio/wav").await?;
+                put(output::SPEECH, speech, "audio/wav").await?;
             }
             if out.keyframes.is_some() {
                 let key = format!("{prefix}keyframes.json");
                 ctx.storage
-                    .put_json(&key, &serde_json::json!({ "times": keyframes }))
+                    .put_json(
+                        &key,
+                        &Keyframes {
+                            times: keyframes.clone(),
+                        },
+                    )
                     .await?;
-                outputs.insert("keyframes".to_owned(), key);
+                outputs.insert(output::KEYFRAMES.to_owned(), key);
             }
             Ok::<_, StageError>(outputs)
         };
@@ -407,7 +320,7 @@ impl Stage for Ffmpeg0 {
         };
         let (mut outputs, frames, canonical) = tokio::try_join!(files, frames, canonical)?;
         let taken = frames.map(|(key, taken)| {
-            outputs.insert("frames".to_owned(), key);
+            outputs.insert(output::FRAMES.to_owned(), key);
             taken
         });
         Ok(Produced {
@@ -577,7 +490,19 @@ async fn upload_frames(
         .map(|(n, t)| (format!("frame-{n:06}.jpg"), t))
         .filter(|(name, t)| t.is_finite() && dir.join(name).is_file())
         .collect();
-    ctx.put_frames(dir, prefix, frames).await
+    // A few at a time: each is small, so the round trips dominate.
+    const IN_FLIGHT: usize = 8;
+    futures::stream::iter(frames)
+        .map(|(name, time_s)| async move {
+            let key = format!("{prefix}{name}");
+            ctx.storage
+                .put_file(&key, &dir.join(&name), "image/jpeg")
+                .await?;
+            Ok::<_, StageError>(Frame { time_s, key })
+        })
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await
 }
 
 /// One ffmpeg run writing `out`: the canonical mp4, the wavs, the scene-change and keyframe

@@ -13,15 +13,13 @@
 use std::path::Path;
 use std::time::Instant;
 
+use fave_common::contract::ListedClip;
+pub use fave_common::contract::ffmpeg1::{Input, NAME, Output};
 use fave_common::ids::ClipId;
-use fave_common::stage::{ListedClip, Produced, Stage, StageCall, StageContext, StageError};
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use fave_common::tool::{self, dir_and_name};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::process::Command;
-
-/// This stage's name, which is its function's name.
-pub const NAME: &str = "stage-ffmpeg-1";
 
 /// More clips than this is a mistake upstream, not a video.
 const MAX_CLIPS: usize = 2_000;
@@ -32,25 +30,6 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// How far a listed boundary may be from the keyframe it names (the list's times are
 /// rounded to the millisecond).
 const BOUNDARY_TOLERANCE_S: f64 = 2e-3;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    /// The canonical video; must be one of the request's own objects.
-    pub video_key: String,
-    /// The clips to cut, in order, each starting where the one before ends.
-    pub clips: Vec<ListedClip>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    /// How many clips were written.
-    pub clips: usize,
-    /// Where the video ends, from its first frame: the last clip's true end.
-    pub end_s: f64,
-    /// Time spent in ffprobe and ffmpeg, the rest being storage.
-    pub ffmpeg_ms: u64,
-}
 
 pub struct Ffmpeg1;
 

@@ -4,8 +4,9 @@
 //! clip; nothing is decoded here now.)
 //!
 //! - The frames are those of `frames.json` (every frame's key and time in the video) that
-//!   show within the clip, times counted from the clip's start. None are copied: the clip's
-//!   list names stage-ffmpeg-0's objects.
+//!   show within the clip, times counted from the clip's start, listed in the clip's own
+//!   `frames.json` (passed on by key). None are copied: the clip's list names
+//!   stage-ffmpeg-0's objects.
 //! - `audio.wav` is the clip's stretch of `speech.wav` (mono 16-bit PCM at 16 kHz, what
 //!   speech models take): its header and just those samples are read from the store by
 //!   byte range, so a clip never fetches the whole video's sound.
@@ -18,46 +19,13 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 use std::time::Instant;
 
-use fave_common::stage::{Frame, Produced, Stage, StageCall, StageContext, StageError};
-use serde::{Deserialize, Serialize};
-
-/// This stage's name, which is its function's name.
-pub const NAME: &str = "stage-ffmpeg-2";
-
-/// Sample rate of the clip audio.
-pub const AUDIO_RATE: u32 = 16_000;
+use fave_common::contract::Frame;
+use fave_common::contract::ffmpeg2::outputs as output;
+pub use fave_common::contract::ffmpeg2::{AUDIO_RATE, Input, NAME, Output};
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 
 /// Bytes read to find a wav's header (ffmpeg's is under a hundred).
 const WAV_HEADER_BYTES: u64 = 64 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    /// stage-ffmpeg-0's `frames.json`.
-    pub frames_key: String,
-    /// Where the clip lies in the video, in seconds from its first frame.
-    pub start_s: f64,
-    pub end_s: f64,
-    /// stage-ffmpeg-0's `speech.wav`; absent when the video has no sound.
-    #[serde(default)]
-    pub speech_key: Option<String>,
-    #[serde(default = "default_max_frames")]
-    pub max_frames: u32,
-}
-
-fn default_max_frames() -> u32 {
-    600
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    /// The clip's frames, times from the clip's start.
-    pub frames: Vec<Frame>,
-    /// Whether `audio.wav` was written.
-    pub audio: bool,
-    /// Time spent on the clip's audio: reading its bytes, wrapping and storing them.
-    pub audio_ms: u64,
-}
 
 pub struct Ffmpeg2;
 
@@ -97,12 +65,10 @@ impl Stage for Ffmpeg2 {
         // A clip shorter than the spacing of the frames may hold none: it is then looked at
         // in no frame, which is what was asked for.
         let frames = frames_within(&index, input.start_s, input.end_s, input.max_frames);
-        // Named like frame files, so the outputs read as the frames they are.
-        let mut outputs: BTreeMap<String, String> = frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (format!("frame-{i:06}"), f.key.clone()))
-            .collect();
+        // The list goes by key: the result is kept in state.json, the list may be long.
+        let listed = format!("{}frames.json", call.output_prefix());
+        ctx.storage.put_json(&listed, &frames).await?;
+        let mut outputs = BTreeMap::from([(output::FRAMES.to_owned(), listed)]);
 
         let clock = Instant::now();
         let audio = match &input.speech_key {
@@ -112,7 +78,7 @@ impl Stage for Ffmpeg2 {
                 if cut {
                     let out = format!("{}audio.wav", call.output_prefix());
                     ctx.storage.put_file(&out, &wav, "audio/wav").await?;
-                    outputs.insert("audio".to_owned(), out);
+                    outputs.insert(output::AUDIO.to_owned(), out);
                 }
                 cut
             }
@@ -121,7 +87,7 @@ impl Stage for Ffmpeg2 {
         Ok(Produced {
             outputs,
             data: Output {
-                frames,
+                frames: frames.len(),
                 audio,
                 audio_ms: clock.elapsed().as_millis() as u64,
             },

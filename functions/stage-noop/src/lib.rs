@@ -6,31 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use fave_common::contract::ListedClip;
+pub use fave_common::contract::noop::{Input, NAME, Output};
 use fave_common::ids::ClipId;
-use fave_common::stage::{ListedClip, Produced, Stage, StageCall, StageContext, StageError};
-use serde::{Deserialize, Serialize};
-
-pub const NAME: &str = "stage-noop";
+use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 
 /// More clips than this is a mistake, not a benchmark.
 const MAX_CLIPS: usize = 100_000;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    /// How long the "work" takes (a sleep).
-    #[serde(default)]
-    pub work_ms: u64,
-    /// How many clips to list, for the stage the per-clip chain starts from.
-    #[serde(default)]
-    pub clips: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub clips: Vec<ListedClip>,
-}
 
 pub struct Noop;
 

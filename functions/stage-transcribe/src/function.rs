@@ -12,35 +12,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use fave_common::contract::transcribe::outputs as output;
+pub use fave_common::contract::transcribe::{Input, NAME, Output};
 use fave_common::readiness::Loading;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
-use serde::{Deserialize, Serialize};
 
-use crate::{Segment, Transcriber, Transcript, read_wav};
-
-/// This stage's name, which is its function's name.
-pub const NAME: &str = "stage-transcribe";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    /// The clip's 16 kHz mono wav; absent when the clip has no sound.
-    #[serde(default)]
-    pub audio_key: Option<String>,
-}
-
-/// The stage's result, also written as `transcript.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    pub text: String,
-    /// Times in seconds from the clip's start.
-    pub segments: Vec<Segment>,
-    pub words: usize,
-    /// Seconds of work per second of audio; `null` without audio.
-    pub rtf: Option<f64>,
-    pub audio_s: f64,
-    pub transcribe_ms: u64,
-}
+use crate::{Transcriber, Transcript, read_wav};
 
 impl From<Transcript> for Output {
     fn from(t: Transcript) -> Self {
@@ -120,7 +97,7 @@ impl Stage for Transcribe {
             .put_file(&key, &path, "application/json")
             .await?;
         Ok(Produced {
-            outputs: BTreeMap::from([("transcript".to_owned(), key)]),
+            outputs: BTreeMap::from([(output::TRANSCRIPT.to_owned(), key)]),
             data: output,
         })
     }

@@ -92,14 +92,7 @@ fn ct2(e: impl std::fmt::Display) -> TranscribeError {
     TranscribeError::Ct2(format!("{e:#}"))
 }
 
-/// One stretch of speech.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Segment {
-    /// Seconds from the start of the audio.
-    pub start_s: f64,
-    pub end_s: f64,
-    pub text: String,
-}
+pub use fave_common::contract::transcribe::Segment;
 
 /// What was said in a piece of audio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! frames taken from each clip, objects detected with the real yolov3-tiny model, and the
 //! query answered from what was detected.
 
+use fave_common::contract::{Frame, ffmpeg2};
 use fave_common::ids::StageName;
 use fave_common::state::{RequestStatus, StageStatus};
 use serde_json::{Value, json};
@@ -189,24 +190,26 @@ async fn a_street_video_is_cut_detected_and_the_query_answered() {
     // decoded again for them, and each clip got the ones that show within it, on time.
     let taken = format!("requests/{id}/stages/stage-ffmpeg-0/frames/");
     for (c, clip) in state.clips.iter().zip(clips) {
-        let data = &c
-            .task(&name("stage-ffmpeg-2"))
-            .expect("a frames task")
-            .metrics["data"];
-        let frames = data["frames"].as_array().expect("frames");
+        let frames =
+            listed_frames(&t, c.task(&name("stage-ffmpeg-2")).expect("a frames task")).await;
         assert_eq!(Some(frames.len() as u64), clip["frames"].as_u64());
-        for f in frames {
-            assert!(f["key"].as_str().unwrap().starts_with(&taken), "{f}");
+        for f in &frames {
+            assert!(f.key.starts_with(&taken), "{f:?}");
         }
     }
     // The second clip's first frame is the picture at the clip's start, not a second off.
     let clip = &state.clips[1];
-    let first = &clip.task(&name("stage-ffmpeg-2")).unwrap().metrics["data"]["frames"][0];
-    assert_eq!(first["time_s"], 0.0, "{first}");
+    let frames = listed_frames(
+        &t,
+        clip.task(&name("stage-ffmpeg-2")).expect("a frames task"),
+    )
+    .await;
+    let first = &frames[0];
+    assert_eq!(first.time_s, 0.0, "{first:?}");
     let frame = dir.path().join("frame.jpg");
     let file = dir.path().join("clip.mp4");
     t.store()
-        .get_to_file(first["key"].as_str().unwrap(), &frame)
+        .get_to_file(&first.key, &frame)
         .await
         .expect("the frame is stored");
     t.store()
@@ -303,4 +306,21 @@ async fn a_query_for_what_is_not_there_returns_no_clips_and_says_so() {
     // The clips were still looked at: the answer is empty because nothing matched.
     assert!(answer["clips"].as_array().is_some_and(|c| !c.is_empty()));
     assert!(answer["clips"][0]["frames"].as_u64() > Some(0));
+}
+
+/// A clip's frames, as stage-ffmpeg-2 listed them (by key: its result holds their count).
+async fn listed_frames(t: &TestStack, task: &fave_common::state::StageState) -> Vec<Frame> {
+    let cut: ffmpeg2::Output = task
+        .result()
+        .expect("a frames task's result")
+        .expect("its contract's output");
+    let key = &task.outputs[ffmpeg2::outputs::FRAMES];
+    let (frames, _) = t
+        .store()
+        .get_json::<Vec<Frame>>(key)
+        .await
+        .expect("readable")
+        .expect("frames.json exists");
+    assert_eq!(frames.len(), cut.frames);
+    frames
 }

@@ -945,8 +945,9 @@ fn stack_yml_follows_faas_cli_rules() {
     );
     let crates = workspace_crates(&root);
     // The orchestrator and every function its video pipeline calls are deployed.
-    let stages = orchestrator::pipeline::video();
-    for needed in stages
+    let table = orchestrator::pipeline::video().expect("a well-formed table");
+    for needed in table
+        .stages()
         .iter()
         .map(|spec| spec.function.as_str())
         .chain(["orchestrator"])
@@ -1096,7 +1097,7 @@ fn stack_yml_follows_faas_cli_rules() {
     let cap = Duration::from_secs(secs("FAVE_STAGE_TIMEOUT_SECS", 600));
     let exec =
         |f: &str| go_duration(&s.functions[f].environment["exec_timeout"]).expect("a duration");
-    for spec in &stages {
+    for spec in table.stages() {
         let waits = spec.timeout.min(cap);
         assert!(
             exec(&spec.function) > waits,

@@ -457,12 +457,27 @@ async fn a_repeated_stage_call_returns_the_manifest_without_running_again() {
     let id = request_id(&answer);
     let state = t.state(&id).await;
     let input = state.input.as_ref().expect("copied in");
-    // The call the orchestrator made, sent again, as at-least-once delivery would.
-    let sent = json!({"source_key": input.key, "frames": {"fps": 1.0}, "video": false});
+    // The call the orchestrator made (its table's input, at the default frame rate), sent
+    // again, as at-least-once delivery would.
+    let table = orchestrator::pipeline::video().expect("a well-formed table");
+    let params = orchestrator::pipeline::Params {
+        clip_min_s: 5.0,
+        clip_max_s: 20.0,
+        frames_per_second: 1.0,
+        noop_clips: 0,
+        noop_work_ms: 0,
+    };
+    let cx = orchestrator::pipeline::InputContext {
+        state: &state,
+        clip: None,
+        params: &params,
+    };
+    let sent = table.stages()[0].input(&cx).expect("the analysis's input");
+    assert_eq!(sent["source_key"], json!(input.key));
     let call = json!({
         "request_id": id,
         "stage": "stage-ffmpeg-0",
-        "idempotency_key": orchestrator::driver::idempotency_key(id.as_str(), "stage-ffmpeg-0", None, &sent),
+        "idempotency_key": orchestrator::attempt::idempotency_key(id.as_str(), "stage-ffmpeg-0", None, &sent),
         "input": sent,
     });
     let response = t

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fave_common::contract::detect;
 use fave_common::keys::{self, RequestKeys};
 use fave_common::state::{RequestState, RequestStatus, StageStatus};
 use serde_json::{Value, json};
@@ -407,14 +408,14 @@ async fn a_lone_clip_is_looked_at_on_every_core() {
     let detect = state.clips[0]
         .task(&"stage-detect".parse().expect("a stage name"))
         .expect("a detection task");
-    let data = &detect.metrics["data"];
-    assert_eq!(data["frames"], 12, "{data}");
+    let seen: detect::Output = detect
+        .result()
+        .expect("a result")
+        .expect("its contract's output");
+    assert_eq!(seen.frames, 12, "{seen:?}");
     // The detector's own time, summed over the frames, exceeds the call's whole work only
     // if frames were looked at side by side: one after another, it is a part of it.
-    let (looking, work) = (
-        data["detect_ms"].as_u64().expect("detect_ms"),
-        detect.metrics["work_ms"].as_u64().expect("work_ms"),
-    );
+    let (looking, work) = (seen.detect_ms, detect.metrics.work_ms.expect("work_ms"));
     if std::thread::available_parallelism().map_or(1, usize::from) >= 2 {
         assert!(
             looking > work,

@@ -464,8 +464,8 @@ async fn a_request_from_cold_runs_each_stage_at_its_first_attempt_and_records_it
             task.attempts,
             task.metrics
         );
-        if let Some(ms) = task.metrics.get("cold_start_ms") {
-            cold.insert(task.function.clone(), ms.clone());
+        if let Some(ms) = task.metrics.cold_start_ms {
+            cold.insert(task.function.clone(), ms);
         }
     }
     eprintln!("cold starts reported by the functions: {cold:?}");

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use fave_common::contract::transcribe;
 use fave_common::ids::StageName;
 use fave_common::state::{RequestStatus, StageStatus};
 use serde_json::{Value, json};
@@ -178,16 +179,16 @@ async fn speech_is_transcribed_in_the_videos_time_and_a_spoken_phrase_found() {
             .await
             .expect("readable")
             .expect("transcript.json exists");
-        assert_eq!(written["text"], transcribe.metrics["data"]["text"]);
+        let heard: transcribe::Output = transcribe
+            .result()
+            .expect("a result")
+            .expect("its contract's output");
+        assert_eq!(written["text"], heard.text);
         let frames = c.task(&stage("stage-ffmpeg-2")).unwrap();
         let detect = c.task(&stage("stage-detect")).unwrap();
         assert!(frames.ended_at <= transcribe.started_at);
         assert!(frames.ended_at <= detect.started_at);
-        if !transcribe.metrics["data"]["text"]
-            .as_str()
-            .unwrap_or("")
-            .is_empty()
-        {
+        if !heard.text.is_empty() {
             assert!(
                 detect.started_at < transcribe.ended_at,
                 "{}: detection waited for transcription",
@@ -195,7 +196,7 @@ async fn speech_is_transcribed_in_the_videos_time_and_a_spoken_phrase_found() {
             );
         }
         if frames.outputs.contains_key("audio") {
-            let rtf = transcribe.metrics["data"]["rtf"].as_f64().expect("an rtf");
+            let rtf = heard.rtf.expect("an rtf");
             println!("{}: real-time factor {rtf}", c.clip);
         }
     }
@@ -234,7 +235,11 @@ async fn a_video_without_sound_gets_empty_transcripts() {
     for c in &state.clips {
         let task = c.task(&stage).expect("a transcribe task");
         assert_eq!(task.status, StageStatus::Succeeded);
-        assert_eq!(task.metrics["data"]["rtf"], Value::Null);
+        let heard: transcribe::Output = task
+            .result()
+            .expect("a result")
+            .expect("its contract's output");
+        assert_eq!(heard.rtf, None);
         assert_eq!(task.attempts.len(), 1);
     }
 }

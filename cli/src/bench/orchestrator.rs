@@ -18,8 +18,8 @@ use fave_common::state::{RequestState, StageState};
 use fave_local::stack::Stack;
 use serde_json::{Value, json};
 
-use crate::StackArgs;
-use crate::report::{Chart, Report, Series};
+use super::report::{Chart, Report, Series};
+use crate::stack::StackArgs;
 
 /// Targets from the issue that asked for these suites.
 const OVERHEAD_TARGET_MS: f64 = 5.0;
@@ -43,7 +43,7 @@ async fn noop_stack(
     let _ = std::fs::remove_dir_all(&args.data_dir);
     let data_dir = args.data_dir.clone();
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut options = crate::stack_options(&args, any_port, any_port, true)?;
+    let mut options = crate::stack::stack_options(&args, any_port, any_port, true)?;
     options.extra_env = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -169,8 +169,8 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
                     bail!("a step has no end in {}", state.request_id);
                 };
                 step_ms.push(ms(end - before));
-                if let Some(c) = pair[1].metrics.get("call_ms").and_then(Value::as_f64) {
-                    call_ms.push(c);
+                if let Some(c) = pair[1].metrics.call_ms {
+                    call_ms.push(c as f64);
                 }
             }
         }

@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use fave_local::stack::Stack;
 use serde_json::json;
 
-use crate::StackArgs;
-use crate::report::{Chart, Report};
+use super::report::{Chart, Report};
+use crate::client::{Submission, run_once};
+use crate::stack::StackArgs;
 
 /// The issue's target for a function's own start (process spawn → healthy), model loads
 /// aside.
@@ -36,14 +37,14 @@ fn median(v: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub async fn profiles(args: StackArgs, video: &Path, runs: usize) -> anyhow::Result<Report> {
+pub async fn run(args: StackArgs, video: &Path, runs: usize) -> anyhow::Result<Report> {
     if !video.is_file() {
         bail!(
             "no video at {} (scripts/setup fetches the samples)",
             video.display()
         );
     }
-    let uri = crate::to_uri(&video.display().to_string())?;
+    let uri = crate::stack::to_uri(&video.display().to_string())?;
     println!(
         "fave bench profiles: {} under warm and cold, {runs} runs each after a warm-up \
          request; under cold every stage function is scaled to zero before each run.",
@@ -154,7 +155,7 @@ async fn run_profile(
     args.data_dir = args.data_dir.join(format!("bench-profile-{profile}"));
     let _ = std::fs::remove_dir_all(&args.data_dir);
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut options = crate::stack_options(&args, any_port, any_port, true)?;
+    let mut options = crate::stack::stack_options(&args, any_port, any_port, true)?;
     options.profile = Some(profile.to_owned());
     let stack = Stack::start(options).await?;
     let outcome = measure(&stack, profile, uri, runs).await;
@@ -181,34 +182,34 @@ async fn measure(stack: &Stack, profile: &str, uri: &str, runs: usize) -> anyhow
             .map(|(f, s)| (f, s.len()))
             .collect();
         let clock = Instant::now();
-        let (status, body) =
-            crate::submit(stack.gateway_url.as_str(), uri, None, Some(profile)).await?;
+        let submission = Submission {
+            video_uri: uri.to_owned(),
+            profile: Some(profile.parse().map_err(anyhow::Error::msg)?),
+            ..Submission::default()
+        };
+        let result = run_once(stack.gateway_url.as_str(), &submission)
+            .await
+            .map_err(|e| e.context(format!("the {profile} request")))?;
         let total = clock.elapsed().as_secs_f64() * 1e3;
-        if status != 200 {
-            bail!("the {profile} request failed with HTTP {status}: {body}");
-        }
         if run == 0 {
             continue; // the warm-up: the OS's caches filled (under cold, then scaled down)
         }
         figures.total_ms.push(total);
-        for (stage, s) in body["stages"]
-            .as_object()
-            .context("final.json has stages")?
-        {
-            let get = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
-            if let Some(function) = s["function"].as_str() {
-                figures.functions.insert(stage.clone(), function.to_owned());
+        for (stage, s) in result.stages {
+            if let Some(function) = s.function {
+                figures.functions.insert(stage.clone(), function);
             }
+            let ms = |v: u64| v as f64;
             figures
                 .call_ms
                 .entry(stage.clone())
                 .or_default()
-                .push(get("call_ms"));
+                .push(ms(s.call_ms));
             figures
                 .work_ms
-                .entry(stage.clone())
+                .entry(stage)
                 .or_default()
-                .push(get("work_ms"));
+                .push(ms(s.work_ms));
         }
         for (function, starts) in stack.supervisor().cold_starts() {
             let seen = before.get(&function).copied().unwrap_or(0);
