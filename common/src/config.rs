@@ -207,6 +207,7 @@ impl StageConfig {
     }
 }
 
+/// Where the model `name` is: `$dir_var` if set, else `$FAVE_MODELS/{name}`, else
 /// `~/.cache/fave-tools/models/{name}` (where scripts/setup puts models), else
 /// `/var/openfaas/models/{name}`. The stages that load a model at start all look here.
 pub fn model_dir(dir_var: &str, name: &str) -> PathBuf {

@@ -205,8 +205,6 @@ fn s3_inputs(
         .collect()
 }
 
-/// Where the model `name` is: `$dir_var` if set, else `$FAVE_MODELS/{name}`, else
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -100,6 +100,9 @@ pub struct Params {
 
 type BuildInput = Box<dyn Fn(&InputContext<'_>) -> Result<Value, String> + Send + Sync>;
 
+/// Reads the clips out of a clip lister's result.
+type ReadClips = fn(&Value) -> Result<Vec<ListedClip>, String>;
+
 /// One stage of the pipeline.
 pub struct StageSpec {
     /// The stage's name in `state.json` and in its output keys.
@@ -118,7 +121,7 @@ pub struct StageSpec {
     /// Whether an answer's result is the contract's `Output`.
     check: fn(&Value) -> Result<(), String>,
     /// For the one stage whose result lists the clips: reads them.
-    clips: Option<fn(&Value) -> Result<Vec<ListedClip>, String>>,
+    clips: Option<ReadClips>,
 }
 
 impl StageSpec {
@@ -155,7 +158,7 @@ impl StageSpec {
     }
 
     /// Its result lists the clips the per-clip chain runs over, read by `clips`.
-    fn listing(mut self, clips: fn(&Value) -> Result<Vec<ListedClip>, String>) -> Self {
+    fn listing(mut self, clips: ReadClips) -> Self {
         self.clips = Some(clips);
         self
     }

@@ -657,3 +657,83 @@ async fn fault_a_driver_paused_past_its_lease_causes_no_second_execution() {
         "a stage's work ran twice: {begun:?}"
     );
 }
+
+/// A request in flight across the upgrade to state.json's schema 2: its driver is paused and
+/// killed mid-run, and its state rewritten as schema 1 kept it (each stage's result among
+/// its figures, as `metrics.data`). The restarted orchestrator resumes it from that state:
+/// it completes, whole, in schema 2, and nothing that had succeeded is done again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_begun_under_the_previous_schema_completes_under_this_one() {
+    let t = TestStack::start_with(FAST_RESUME).await;
+    let orchestrator = t.function("orchestrator");
+    let post = t.submit_in_background(&sample("bikes.mp4"));
+    // Once the clips are listed, with stages done and others still to run.
+    let states = wait_for_states(t.store(), 60, |s| {
+        s.len() == 1 && !s[0].clips.is_empty() && !s[0].status.is_terminal()
+    })
+    .await;
+    let id = states[0].request_id.clone();
+    let pid = orchestrator.pid().expect("running");
+    signal(pid, Signal::STOP);
+    let key = RequestKeys::new(&id).state();
+    let (mut old, _) = t
+        .store()
+        .get_json::<Value>(&key)
+        .await
+        .expect("readable")
+        .expect("a state");
+    assert_eq!(old["schema_version"], 2);
+    let mut moved = 0;
+    let mut to_schema_1 = |task: &mut Value| {
+        if let Some(result) = task.as_object_mut().and_then(|t| t.remove("result")) {
+            task["metrics"]["data"] = result;
+            moved += 1;
+        }
+    };
+    for stage in old["stages"].as_array_mut().expect("stages") {
+        to_schema_1(stage);
+    }
+    for clip in old["clips"].as_array_mut().expect("clips") {
+        for task in clip["tasks"].as_array_mut().expect("tasks") {
+            to_schema_1(task);
+        }
+    }
+    assert!(moved >= 2, "results to move: {old}");
+    old["schema_version"] = json!(1);
+    t.store().put_json(&key, &old).await.expect("written");
+    let succeeded_before: Vec<String> = states[0]
+        .tasks()
+        .filter(|s| s.status == StageStatus::Succeeded)
+        .map(|s| s.name.to_string())
+        .collect();
+    signal(pid, Signal::KILL);
+    let _ = post.await;
+
+    let states = wait_for_states(t.store(), 120, |s| {
+        s.len() == 1 && s[0].status.is_terminal()
+    })
+    .await;
+    assert_complete_and_whole(&t, &states).await;
+    let (now, _) = t
+        .store()
+        .get_json::<Value>(&key)
+        .await
+        .expect("readable")
+        .expect("a state");
+    assert_eq!(now["schema_version"], 2, "written in this schema");
+    let audio = now["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "stage-audio"))
+        .expect("stage-audio");
+    assert!(audio["result"]["clips"].is_array(), "{audio}");
+    assert!(audio["metrics"].get("data").is_none(), "{audio}");
+    // What had succeeded under schema 1 was read, not redone.
+    ran_at_most_once(&t, &states);
+    for name in &succeeded_before {
+        let stage = states[0].tasks().find(|s| &s.name.to_string() == name);
+        assert!(
+            stage.is_some_and(|s| s.attempts.iter().filter(|a| a.failure.is_none()).count() == 1),
+            "{name} succeeded once: {stage:?}"
+        );
+    }
+}
