@@ -432,6 +432,24 @@ pub fn typed<T: DeserializeOwned>(body: &Value, what: &str) -> Result<T, ClientE
     })
 }
 
+/// A submission from the command line's words: a local path made a file:// URI, a profile
+/// by its name.
+pub fn submission(
+    video: &str,
+    query: Option<String>,
+    profile: Option<&str>,
+) -> anyhow::Result<Submission> {
+    Ok(Submission {
+        video_uri: crate::stack::to_uri(video)?,
+        query,
+        profile: profile
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        callback_url: None,
+    })
+}
+
 /// Submits one video to the orchestrator behind `gateway` and waits for its end within
 /// the sync window: `final.json`, or an error saying how the request ended (the demo and
 /// the benchmarks, against a stack of their own).

@@ -19,7 +19,7 @@ mod term;
 mod timeline;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ use fave_common::contract::report::Final;
 use fave_local::stack::Stack;
 
 use crate::client::{Submission, run_once};
-use crate::stack::{StackArgs, stack_options, to_uri};
+use crate::stack::{SampleArgs, StackArgs, stack_options, to_uri};
 
 #[derive(Parser)]
 #[command(
@@ -83,11 +83,8 @@ enum Command {
     Demo {
         #[command(flatten)]
         stack: StackArgs,
-        /// The video to run; defaults to the sample fetched by scripts/setup.
-        #[arg(long, default_value = "samples/vtest.avi")]
-        video: PathBuf,
-        #[arg(long, default_value = "find scenes with cars")]
-        query: String,
+        #[command(flatten)]
+        sample: SampleArgs,
     },
     /// Benchmarks that print figures side by side with a baseline, and write a report
     /// (JSON) and a chart (SVG) of them.
@@ -146,16 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up(args).await,
         Command::Run(args) => {
-            let submission = Submission {
-                video_uri: to_uri(&args.video)?,
-                query: args.query,
-                profile: args
-                    .profile
-                    .map(|p| p.parse())
-                    .transpose()
-                    .map_err(anyhow::Error::msg)?,
-                callback_url: None,
-            };
+            let submission = client::submission(&args.video, args.query, args.profile.as_deref())?;
             let result = run_once(&args.gateway, &submission).await?;
             println!("{}", serde_json::to_string_pretty(&result)?);
             Ok(ExitCode::SUCCESS)
@@ -168,11 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => requests::resume(args).await.map(ExitCode::from),
         Command::Batch(args) => batch::run(args).await.map(ExitCode::from),
         Command::Timeline(args) => timeline::run(args).await.map(ExitCode::from),
-        Command::Demo {
-            stack,
-            video,
-            query,
-        } => demo(stack, &video, &query).await,
+        Command::Demo { stack, sample } => demo(stack, &sample.video, &sample.query).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

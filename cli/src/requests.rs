@@ -11,12 +11,13 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use fave_common::contract::api::{RequestPage, RequestSummary};
 use fave_common::contract::report::Final;
+use fave_common::error::ErrorBody;
 use fave_common::ids::RequestId;
 use fave_common::state::{Profile, RequestState, RequestStatus, StageState, StageStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::client::{Client, GatewayArgs, Submission, Submitted, exit, pretty, request_id};
+use crate::client::{Client, GatewayArgs, Submitted, exit, pretty, request_id};
 use crate::term::{self, Paint, Palette};
 
 #[derive(Args, Debug)]
@@ -132,16 +133,7 @@ pub struct IdArgs {
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.gateway)?;
-    let submission = Submission {
-        video_uri: crate::stack::to_uri(&args.video)?,
-        query: args.query,
-        profile: args
-            .profile
-            .map(|p| p.parse())
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
-        callback_url: None,
-    };
+    let submission = crate::client::submission(&args.video, args.query, args.profile.as_deref())?;
     let answer = match client
         .submit(&submission, args.idempotency_key.as_deref(), !args.wait)
         .await
@@ -158,11 +150,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
             if args.json {
                 println!("{}", pretty(&body));
             }
+            let (code, message) = error_of(&body);
             eprintln!(
-                "request {id} {}: {}: {}",
-                out.request_status(status),
-                body["error"]["code"].as_str().unwrap_or("?"),
-                body["error"]["message"].as_str().unwrap_or("")
+                "request {id} {}: {code}: {message}",
+                out.request_status(status)
             );
             Ok(exit::FAILED)
         }
@@ -430,8 +421,8 @@ pub async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.gateway)?;
     match client.result(&args.id).await {
         Ok((raw, _)) => Ok(print_completed(args.id.as_str(), &raw, args.json)?),
-        Err(crate::client::ClientError::Refused { body, .. })
-            if body["status"] == "FAILED" || body["status"] == "CANCELLED" =>
+        Err(crate::client::ClientError::Refused { body, message, .. })
+            if ended_without_result(&body).is_some() =>
         {
             if args.json {
                 println!("{}", pretty(&body));
@@ -442,17 +433,31 @@ pub async fn result(args: ResultArgs) -> anyhow::Result<u8> {
                     let (code, message) = failure_of(&state);
                     format!("{code}: {message}")
                 }
-                Err(_) => body["error"]["message"].as_str().unwrap_or("").to_owned(),
+                Err(_) => message,
             };
-            eprintln!(
-                "request {} {}, no result: {detail}",
-                args.id,
-                body["status"].as_str().unwrap_or("?")
-            );
+            let status = ended_without_result(&body).map_or("?", RequestStatus::as_str);
+            eprintln!("request {} {status}, no result: {detail}", args.id);
             Ok(exit::FAILED)
         }
         Err(e) => Ok(e.report(args.json)),
     }
+}
+
+/// The code and message of an error answer, `?` and nothing when it is not one.
+fn error_of(body: &Value) -> (String, String) {
+    match serde_json::from_value::<ErrorBody>(body.clone()) {
+        Ok(ErrorBody { error, .. }) => (error.code, error.message),
+        Err(_) => ("?".into(), String::new()),
+    }
+}
+
+/// The status of a request that the error answer says ended without a result (failed or
+/// cancelled).
+fn ended_without_result(body: &Value) -> Option<RequestStatus> {
+    let answer = serde_json::from_value::<ErrorBody>(body.clone()).ok()?;
+    answer
+        .status
+        .filter(|s| matches!(s, RequestStatus::Failed | RequestStatus::Cancelled))
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<u8> {

@@ -10,6 +10,16 @@ use clap::Args;
 use fave_common::secrets::Secret;
 use fave_local::stack::{StackOptions, StoreChoice};
 
+/// What a run on a stack of its own sends: the demo's and the pipeline benchmark's.
+#[derive(Args, Clone)]
+pub struct SampleArgs {
+    /// The video to run; defaults to the sample fetched by scripts/setup.
+    #[arg(long, default_value = "samples/vtest.avi")]
+    pub video: PathBuf,
+    #[arg(long, default_value = "find scenes with cars")]
+    pub query: String,
+}
+
 #[derive(Args, Clone)]
 pub struct StackArgs {
     /// The stack file to run.

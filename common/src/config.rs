@@ -23,6 +23,15 @@ pub fn env_lookup(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// A lookup function over fixed pairs, as tests and tools give them.
+pub fn lookup_in(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
 /// `var` parsed as a `T`, or `default` when it is unset or blank.
 pub fn parse<T: std::str::FromStr>(
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -226,16 +235,10 @@ pub fn model_dir(dir_var: &str, name: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
+        lookup_in(pairs)
     }
 
     #[test]

@@ -148,33 +148,22 @@ pub(super) async fn run_line(
                 journal_submitted(ctx, &item, &id)?;
                 (id, Some(Err(())))
             }
-            Err(e) if e.is_transient() => {
-                ctx.gave_up.store(true, Ordering::Relaxed);
-                ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-                ctx.refresh();
-                ctx.say(format!(
-                    "line {}: {}: {e}",
-                    item.line,
-                    p.paint(Paint::Yellow, "not run")
-                ));
-                return Ok((
-                    item.line,
-                    Outcome::NotRun,
-                    with(json!({"status": "NOT_RUN", "error": e.detail()})),
-                ));
-            }
             Err(e) => {
+                // The gateway unreachable stops the batch's submissions; a refusal is this
+                // line's alone.
+                let (outcome, status, paint, what) = if e.is_transient() {
+                    ctx.gave_up.store(true, Ordering::Relaxed);
+                    (Outcome::NotRun, "NOT_RUN", Paint::Yellow, "not run")
+                } else {
+                    (Outcome::Rejected, "REJECTED", Paint::Red, "refused")
+                };
                 ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
                 ctx.refresh();
-                ctx.say(format!(
-                    "line {}: {}: {e}",
-                    item.line,
-                    p.paint(Paint::Red, "refused")
-                ));
+                ctx.say(format!("line {}: {}: {e}", item.line, p.paint(paint, what)));
                 return Ok((
                     item.line,
-                    Outcome::Rejected,
-                    with(json!({"status": "REJECTED", "error": e.detail()})),
+                    outcome,
+                    with(json!({"status": status, "error": e.detail()})),
                 ));
             }
         },

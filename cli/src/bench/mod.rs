@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::stack::StackArgs;
+use crate::stack::{SampleArgs, StackArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -39,10 +39,8 @@ pub enum Bench {
     Pipeline {
         #[command(flatten)]
         stack: StackArgs,
-        #[arg(long, default_value = "samples/vtest.avi")]
-        video: PathBuf,
-        #[arg(long, default_value = "find scenes with cars")]
-        query: String,
+        #[command(flatten)]
+        sample: SampleArgs,
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
@@ -111,10 +109,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = match args.suite {
         Bench::Pipeline {
             stack,
-            video,
-            query,
+            sample,
             runs,
-        } => pipeline::run(stack, &video, &query, runs).await?,
+        } => pipeline::run(stack, &sample.video, &sample.query, runs).await?,
         Bench::Memory {
             stack,
             video,

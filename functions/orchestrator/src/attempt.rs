@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::{Metrics, Outcome};
 use crate::pipeline::{InputContext, Params, StageSpec};
-use crate::record::{DriveError, Shared, commit_shared, illegal};
+use crate::record::{DriveError, Shared, bug, commit_shared};
 use crate::scheduler::Task;
 
 /// What calling a stage needs from the orchestrator.
@@ -155,7 +155,7 @@ impl Invoker<'_> {
                     .clips
                     .iter()
                     .find(|c| &c.clip == id)
-                    .ok_or_else(|| illegal("building a stage input", format!("no {id}")))?,
+                    .ok_or_else(|| bug("building a stage input", format!("no {id}")))?,
             ),
             None => None,
         };
@@ -166,7 +166,7 @@ impl Invoker<'_> {
         };
         let input = spec
             .input(&cx)
-            .map_err(|e| illegal("building a stage input", format!("{task}: {e}")))?;
+            .map_err(|e| bug("building a stage input", format!("{task}: {e}")))?;
         let request_id = t.state.request_id.clone();
         let clip = task.clip.as_ref().map(ClipId::as_str);
         Ok(StageCall {

@@ -207,17 +207,9 @@ fn s3_inputs(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use fave_common::config::lookup_in as lookup;
 
     use super::*;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
 
     #[test]
     fn defaults_are_sane() {

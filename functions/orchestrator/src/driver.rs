@@ -11,13 +11,12 @@ use std::time::Instant;
 
 use chrono::Utc;
 use fave_common::contract::FailureCode;
-use fave_common::error::ApiError;
 use fave_common::ids::ClipId;
 use fave_common::keys::RequestKeys;
 use fave_common::state::{
     ClipState, InputObject, RequestEvent, RequestState, RequestStatus, StageState,
 };
-use fave_common::storage::{Storage, StorageError};
+use fave_common::storage::Storage;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt::Invoker;
 use crate::input::{self, Fetched, Limits, Source};
 use crate::pipeline::{StageSpec, Table};
-use crate::record::{self, DriveError, Ending, Shared, Step, Tracked, commit_shared, illegal};
+use crate::record::{self, DriveError, Ending, Shared, Step, Tracked, bug, commit_shared};
 use crate::scheduler::{self, Ran, Task};
 
 /// What the driver needs from the orchestrator.
@@ -184,10 +183,10 @@ impl Driver<'_> {
             .state
             .stage(&lister.name)
             .and_then(|s| s.result.as_ref())
-            .ok_or_else(|| illegal("making clips", format!("{} has no result", lister.name)))?;
+            .ok_or_else(|| bug("making clips", format!("{} has no result", lister.name)))?;
         let listed = lister
             .clips(result)
-            .map_err(|e| illegal("making clips", format!("a bad clip list: {e}")))?;
+            .map_err(|e| bug("making clips", format!("a bad clip list: {e}")))?;
         t.state.clips = listed
             .into_iter()
             .map(|cut| ClipState {
@@ -240,7 +239,7 @@ impl Driver<'_> {
         };
         let (fetched, source) = match fetched {
             Ok(ok) => ok,
-            Err(e) if e.retryable => return Err(DriveError::Storage(storage_trouble(e))),
+            Err(e) if e.retryable => return Err(DriveError::Passing(e.message)),
             Err(e) => {
                 let failed = Ending::Failed {
                     code: FailureCode::parse(e.code),
@@ -264,16 +263,5 @@ impl Driver<'_> {
         // Copied in: the input's secret is needed no more.
         crate::credentials::forget_video_uri(self.storage, &id, &shown).await?;
         Ok(true)
-    }
-}
-
-/// A retryable trouble fetching the input, as a storage error so the request is resumed.
-fn storage_trouble(e: ApiError) -> StorageError {
-    StorageError::Service {
-        op: "fetch input",
-        key: String::new(),
-        status: Some(e.status.as_u16()),
-        message: e.message,
-        transient: true,
     }
 }

@@ -39,8 +39,20 @@ pub enum DriveError {
     Stopped,
     #[error(transparent)]
     Storage(StorageError),
+    /// A state-machine edge that does not exist: a bug, as resuming would repeat it.
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
+    /// Any other bug of fave's (a task the request lacks, a result that does not read as
+    /// its contract's output), with where it was found.
+    #[error("a bug while {context}: {detail}")]
+    Bug {
+        context: &'static str,
+        detail: String,
+    },
+    /// A trouble that passes (the input's server failing for now): the driver stops, and
+    /// the request is resumed later.
+    #[error("{0}")]
+    Passing(String),
 }
 
 impl From<StorageError> for DriveError {
@@ -248,10 +260,10 @@ pub async fn commit_shared(shared: &Shared) -> Step {
         match write.await {
             Ok(result) => result?,
             Err(join) => {
-                return Err(DriveError::Illegal(illegal(
+                return Err(bug(
                     "writing state.json",
                     format!("the write task died: {join}"),
-                )));
+                ));
             }
         }
     }
@@ -368,9 +380,7 @@ pub async fn heartbeat(shared: Shared, ttl: Duration, stop: CancellationToken) -
     }
 }
 
-pub(crate) fn illegal(from: &str, event: String) -> IllegalTransition {
-    IllegalTransition {
-        from: from.to_owned(),
-        event,
-    }
+/// A bug of fave's, found while doing `context`.
+pub(crate) fn bug(context: &'static str, detail: String) -> DriveError {
+    DriveError::Bug { context, detail }
 }

@@ -15,7 +15,7 @@ use fave_common::storage::Storage;
 use serde::de::DeserializeOwned;
 
 use crate::query;
-use crate::record::{DriveError, illegal};
+use crate::record::{DriveError, bug};
 
 /// Builds `final.json` for a request whose stages have all succeeded.
 pub async fn build(
@@ -99,7 +99,7 @@ async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, 
 fn result<O: DeserializeOwned>(task: &StageState) -> Result<Option<O>, DriveError> {
     task.result::<O>()
         .transpose()
-        .map_err(|e| DriveError::Illegal(illegal("building final.json", e)))
+        .map_err(|e| bug("building final.json", e))
 }
 
 /// A request-wide stage's result, if the table has the stage.

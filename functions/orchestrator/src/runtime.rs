@@ -75,7 +75,7 @@ impl App {
                             tracing::info!(request_id = %id, "lease released for another replica");
                         }
                     }
-                    Err(DriveError::Illegal(bug)) => {
+                    Err(bug @ (DriveError::Illegal(_) | DriveError::Bug { .. })) => {
                         // A bug, not a passing trouble: resuming would only repeat it, so the
                         // request ends FAILED and says why.
                         tracing::error!(request_id = %id, error = %bug, "driver bug");

@@ -6,13 +6,13 @@
 
 use fave_common::gateway::InvokeError;
 use fave_common::ids::{ClipId, StageName};
-use fave_common::state::{IllegalTransition, RequestState, StageState, StageStatus};
+use fave_common::state::{RequestState, StageState, StageStatus};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
 use crate::pipeline::StageSpec;
-use crate::record::{DriveError, Shared, Tracked, illegal};
+use crate::record::{DriveError, Shared, Tracked, bug};
 
 /// One unit of work: a request-wide stage, or a stage of one clip.
 #[derive(Debug, Clone)]
@@ -45,10 +45,7 @@ impl Task {
     }
 
     /// The task's record, to change; a task the request does not have is a bug.
-    pub fn state_mut<'a>(
-        &self,
-        t: &'a mut Tracked,
-    ) -> Result<&'a mut StageState, IllegalTransition> {
+    pub fn state_mut<'a>(&self, t: &'a mut Tracked) -> Result<&'a mut StageState, DriveError> {
         let status = t.state.status;
         let found = match &self.clip {
             Some(id) => t
@@ -60,9 +57,9 @@ impl Task {
             None => t.state.stage_mut(&self.name),
         };
         found.ok_or_else(|| {
-            illegal(
-                &format!("{status:?}"),
-                format!("a task {self} that the request does not have"),
+            bug(
+                "recording a task",
+                format!("a task {self} that the {status:?} request does not have"),
             )
         })
     }
@@ -132,10 +129,10 @@ where
         }
     }
     if let Some(i) = launched.iter().position(|l| !l) {
-        return Err(DriveError::Illegal(illegal(
+        return Err(bug(
             "running the request",
             format!("{} waits for a stage that never ran", tasks[i]),
-        )));
+        ));
     }
     Ok(Ok(()))
 }

@@ -212,7 +212,8 @@ fn drive_error(e: DriveError) -> ApiError {
         DriveError::Stopped => {
             ApiError::unavailable("shutting_down", "this replica is shutting down")
         }
-        DriveError::Illegal(e) => ApiError::internal(e.to_string()),
+        DriveError::Illegal(_) | DriveError::Bug { .. } => ApiError::internal(e.to_string()),
+        DriveError::Passing(message) => ApiError::unavailable("input_unreachable", message),
     }
 }
 
