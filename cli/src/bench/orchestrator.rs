@@ -152,18 +152,20 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
     let http = reqwest::Client::new();
     println!(
         "fave bench overhead: {requests} requests of {steps} sequential no-op steps, one at a \
-         time, after 2 warm-up requests; per step: the previous step's success written to \
-         state.json, this step's start written, the call through the gateway (the stage reads \
-         and writes its manifest). The first step of each request is left out (it follows the \
-         input copy)."
+         time, after 2 warm-up requests; per step: the previous step's success and this step's \
+         start written to state.json in one write, the call through the gateway (the stage \
+         reads and writes its manifest). The first step of each request is left out (it \
+         follows the input copy)."
     );
     let outcome = async {
         for _ in 0..2 {
             run_one(&http, &stack).await?;
         }
-        let (mut step_ms, mut call_ms) = (Vec::new(), Vec::new());
+        let (mut step_ms, mut call_ms, mut writes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..requests {
             let state = run_one(&http, &stack).await?;
+            // Every write of state.json bumps its revision.
+            writes.push(state.revision as f64);
             for pair in state.stages.windows(2) {
                 let (Some(before), Some(end)) = (ended(&pair[0]), ended(&pair[1])) else {
                     bail!("a step has no end in {}", state.request_id);
@@ -174,12 +176,18 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
                 }
             }
         }
-        Ok((sorted(step_ms), sorted(call_ms)))
+        Ok((sorted(step_ms), sorted(call_ms), sorted(writes)))
     }
     .await;
     stack.shutdown().await;
     remove_data(&[data]);
-    let (step_ms, call_ms) = outcome?;
+    let (step_ms, call_ms, writes) = outcome?;
+    let writes_per_request = quantile(&writes, 0.5);
+    println!(
+        "  state.json writes per request: p50 {writes_per_request:.0} for {steps} steps \
+         ({:.2} per step, the input copy, the start and the end included)",
+        writes_per_request / steps as f64
+    );
     print_spread("per step (all of it)", &step_ms, "ms");
     print_spread("  of which the call", &call_ms, "ms");
     let p50 = quantile(&step_ms, 0.5);
@@ -201,6 +209,7 @@ pub async fn overhead(args: StackArgs, steps: usize, requests: usize) -> anyhow:
             "per_step_ms": spread(&step_ms),
             "call_ms": spread(&call_ms),
             "state_and_scheduling_p50_ms": state_p50,
+            "state_writes_per_request_p50": writes_per_request,
             "target_p50_ms": OVERHEAD_TARGET_MS,
             "met": p50 <= OVERHEAD_TARGET_MS,
             "steps_ms": step_ms,

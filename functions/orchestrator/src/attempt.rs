@@ -1,6 +1,7 @@
 //! One task's calls: its input built from the record, one attempt after another through the
 //! gateway until it succeeds, fails for good, or runs out of attempts, each attempt's
-//! start and end committed to `state.json`.
+//! start and end committed to `state.json` (a success with the next write, which the
+//! scheduler makes: see [`crate::scheduler`]).
 //!
 //! Two budgets decide whether a failed attempt is tried again: the stage's own count of
 //! attempts (its retryable errors, its timeouts), and a time window for the platform's
@@ -104,8 +105,7 @@ impl Invoker<'_> {
                         result: manifest.data,
                     };
                     stage.apply(succeed, now)?;
-                    drop(t);
-                    commit_shared(shared).await?;
+                    // Written with the next write: the scheduler's (see `scheduler`).
                     return Ok(Ok(()));
                 }
                 Err(failure) => failure,

@@ -2,7 +2,8 @@
 //! clip's chain. A task starts as soon as every stage it comes `after` succeeded, so tasks
 //! that do not read each other run side by side; a task that ended (in this run or one
 //! before a restart) is never started again. The first task that fails for good ends its
-//! scope, and the tasks still in flight in it are dropped.
+//! scope, and the tasks still in flight in it are dropped. A success and the start of the
+//! task it lets run are committed in one write.
 
 use fave_common::gateway::InvokeError;
 use fave_common::ids::{ClipId, StageName};
@@ -12,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
 use crate::pipeline::StageSpec;
-use crate::record::{DriveError, Shared, Tracked, bug};
+use crate::record::{DriveError, Shared, Tracked, bug, commit_shared};
 
 /// One unit of work: a request-wide stage, or a stage of one clip.
 #[derive(Debug, Clone)]
@@ -105,9 +106,16 @@ where
 {
     let mut launched = vec![false; specs.len()];
     let mut running = FuturesUnordered::new();
+    // A task's success is recorded in memory by its call ([`crate::attempt`]) and made
+    // durable by the next write: the start of a task it lets run, which commits both in one
+    // write, or, when it lets nothing start, a write of its own here. Lost to a crash in
+    // between, the success is found again by calling the stage once more: its manifest is
+    // returned without redoing the work.
+    let mut unwritten_success = false;
     loop {
-        {
+        let starting = {
             let state = &shared.lock().await.state;
+            let before = running.len();
             for i in ready(specs, tasks, &mut launched, state) {
                 running.push(run(specs[i], &tasks[i]));
             }
@@ -118,15 +126,20 @@ where
             {
                 running.push(next);
             }
+            running.len() > before
+        };
+        if unwritten_success && !starting {
+            commit_shared(shared).await?;
         }
-        match running.next().await {
+        unwritten_success = match running.next().await {
             Some(ended) => {
                 if let Err(failed) = ended? {
                     return Ok(Err(failed));
                 }
+                true
             }
             None => break,
-        }
+        };
     }
     if let Some(i) = launched.iter().position(|l| !l) {
         return Err(bug(
