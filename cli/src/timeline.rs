@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
+use fave_common::contract::detect;
 use fave_common::ids::RequestId;
 use fave_common::state::{RequestState, RequestStatus, StageState, StageStatus};
 
@@ -153,6 +154,9 @@ pub struct Row {
     pub seconds: Option<f64>,
     /// The stage's `error_code`, when it failed.
     pub error_code: Option<String>,
+    /// What the task's result says worth seeing beside it: the frames the detector looked at
+    /// and those it carried (the difference gate).
+    pub detail: Option<String>,
 }
 
 /// A request's timeline.
@@ -214,6 +218,12 @@ impl Timeline {
                 bars,
                 seconds: stage.duration_ms.map(|ms| ms as f64 / 1e3),
                 error_code: stage.failure.as_ref().map(|f| f.error_code.clone()),
+                detail: (stage.name.as_str() == detect::NAME)
+                    .then(|| stage.result::<detect::Output>())
+                    .flatten()
+                    .and_then(Result::ok)
+                    .filter(|seen| seen.carried > 0)
+                    .map(|seen| format!("{} looked at, {} carried", seen.detected, seen.carried)),
             }
         };
         let mut rows: Vec<Row> = state
@@ -276,6 +286,7 @@ impl Timeline {
         if row.bars.iter().any(|b| b.cold) {
             notes.push("cold".into());
         }
+        notes.extend(row.detail.clone());
         notes.join(", ")
     }
 
@@ -674,6 +685,27 @@ mod tests {
             state.tasks().map(|t| t.attempts.len()).sum::<usize>()
         );
         assert!(!tl.rows.iter().any(|r| r.bars.iter().any(|b| b.cold)));
+    }
+
+    #[test]
+    fn a_clips_detection_says_how_many_frames_the_gate_carried() {
+        let mut state = sample_state();
+        let seen = detect::Output {
+            frames: 12,
+            detected: 5,
+            carried: 7,
+            labels: Default::default(),
+            detect_ms: 900,
+        };
+        let task = &mut state.clips[0].tasks[1];
+        assert_eq!(task.name.as_str(), detect::NAME);
+        task.result = Some(serde_json::to_value(&seen).unwrap());
+        let tl = Timeline::build(&state, Utc::now());
+        let row = |label: &str| tl.rows.iter().find(|r| r.label == label).unwrap();
+        let notes = Timeline::notes(row("clip-0000 stage-detect"));
+        assert!(notes.contains("5 looked at, 7 carried"), "{notes}");
+        // The other clip's detection carried nothing: nothing to say.
+        assert!(!Timeline::notes(row("clip-0001 stage-detect")).contains("carried"));
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct FrameDetections {
     pub width: u32,
     pub height: u32,
     pub detections: Vec<Detection>,
+    /// The detector did not look at this frame: it barely differed from the last one it
+    /// looked at, whose detections these are (the difference gate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
 }
 
 /// What was seen of one label in the clip.
@@ -84,6 +88,12 @@ pub struct LabelSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     pub frames: usize,
+    /// Of `frames`, those the detector looked at, and those whose detections were carried
+    /// from the frame looked at before them (the difference gate).
+    #[serde(default)]
+    pub detected: usize,
+    #[serde(default)]
+    pub carried: usize,
     pub labels: BTreeMap<String, LabelSummary>,
     /// Time spent in the detector, the rest being storage and decoding.
     pub detect_ms: u64,

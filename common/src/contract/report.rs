@@ -51,8 +51,14 @@ pub struct ClipReport {
     pub end_s: f64,
     /// The clip's video.
     pub key: String,
-    /// Frames looked at.
+    /// Frames sampled in the clip.
     pub frames: usize,
+    /// Of `frames`, those the detector looked at; the others carried the detections of the
+    /// frame looked at before them, which they barely differed from (the difference gate).
+    #[serde(default)]
+    pub detected: usize,
+    #[serde(default)]
+    pub carried: usize,
     /// Per label: the best score, the frames it was seen in, when the best was.
     pub labels: BTreeMap<String, detect::LabelSummary>,
     pub detections: Vec<TimedDetection>,

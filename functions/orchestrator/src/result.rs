@@ -70,9 +70,11 @@ async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, 
         .transpose()?
         .flatten()
         .map(|heard| in_video_time(&heard, clip.start_s));
-    let (frames, labels) = match summary {
+    let (frames, detected, carried, labels) = match summary {
         Some(seen) => (
             seen.frames,
+            seen.detected,
+            seen.carried,
             seen.labels
                 .into_iter()
                 .map(|(label, mut s)| {
@@ -81,7 +83,7 @@ async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, 
                 })
                 .collect(),
         ),
-        None => (0, BTreeMap::new()),
+        None => (0, 0, 0, BTreeMap::new()),
     };
     Ok(ClipReport {
         clip: clip.clip.clone(),
@@ -89,6 +91,8 @@ async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, 
         end_s: clip.end_s,
         key: clip.key.clone(),
         frames,
+        detected,
+        carried,
         labels,
         detections,
         transcript,
@@ -332,6 +336,8 @@ mod tests {
             end_s: start + 10.0,
             key: format!("requests/r1/clips/{id}/video.mp4"),
             frames,
+            detected: frames,
+            carried: 0,
             labels: labels
                 .iter()
                 .map(|&(label, best_score, frames)| {
@@ -486,6 +492,7 @@ mod tests {
             key: "k".into(),
             width: 640,
             height: 360,
+            carried: false,
             detections: vec![Detection {
                 label: "car".into(),
                 class_id: 2,

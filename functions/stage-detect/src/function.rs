@@ -26,7 +26,8 @@ use fave_common::readiness::Loading;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{DetectOptions, Detector};
+use crate::gate::{Gate, Thumb};
+use crate::{DetectOptions, Detection, Detector};
 
 /// Frames fetched ahead of the detector.
 const PREFETCH: usize = 4;
@@ -34,6 +35,8 @@ const PREFETCH: usize = 4;
 pub struct Detect {
     detector: Loading<Detector>,
     workers: Workers,
+    /// The difference gate; `None` looks at every frame.
+    gate: Option<Gate>,
 }
 
 impl Detect {
@@ -48,7 +51,13 @@ impl Detect {
         Self {
             detector,
             workers: Workers::new(cores),
+            gate: Some(Gate::default()),
         }
+    }
+
+    /// The same with this difference gate (`None`: every frame is looked at).
+    pub fn with_gate(self, gate: Option<Gate>) -> Self {
+        Self { gate, ..self }
     }
 }
 
@@ -103,6 +112,18 @@ impl Workers {
 }
 
 impl Detect {
+    /// One fetched frame's thumbnail, for the gate, made on a worker.
+    async fn thumbnail(&self, path: PathBuf) -> Result<Thumb, StageError> {
+        self.workers
+            .run(move || {
+                let img = image::open(&path)
+                    .map_err(|e| StageError::InvalidMedia(format!("a frame is not an image: {e}")))?
+                    .to_rgb8();
+                Ok::<_, StageError>(Thumb::of(&img))
+            })
+            .await?
+    }
+
     /// Detects objects in one fetched frame on a worker; returns them and the
     /// detector's time in milliseconds.
     async fn look(
@@ -133,6 +154,7 @@ impl Detect {
             width,
             height,
             detections,
+            carried: false,
         };
         Ok((found, ms))
     }
@@ -171,23 +193,56 @@ impl Stage for Detect {
             false => Some(self.detector.get().await?),
         };
         let jobs: Vec<(usize, Frame)> = frames.into_iter().enumerate().collect();
+        // With the gate, each frame's thumbnail decides, in order, whether the detector
+        // looks at it; the frames it looks at are looked at side by side all the same.
+        let mut decider = self.gate.map(Gate::decider);
         // One frame per worker in flight, so that a lone clip has every core; concurrent
-        // calls share the workers' queue. `try_buffered` keeps the frames in order.
-        let looked: Vec<(FrameDetections, u64)> = futures::stream::iter(jobs)
+        // calls share the workers' queue. The buffered stages keep the frames in order.
+        let looked: Vec<Looked> = futures::stream::iter(jobs)
             .map(|(i, frame)| fetch(ctx, i, frame))
             .buffered(PREFETCH)
-            .map_ok(|(frame, path)| {
+            .map_ok(|(frame, path)| async move {
+                let thumb = match self.gate {
+                    Some(_) => Some(self.thumbnail(path.clone()).await?),
+                    None => None,
+                };
+                Ok((frame, path, thumb))
+            })
+            .try_buffered(self.workers.threads)
+            .map_ok(|(frame, path, thumb)| {
+                let look = match (&mut decider, &thumb) {
+                    (Some(decider), Some(thumb)) => decider.look(thumb),
+                    _ => true,
+                };
                 // Set whenever there are frames to look at.
                 let detector = detector
                     .clone()
                     .ok_or_else(|| StageError::Internal("a frame without a detector".into()));
-                async move { self.look(detector?, frame, path, options).await }
+                async move {
+                    match (look, thumb) {
+                        (false, Some(thumb)) => {
+                            let _ = tokio::fs::remove_file(&path).await;
+                            Ok(Looked::Carried(frame, thumb))
+                        }
+                        _ => self
+                            .look(detector?, frame, path, options)
+                            .await
+                            .map(|(found, ms)| Looked::Detected(found, ms)),
+                    }
+                }
             })
             .try_buffered(self.workers.threads)
             .try_collect()
             .await?;
-        let detect_ms = looked.iter().map(|(_, ms)| ms).sum();
-        let results: Vec<FrameDetections> = looked.into_iter().map(|(f, _)| f).collect();
+        let detect_ms = looked
+            .iter()
+            .map(|l| match l {
+                Looked::Detected(_, ms) => *ms,
+                Looked::Carried(..) => 0,
+            })
+            .sum();
+        let results = carry_forward(looked);
+        let carried = results.iter().filter(|f| f.carried).count();
 
         let path = ctx.workdir()?.join("detections.json");
         let text = serde_json::to_vec(&results)
@@ -203,11 +258,44 @@ impl Stage for Detect {
             outputs: BTreeMap::from([(output::DETECTIONS.to_owned(), key)]),
             data: Output {
                 frames: results.len(),
+                detected: results.len() - carried,
+                carried,
                 labels: summarize(&results),
                 detect_ms,
             },
         })
     }
+}
+
+/// A frame the detector looked at (with its time in ms), or one the gate let it skip.
+enum Looked {
+    Detected(FrameDetections, u64),
+    Carried(Frame, Thumb),
+}
+
+/// The frames in order, each skipped one with the detections of the frame looked at
+/// before it.
+fn carry_forward(looked: Vec<Looked>) -> Vec<FrameDetections> {
+    let mut frames: Vec<FrameDetections> = Vec::with_capacity(looked.len());
+    let mut last: Option<Vec<Detection>> = None;
+    for l in looked {
+        frames.push(match l {
+            Looked::Detected(found, _) => {
+                last = Some(found.detections.clone());
+                found
+            }
+            Looked::Carried(frame, thumb) => FrameDetections {
+                time_s: frame.time_s,
+                key: frame.key,
+                width: thumb.width,
+                height: thumb.height,
+                // The gate always looks at a clip's first frame.
+                detections: last.clone().unwrap_or_default(),
+                carried: true,
+            },
+        });
+    }
+    frames
 }
 
 /// Downloads frame `i` into the work directory.
@@ -248,7 +336,6 @@ pub fn summarize(frames: &[FrameDetections]) -> BTreeMap<String, LabelSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Detection;
 
     fn det(label: &str, score: f32) -> Detection {
         Detection {
@@ -266,7 +353,50 @@ mod tests {
             width: 1,
             height: 1,
             detections,
+            carried: false,
         }
+    }
+
+    #[test]
+    fn a_carried_frame_has_the_detections_of_the_frame_looked_at_before_it() {
+        let img = image::RgbImage::new(8, 6);
+        let skipped = |time_s: f64| {
+            Looked::Carried(
+                Frame {
+                    time_s,
+                    key: format!("k{time_s}"),
+                },
+                Thumb::of(&img),
+            )
+        };
+        let looked = vec![
+            Looked::Detected(frame(0.0, vec![det("car", 0.9)]), 40),
+            skipped(1.0),
+            Looked::Detected(frame(2.0, vec![det("dog", 0.7)]), 40),
+            skipped(3.0),
+            skipped(4.0),
+        ];
+        let frames = carry_forward(looked);
+        let labels: Vec<(f64, &str, bool)> = frames
+            .iter()
+            .map(|f| (f.time_s, f.detections[0].label.as_str(), f.carried))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                (0.0, "car", false),
+                (1.0, "car", true),
+                (2.0, "dog", false),
+                (3.0, "dog", true),
+                (4.0, "dog", true)
+            ]
+        );
+        assert_eq!(
+            (frames[1].width, frames[1].height),
+            (8, 6),
+            "the frame's own size"
+        );
+        assert_eq!(frames[1].key, "k1", "its own key");
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@
 
 mod cfg;
 pub mod function;
+pub mod gate;
 mod letterbox;
 mod postprocess;
 

@@ -16,6 +16,7 @@ async fn main() -> fave_common::stage::MainResult {
         }
     }
     let timeout = fave_common::readiness::load_timeout(&fave_common::config::env_lookup);
-    let stage = stage_detect::function::Detect::start_loading(dir, timeout);
+    let gate = stage_detect::gate::Gate::from_lookup(&fave_common::config::env_lookup)?;
+    let stage = stage_detect::function::Detect::start_loading(dir, timeout).with_gate(gate);
     fave_common::stage::main(stage).await
 }

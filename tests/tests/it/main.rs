@@ -12,6 +12,7 @@ mod clients;
 mod deploy;
 mod durability;
 mod faults;
+mod gate;
 mod gateway;
 mod logs;
 mod pipeline;
