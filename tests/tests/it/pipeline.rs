@@ -399,8 +399,8 @@ async fn a_video_is_also_taken_from_s3_and_http_uris() {
 async fn a_lone_clip_is_looked_at_on_every_core() {
     // Four frames a second of a 3 s video: one clip of 12 frames, one detection call. The
     // difference gate is off: every frame is to be looked at.
-    let t = TestStack::start_with(&[("FAVE_FRAMES_PER_SEC", "4"), ("FAVE_DETECT_GATE", "false")])
-        .await;
+    let t =
+        TestStack::start_with(&[("FAVE_FRAMES_PER_SEC", "4"), ("FAVE_DETECT_GATE", "false")]).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let video = silent_video(dir.path(), 25, 3.0);
     let (status, _, answer) = t.submit(&json!({ "video_uri": file_uri(&video) })).await;
