@@ -95,6 +95,25 @@ async fn run_one(http: &reqwest::Client, stack: &Stack) -> anyhow::Result<Reques
         .await?)
 }
 
+/// The orchestrator's count of state.json writes and their bytes so far (its `/metrics`).
+async fn state_written(http: &reqwest::Client, stack: &Stack) -> anyhow::Result<(f64, f64)> {
+    let text = http
+        .get(format!("{}function/orchestrator/metrics", stack.gateway_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .with_context(|| format!("no {name} in the orchestrator's metrics"))
+    };
+    Ok((
+        counter("fave_state_writes_total")?,
+        counter("fave_state_written_bytes_total")?,
+    ))
+}
+
 fn ended(s: &StageState) -> Option<DateTime<Utc>> {
     s.attempts.last().and_then(|a| a.ended_at)
 }
@@ -240,7 +259,8 @@ pub async fn fanout(
          MAX_CONCURRENT_INVOCATIONS = {concurrency:?}, a fresh stack per setting, 1 warm-up + \
          {runs} runs each; tasks per second from the first task's start to the last one's end."
     );
-    let mut table: Vec<(usize, Vec<f64>)> = Vec::new();
+    // Per setting: tasks/s of each run, bytes of state.json written per task, its size.
+    let mut table: Vec<(usize, Vec<f64>, f64, f64)> = Vec::new();
     let mut stores = Vec::new();
     for &c in concurrency {
         let (stack, data) = noop_stack(
@@ -256,9 +276,11 @@ pub async fn fanout(
         let http = reqwest::Client::new();
         let outcome = async {
             run_one(&http, &stack).await?;
-            let mut rates = Vec::new();
+            let (mut rates, mut bytes_per_task, mut state_kb) = (Vec::new(), Vec::new(), 0.0);
             for _ in 0..runs.max(1) {
+                let (_, bytes_before) = state_written(&http, &stack).await?;
                 let state = run_one(&http, &stack).await?;
+                let (_, bytes_after) = state_written(&http, &stack).await?;
                 let tasks: Vec<&StageState> =
                     state.clips.iter().flat_map(|c| c.tasks.iter()).collect();
                 let first = tasks.iter().filter_map(|t| started(t)).min();
@@ -267,36 +289,40 @@ pub async fn fanout(
                     bail!("no clip task ran in {}", state.request_id);
                 };
                 rates.push(tasks.len() as f64 / (ms(last - first) / 1e3));
+                bytes_per_task.push((bytes_after - bytes_before) / tasks.len() as f64);
+                state_kb = serde_json::to_vec(&state)?.len() as f64 / 1024.0;
             }
-            Ok(sorted(rates))
+            Ok((sorted(rates), quantile(&sorted(bytes_per_task), 0.5), state_kb))
         }
         .await;
         stack.shutdown().await;
         stores.push(data);
-        let rates = match outcome {
-            Ok(rates) => rates,
+        let (rates, bytes_per_task, state_kb) = match outcome {
+            Ok(measured) => measured,
             Err(e) => {
                 remove_data(&stores);
                 return Err(e);
             }
         };
         println!(
-            "  concurrency {c:>3}: {:>8.1} tasks/s median  (min {:.1}, max {:.1})",
+            "  concurrency {c:>3}: {:>8.1} tasks/s median  (min {:.1}, max {:.1}); \
+             {:.1} KB of state.json written per task, state.json {state_kb:.0} KB",
             quantile(&rates, 0.5),
             rates.first().copied().unwrap_or(f64::NAN),
             rates.last().copied().unwrap_or(f64::NAN),
+            bytes_per_task / 1024.0,
         );
-        table.push((c, rates));
+        table.push((c, rates, bytes_per_task, state_kb));
     }
     remove_data(&stores);
-    let base = table.first().map_or(f64::NAN, |(_, r)| quantile(r, 0.5));
-    if let Some((base_c, _)) = table.first() {
+    let base = table.first().map_or(f64::NAN, |(_, r, ..)| quantile(r, 0.5));
+    if let Some((base_c, ..)) = table.first() {
         println!(
             "  side by side (median tasks/s; ratio to concurrency {base_c}; vs target {FANOUT_TARGET_PER_S}/s):"
         );
     }
     let mut settings = Vec::new();
-    for (c, rates) in &table {
+    for (c, rates, bytes_per_task, state_kb) in &table {
         let m = quantile(rates, 0.5);
         println!(
             "    {c:>3}: {m:>8.1}   {:>5.2}×   {:>5.2}× target",
@@ -309,10 +335,12 @@ pub async fn fanout(
             "median": m,
             "ratio_to_first": m / base,
             "ratio_to_target": m / FANOUT_TARGET_PER_S,
+            "state_bytes_written_per_task": bytes_per_task,
+            "state_json_kb": state_kb,
         }));
     }
     let point = |f: fn(&[f64]) -> f64| -> Vec<(f64, f64)> {
-        table.iter().map(|(c, r)| (*c as f64, f(r))).collect()
+        table.iter().map(|(c, r, ..)| (*c as f64, f(r))).collect()
     };
     Ok(Report {
         suite: "fanout",

@@ -1,8 +1,9 @@
 //! `GET /metrics`: what this replica has seen, in Prometheus's text format (0.0.4).
 //!
 //! Counters are per process, as Prometheus expects (it sums replicas and handles restarts):
-//! requests accepted and ended by status, drivers running, stage calls by stage and outcome
-//! with a duration histogram, retries, and calls that met a cold start: fave's local gateway
+//! requests accepted and ended by status, drivers running, state.json writes and their bytes
+//! (`record::WRITTEN`), stage calls by stage and outcome with a duration histogram, retries,
+//! and calls that met a cold start: fave's local gateway
 //! says so (`X-Fave-Cold-Start`); OpenFaaS's shows it only in the call's duration, so there a
 //! call is counted cold when the stage's own work took under half of it and it over a second.
 
@@ -147,6 +148,21 @@ impl Metrics {
                 load(c)
             );
         }
+        let written = &crate::record::WRITTEN;
+        scalar(
+            &mut out,
+            "fave_state_writes_total",
+            "counter",
+            "Writes of state.json that landed (each rewrites the whole record).",
+            load(&written.writes),
+        );
+        scalar(
+            &mut out,
+            "fave_state_written_bytes_total",
+            "counter",
+            "Bytes of state.json written, all writes that landed.",
+            load(&written.bytes),
+        );
         scalar(
             &mut out,
             "fave_drivers_in_flight",

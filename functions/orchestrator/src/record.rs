@@ -15,6 +15,7 @@
 //!   [`leave_index`] touch the index.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -64,6 +65,26 @@ impl From<StorageError> for DriveError {
     }
 }
 
+/// How much of `state.json` this process has written: each write rewrites the whole
+/// record, so bytes per write grow with the request (`GET /metrics` reports both).
+pub static WRITTEN: Written = Written {
+    writes: AtomicU64::new(0),
+    bytes: AtomicU64::new(0),
+};
+
+/// Writes of `state.json`, and their bytes.
+pub struct Written {
+    pub writes: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Written {
+    fn count(&self, bytes: usize) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 /// Who this driver is, for leases.
 #[derive(Debug, Clone)]
 pub struct LeaseHolder {
@@ -104,6 +125,7 @@ impl Tracked {
             since: now,
         });
         let etag = storage.create_json(&key, &state).await?;
+        WRITTEN.count(serde_json::to_vec(&state).map_or(0, |b| b.len()));
         Ok(Self::new(storage, key, etag, holder, state))
     }
 
@@ -180,10 +202,12 @@ impl Tracked {
             "a direct write while a group write is on its way"
         );
         let body = self.next_revision(hold)?;
+        let bytes = body.len();
         self.etag = self
             .storage
             .replace_json_bytes(&self.key, body, &self.etag)
             .await?;
+        WRITTEN.count(bytes);
         self.landed = self.asked;
         Ok(())
     }
@@ -248,7 +272,11 @@ pub async fn commit_shared(shared: &Shared) -> Step {
         drop(t);
         let shared = shared.clone();
         let write = tokio::spawn(async move {
+            let bytes = body.len();
             let result = storage.replace_json_bytes(&key, body, &etag).await;
+            if result.is_ok() {
+                WRITTEN.count(bytes);
+            }
             let mut t = shared.lock().await;
             t.writing = false;
             t.written.notify_waiters();

@@ -111,6 +111,21 @@ async fn an_idempotency_key_runs_a_submission_once() {
             "missing {line:?} in\n{text}"
         );
     }
+    // Every write of state.json is counted: its creation, then one per revision.
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let state = t.state(&id.as_str().expect("an id").parse().expect("an id")).await;
+    assert_eq!(counter("fave_state_writes_total"), state.revision + 1);
+    let last = serde_json::to_vec(&state).expect("serialises").len() as u64;
+    let written = counter("fave_state_written_bytes_total");
+    assert!(
+        written > last && written <= last * (state.revision + 1),
+        "{written} bytes for {} writes of at most {last}",
+        state.revision + 1
+    );
 }
 
 /// What a callback sink received: headers and body of each POST.
