@@ -98,14 +98,23 @@ async fn run_one(http: &reqwest::Client, stack: &Stack) -> anyhow::Result<Reques
 /// The orchestrator's count of state.json writes and their bytes so far (its `/metrics`).
 async fn state_written(http: &reqwest::Client, stack: &Stack) -> anyhow::Result<(f64, f64)> {
     let text = http
-        .get(format!("{}function/orchestrator/metrics", stack.gateway_url))
+        .get(format!(
+            "{}function/orchestrator/metrics",
+            stack.gateway_url
+        ))
         .send()
         .await?
         .text()
         .await?;
     let counter = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .with_context(|| format!("no {name} in the orchestrator's metrics"))
     };
     Ok((
@@ -292,7 +301,11 @@ pub async fn fanout(
                 bytes_per_task.push((bytes_after - bytes_before) / tasks.len() as f64);
                 state_kb = serde_json::to_vec(&state)?.len() as f64 / 1024.0;
             }
-            Ok((sorted(rates), quantile(&sorted(bytes_per_task), 0.5), state_kb))
+            Ok((
+                sorted(rates),
+                quantile(&sorted(bytes_per_task), 0.5),
+                state_kb,
+            ))
         }
         .await;
         stack.shutdown().await;
@@ -315,7 +328,9 @@ pub async fn fanout(
         table.push((c, rates, bytes_per_task, state_kb));
     }
     remove_data(&stores);
-    let base = table.first().map_or(f64::NAN, |(_, r, ..)| quantile(r, 0.5));
+    let base = table
+        .first()
+        .map_or(f64::NAN, |(_, r, ..)| quantile(r, 0.5));
     if let Some((base_c, ..)) = table.first() {
         println!(
             "  side by side (median tasks/s; ratio to concurrency {base_c}; vs target {FANOUT_TARGET_PER_S}/s):"

@@ -117,7 +117,9 @@ async fn an_idempotency_key_runs_a_submission_once() {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
-    let state = t.state(&id.as_str().expect("an id").parse().expect("an id")).await;
+    let state = t
+        .state(&id.as_str().expect("an id").parse().expect("an id"))
+        .await;
     assert_eq!(counter("fave_state_writes_total"), state.revision + 1);
     let last = serde_json::to_vec(&state).expect("serialises").len() as u64;
     let written = counter("fave_state_written_bytes_total");
