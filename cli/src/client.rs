@@ -315,13 +315,11 @@ impl Client {
         Ok((raw, state))
     }
 
-    /// `GET /requests/{id}/result`: `final.json`, as sent and typed.
-    pub async fn result(&self, id: &RequestId) -> Result<(Value, Final), ClientError> {
-        let raw = self
-            .ok(self.get(&format!("/requests/{id}/result")).await)
-            .await?;
-        let result = typed(&raw, "final.json")?;
-        Ok((raw, result))
+    /// `GET /requests/{id}/result`: `final.json` as sent; [`typed`] reads it as a `Final`
+    /// where it is looked into.
+    pub async fn result(&self, id: &RequestId) -> Result<Value, ClientError> {
+        self.ok(self.get(&format!("/requests/{id}/result")).await)
+            .await
     }
 
     /// `GET /requests?status=&limit=&cursor=`: one page.

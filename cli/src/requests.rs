@@ -202,7 +202,7 @@ async fn follow(client: &Client, id: &RequestId, json_output: bool) -> anyhow::R
     };
     if state.status == RequestStatus::Completed {
         return match client.result(id).await {
-            Ok((raw, _)) => Ok(print_completed(id.as_str(), &raw, json_output)?),
+            Ok(raw) => Ok(print_completed(id.as_str(), &raw, json_output)?),
             Err(e) => Ok(e.report(json_output)),
         };
     }
@@ -420,7 +420,7 @@ fn stage_line(stage: &StageState, p: Palette) -> String {
 pub async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.gateway)?;
     match client.result(&args.id).await {
-        Ok((raw, _)) => Ok(print_completed(args.id.as_str(), &raw, args.json)?),
+        Ok(raw) => Ok(print_completed(args.id.as_str(), &raw, args.json)?),
         Err(crate::client::ClientError::Refused { body, message, .. })
             if ended_without_result(&body).is_some() =>
         {

@@ -207,7 +207,7 @@ pub(super) async fn run_line(
     let outcome = if state.status == RequestStatus::Completed {
         let final_json = match early_end {
             Some(Ok(result)) => Ok(result),
-            _ => ctx.client.result(&id).await.map(|(raw, _)| raw),
+            _ => ctx.client.result(&id).await,
         };
         match final_json {
             Ok(final_json) => match crate::client::typed(&final_json, "final.json") {

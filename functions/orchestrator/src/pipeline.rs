@@ -78,7 +78,8 @@ impl InputContext<'_> {
     }
 }
 
-fn request_wide<'a>(state: &'a RequestState, stage: &str) -> Option<&'a StageState> {
+/// The request-wide stage called `stage`, if the request has one.
+pub(crate) fn request_wide<'a>(state: &'a RequestState, stage: &str) -> Option<&'a StageState> {
     state.stages.iter().find(|s| s.name.as_str() == stage)
 }
 

@@ -111,7 +111,7 @@ fn request_wide<O: DeserializeOwned>(
     state: &RequestState,
     name: &str,
 ) -> Result<Option<O>, DriveError> {
-    match state.stages.iter().find(|s| s.name.as_str() == name) {
+    match crate::pipeline::request_wide(state, name) {
         Some(stage) => result(stage),
         None => Ok(None),
     }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use fave_common::contract::Frame;
@@ -25,6 +25,7 @@ pub use fave_common::contract::detect::{FrameDetections, Input, LabelSummary, NA
 use fave_common::readiness::Loading;
 use fave_common::stage::{Produced, Stage, StageCall, StageContext, StageError};
 use futures::{StreamExt, TryStreamExt};
+use image::RgbImage;
 
 use crate::gate::{Gate, Thumb};
 use crate::{DetectOptions, Detection, Detector};
@@ -112,14 +113,13 @@ impl Workers {
 }
 
 impl Detect {
-    /// One fetched frame's thumbnail, for the gate, made on a worker.
-    async fn thumbnail(&self, path: PathBuf) -> Result<Thumb, StageError> {
+    /// One fetched frame, decoded on a worker, and its thumbnail for the gate; the frame is
+    /// kept decoded, so the detector does not decode it again.
+    async fn thumbnail(&self, path: PathBuf) -> Result<(Thumb, RgbImage), StageError> {
         self.workers
             .run(move || {
-                let img = image::open(&path)
-                    .map_err(|e| StageError::InvalidMedia(format!("a frame is not an image: {e}")))?
-                    .to_rgb8();
-                Ok::<_, StageError>(Thumb::of(&img))
+                let img = decode(&path)?;
+                Ok::<_, StageError>((Thumb::of(&img), img))
             })
             .await?
     }
@@ -130,16 +130,16 @@ impl Detect {
         &self,
         detector: Arc<Detector>,
         frame: Frame,
-        path: PathBuf,
+        fetched: Fetched,
         options: DetectOptions,
     ) -> Result<(FrameDetections, u64), StageError> {
         let (width, height, detections, ms) = self
             .workers
             .run(move || {
-                let img = image::open(&path)
-                    .map_err(|e| StageError::InvalidMedia(format!("a frame is not an image: {e}")))?
-                    .to_rgb8();
-                let _ = std::fs::remove_file(&path);
+                let img = match fetched {
+                    Fetched::Decoded(img) => img,
+                    Fetched::File(path) => decode(&path)?,
+                };
                 let clock = std::time::Instant::now();
                 let found = detector
                     .detect(&img, &options)
@@ -202,14 +202,16 @@ impl Stage for Detect {
             .map(|(i, frame)| fetch(ctx, i, frame))
             .buffered(PREFETCH)
             .map_ok(|(frame, path)| async move {
-                let thumb = match self.gate {
-                    Some(_) => Some(self.thumbnail(path.clone()).await?),
-                    None => None,
-                };
-                Ok((frame, path, thumb))
+                Ok(match self.gate {
+                    Some(_) => {
+                        let (thumb, img) = self.thumbnail(path).await?;
+                        (frame, Fetched::Decoded(img), Some(thumb))
+                    }
+                    None => (frame, Fetched::File(path), None),
+                })
             })
             .try_buffered(self.workers.threads)
-            .map_ok(|(frame, path, thumb)| {
+            .map_ok(|(frame, fetched, thumb)| {
                 let look = match (&mut decider, &thumb) {
                     (Some(decider), Some(thumb)) => decider.look(thumb),
                     _ => true,
@@ -220,12 +222,9 @@ impl Stage for Detect {
                     .ok_or_else(|| StageError::Internal("a frame without a detector".into()));
                 async move {
                     match (look, thumb) {
-                        (false, Some(thumb)) => {
-                            let _ = tokio::fs::remove_file(&path).await;
-                            Ok(Looked::Carried(frame, thumb))
-                        }
+                        (false, Some(thumb)) => Ok(Looked::Carried(frame, thumb)),
                         _ => self
-                            .look(detector?, frame, path, options)
+                            .look(detector?, frame, fetched, options)
                             .await
                             .map(|(found, ms)| Looked::Detected(found, ms)),
                     }
@@ -265,6 +264,21 @@ impl Stage for Detect {
             },
         })
     }
+}
+
+/// A fetched frame: still a file, or decoded already (to make its thumbnail).
+enum Fetched {
+    File(PathBuf),
+    Decoded(RgbImage),
+}
+
+/// Decodes a fetched frame and removes its file.
+fn decode(path: &Path) -> Result<RgbImage, StageError> {
+    let img = image::open(path)
+        .map_err(|e| StageError::InvalidMedia(format!("a frame is not an image: {e}")))?
+        .to_rgb8();
+    let _ = std::fs::remove_file(path);
+    Ok(img)
 }
 
 /// A frame the detector looked at (with its time in ms), or one the gate let it skip.

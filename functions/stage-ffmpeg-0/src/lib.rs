@@ -256,10 +256,12 @@ impl Stage for Ffmpeg0 {
             None => String::new(),
         };
         let scene_changes = parse_scene_log(&read_log(&out.scenes).await);
-        let keyframes: Vec<f64> = relative_times(&read_log(&out.keyframes).await)
-            .into_iter()
-            .filter(|t| t.is_finite())
-            .collect();
+        let keyframes = Keyframes {
+            times: relative_times(&read_log(&out.keyframes).await)
+                .into_iter()
+                .filter(|t| t.is_finite())
+                .collect(),
+        };
         let ffmpeg_ms = clock.elapsed().as_millis() as u64;
 
         // The files go up side by side with the frames (the video is one large body, the
@@ -284,14 +286,7 @@ impl Stage for Ffmpeg0 {
             }
             if out.keyframes.is_some() {
                 let key = format!("{prefix}keyframes.json");
-                ctx.storage
-                    .put_json(
-                        &key,
-                        &Keyframes {
-                            times: keyframes.clone(),
-                        },
-                    )
-                    .await?;
+                ctx.storage.put_json(&key, &keyframes).await?;
                 outputs.insert(output::KEYFRAMES.to_owned(), key);
             }
             Ok::<_, StageError>(outputs)
@@ -336,7 +331,7 @@ impl Stage for Ffmpeg0 {
                 keyframe_interval_s: input.keyframe_interval_s,
                 sample_rate: input.sample_rate,
                 scene_changes,
-                keyframes: keyframes.len(),
+                keyframes: keyframes.times.len(),
                 frames: taken,
                 ffmpeg_ms,
             },
