@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 use fave_common::contract::api::RequestPage;
+use fave_common::contract::library::{Deleted, QueryAnswer, QueryBody, VideoDetail, VideoPage};
 use fave_common::contract::report::Final;
 use fave_common::error::ErrorBody;
-use fave_common::ids::RequestId;
+use fave_common::ids::{RequestId, VideoId};
 use fave_common::state::{RequestState, RequestStatus};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -357,6 +358,47 @@ impl Client {
             .await
     }
 
+    /// `POST /query`: moments across the library.
+    pub async fn query(&self, body: &QueryBody) -> Result<QueryAnswer, ClientError> {
+        let url = format!("{}/query", self.base);
+        let request = self.http.post(&url).json(body).timeout(CALL_TIMEOUT);
+        let answer = self.ok(self.call(request, url).await).await?;
+        typed(&answer, "a query's answer")
+    }
+
+    /// `GET /videos?limit=&cursor=`: one page of the library.
+    pub async fn videos(
+        &self,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<VideoPage, ClientError> {
+        let mut query = Vec::new();
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let url = format!("{}/videos", self.base);
+        let request = self.http.get(&url).query(&query).timeout(CALL_TIMEOUT);
+        let page = self.ok(self.call(request, url).await).await?;
+        typed(&page, "a page of videos")
+    }
+
+    /// `GET /videos/{id}`.
+    pub async fn video(&self, id: &VideoId) -> Result<VideoDetail, ClientError> {
+        let detail = self.ok(self.get(&format!("/videos/{id}")).await).await?;
+        typed(&detail, "a video")
+    }
+
+    /// `DELETE /videos/{id}`.
+    pub async fn delete_video(&self, id: &VideoId) -> Result<Deleted, ClientError> {
+        let url = format!("{}/videos/{id}", self.base);
+        let request = self.http.delete(&url).timeout(CALL_TIMEOUT);
+        let deleted = self.ok(self.call(request, url).await).await?;
+        typed(&deleted, "a deleted video")
+    }
+
     /// Polls `GET /requests/{id}` until the request ends, calling `seen` with each state.
     /// A few failed polls in a row are tolerated (a gateway restarting); more are an error.
     pub async fn wait(
@@ -445,6 +487,7 @@ pub fn submission(
             .transpose()
             .map_err(anyhow::Error::msg)?,
         callback_url: None,
+        fresh: false,
     })
 }
 

@@ -627,6 +627,7 @@ pub(crate) mod tests {
                 profile: Profile::Warm,
                 callback_url: None,
                 reach: None,
+                fresh: false,
             },
             vec![
                 stage("stage-ffmpeg-0", 200, 1200, false),

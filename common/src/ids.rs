@@ -41,8 +41,33 @@ fn validate(kind: &'static str, s: &str) -> Result<(), InvalidId> {
     Ok(())
 }
 
+/// A video's id is the SHA-256 of its bytes, and an analysis's a shorter digest of its
+/// parameters: lowercase hex of exactly `len` digits, nothing else.
+fn validate_hex(kind: &'static str, s: &str, len: usize) -> Result<(), InvalidId> {
+    validate(kind, s)?;
+    let fail = |reason| InvalidId {
+        kind,
+        shown: s.chars().take(80).collect(),
+        reason,
+    };
+    if s.len() != len {
+        return Err(fail(if len == 64 {
+            "not 64 hex digits (a SHA-256)"
+        } else {
+            "not 16 hex digits"
+        }));
+    }
+    if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(fail("only lowercase hex digits are allowed"));
+    }
+    Ok(())
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        id_type!($(#[$doc])* $name, $kind, |s| validate($kind, s));
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -57,7 +82,7 @@ macro_rules! id_type {
         impl FromStr for $name {
             type Err = InvalidId;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                validate($kind, s)?;
+                ($check)(s)?;
                 Ok(Self(s.to_owned()))
             }
         }
@@ -65,7 +90,7 @@ macro_rules! id_type {
         impl TryFrom<String> for $name {
             type Error = InvalidId;
             fn try_from(s: String) -> Result<Self, Self::Error> {
-                validate($kind, &s)?;
+                ($check)(&s)?;
                 Ok(Self(s))
             }
         }
@@ -100,6 +125,21 @@ id_type!(
     "clip id"
 );
 
+id_type!(
+    /// A video: the SHA-256 of its bytes, in lowercase hex. The same bytes submitted under
+    /// any URI are the same video, analysed once.
+    VideoId,
+    "video id",
+    |s: &str| validate_hex("video id", s, 64)
+);
+id_type!(
+    /// One analysis of a video: the first 16 hex digits of the SHA-256 of everything that
+    /// changes its result (`contract::library::AnalysisParams`).
+    AnalysisId,
+    "analysis id",
+    |s: &str| validate_hex("analysis id", s, 16)
+);
+
 impl RequestId {
     /// A fresh id. UUIDv7 sorts by creation time, so listing `requests/` lists oldest first.
     pub fn generate() -> Self {
@@ -117,6 +157,18 @@ impl ClipId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_and_analysis_ids_are_lowercase_hex_of_their_length() {
+        let sha = "ab".repeat(32);
+        assert!(sha.parse::<VideoId>().is_ok());
+        assert!(sha.to_uppercase().parse::<VideoId>().is_err());
+        assert!(sha[..63].parse::<VideoId>().is_err());
+        assert!("../etc/passwd".parse::<VideoId>().is_err());
+        assert!("0123456789abcdef".parse::<AnalysisId>().is_ok());
+        assert!("0123456789abcdeg".parse::<AnalysisId>().is_err());
+        assert!(sha.parse::<AnalysisId>().is_err());
+    }
 
     #[test]
     fn generated_ids_are_valid_and_distinct() {

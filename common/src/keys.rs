@@ -1,7 +1,7 @@
 //! The one place S3 keys are built. Every key of a request lives under `requests/{id}/`,
 //! and every part of a key is a validated id, so no caller can escape its request's folder.
 
-use crate::ids::{ClipId, RequestId, StageName};
+use crate::ids::{AnalysisId, ClipId, RequestId, StageName, VideoId};
 
 /// The prefix under which every request's folder lives.
 pub const REQUESTS_PREFIX: &str = "requests/";
@@ -14,6 +14,108 @@ pub const ACTIVE_PREFIX: &str = "index/active/";
 /// `index/active/{id}`
 pub fn active_marker(id: &RequestId) -> String {
     format!("{ACTIVE_PREFIX}{id}")
+}
+
+/// Where the library keeps what it knows of each video: `videos/{video}/`.
+pub const VIDEOS_PREFIX: &str = "videos/";
+
+/// The library's listing: one empty marker per published analysis,
+/// `index/library/{video}/{analysis}`, so a query lists one small prefix (a page of a
+/// thousand videos per call) instead of every object of every video.
+pub const LIBRARY_PREFIX: &str = "index/library/";
+
+/// Rewritten (new content, so a new ETag) after every change to the library's markers, so
+/// a reader relists them only when they changed: one small read per query instead of a
+/// listing.
+pub const LIBRARY_GENERATION: &str = "index/library.generation";
+
+/// Keys of one video of the library.
+#[derive(Debug, Clone)]
+pub struct VideoKeys {
+    root: String,
+    video: VideoId,
+}
+
+impl VideoKeys {
+    pub fn new(video: &VideoId) -> Self {
+        Self {
+            root: format!("{VIDEOS_PREFIX}{video}/"),
+            video: video.clone(),
+        }
+    }
+
+    /// `videos/{video}/`
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// `videos/{video}/input/source.{ext}`: the video's bytes, stored once however many
+    /// requests submit them.
+    pub fn input(&self, ext: &str) -> String {
+        format!("{}input/source.{}", self.root, extension(ext))
+    }
+
+    /// `videos/{video}/video.json`: its facts, the URIs it came under, the requests that
+    /// used it.
+    pub fn record(&self) -> String {
+        format!("{}video.json", self.root)
+    }
+
+    /// `videos/{video}/{analysis}/claim.json`: which request is making this analysis.
+    pub fn claim(&self, analysis: &AnalysisId) -> String {
+        format!("{}{analysis}/claim.json", self.root)
+    }
+
+    /// `videos/{video}/{analysis}/index.json`: the analysis, once made; written once.
+    pub fn index(&self, analysis: &AnalysisId) -> String {
+        format!("{}{analysis}/index.json", self.root)
+    }
+
+    /// `index/library/{video}/`
+    pub fn markers(&self) -> String {
+        format!("{LIBRARY_PREFIX}{}/", self.video)
+    }
+
+    /// `index/library/{video}/{analysis}`
+    pub fn marker(&self, analysis: &AnalysisId) -> String {
+        format!("{}{analysis}", self.markers())
+    }
+}
+
+/// A file extension from a user's URI reduced to a short lowercase alphanumeric word, or
+/// `bin`.
+fn extension(ext: &str) -> String {
+    let ext = ext.to_ascii_lowercase();
+    if !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        ext
+    } else {
+        "bin".to_owned()
+    }
+}
+
+/// Whether `key` is a video's stored input, `videos/{sha256}/input/source.{ext}` exactly
+/// (what `VideoKeys::input` makes): the one key outside a request's folder a stage may
+/// read, named by the content's hash.
+pub fn is_video_input(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(VIDEOS_PREFIX) else {
+        return false;
+    };
+    let mut parts = rest.split('/');
+    let (Some(video), Some("input"), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    video.parse::<VideoId>().is_ok()
+        && file
+            .strip_prefix("source.")
+            .is_some_and(|ext| extension(ext) == ext)
+}
+
+/// The video and analysis a library marker names.
+pub fn library_marker_of(key: &str) -> Option<(VideoId, AnalysisId)> {
+    let (video, analysis) = key.strip_prefix(LIBRARY_PREFIX)?.split_once('/')?;
+    Some((video.parse().ok()?, analysis.parse().ok()?))
 }
 
 /// Keys of one request.
@@ -34,19 +136,9 @@ impl RequestKeys {
         &self.root
     }
 
-    /// `requests/{id}/input/source.{ext}`; `ext` is reduced to a short lowercase alphanumeric
-    /// word (or `bin`), because it comes from a user's URI.
+    /// `requests/{id}/input/source.{ext}`: the input, when it is not kept by the library.
     pub fn input(&self, ext: &str) -> String {
-        let ext = ext.to_ascii_lowercase();
-        let ext = if !ext.is_empty()
-            && ext.len() <= 8
-            && ext.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            ext
-        } else {
-            "bin".to_owned()
-        };
-        format!("{}input/source.{ext}", self.root)
+        format!("{}input/source.{}", self.root, extension(ext))
     }
 
     /// `requests/{id}/metadata/state.json`
@@ -102,6 +194,34 @@ mod tests {
 
     fn id() -> RequestId {
         "r1".parse().unwrap()
+    }
+
+    #[test]
+    fn a_video_lives_under_its_hash() {
+        let video: VideoId = "ab".repeat(32).parse().unwrap();
+        let analysis: AnalysisId = "0123456789abcdef".parse().unwrap();
+        let k = VideoKeys::new(&video);
+        assert_eq!(k.record(), format!("videos/{video}/video.json"));
+        assert_eq!(
+            k.index(&analysis),
+            format!("videos/{video}/0123456789abcdef/index.json")
+        );
+        assert_eq!(
+            library_marker_of(&k.marker(&analysis)),
+            Some((video.clone(), analysis))
+        );
+        assert_eq!(library_marker_of("index/library/x/y"), None);
+        assert!(is_video_input(&k.input("MP4")));
+        assert!(k.input("MP4").ends_with("/input/source.mp4"));
+        for hostile in [
+            format!("videos/{video}/input/../../requests/r1/input/source.mp4"),
+            format!("videos/{video}/input/source.MP4"),
+            format!("videos/{video}/0123456789abcdef/index.json"),
+            "videos/abc/input/source.mp4".to_owned(),
+            format!("requests/r1/videos/{video}/input/source.mp4"),
+        ] {
+            assert!(!is_video_input(&hostile), "{hostile}");
+        }
     }
 
     #[test]

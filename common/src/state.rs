@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClipId, RequestId, StageName};
+use crate::ids::{AnalysisId, ClipId, RequestId, StageName, VideoId};
 
 /// Bumped when the layout of `state.json` changes. Every version before is still read (a
 /// request in flight across an upgrade finishes); a state is written in this one.
@@ -34,6 +34,9 @@ pub struct Submission {
     /// of the replica at hand, as they did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reach: Option<Reach>,
+    /// Analysed anew, not answered from the library (`SubmitBody::fresh`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// Where a request's URLs may lead: its input, every redirect, its callback. A request
@@ -541,9 +544,41 @@ pub struct RequestState {
     /// The callback's delivery, once tried.
     #[serde(default)]
     pub callback: Option<CallbackDelivery>,
+    /// The video and analysis the request's answer comes from, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisUse>,
+    /// When the video was deleted from the library (`DELETE /videos/{id}`): the request's
+    /// media and results went with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Which analysis of which video a request's answer comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisUse {
+    pub video: VideoId,
+    pub analysis: AnalysisId,
+    /// Answered from an analysis made before (no stage ran), not made by this request.
+    pub reused: bool,
 }
 
 impl RequestState {
+    /// Forgets what the request learnt of its video, which was deleted from the library:
+    /// its input, its clips, every stage's result and its `final.json`. What is left says
+    /// what was asked, how it went, and which video it was.
+    pub fn forget_video(&mut self, now: DateTime<Utc>) {
+        self.input = None;
+        self.clips.clear();
+        for stage in &mut self.stages {
+            stage.result = None;
+            stage.outputs.clear();
+        }
+        self.result_key = None;
+        self.video_deleted_at = Some(now);
+        self.revision += 1;
+        self.updated_at = now;
+    }
+
     pub fn new(
         request_id: RequestId,
         submission: Submission,
@@ -567,6 +602,8 @@ impl RequestState {
             drivers: Vec::new(),
             result_key: None,
             callback: None,
+            analysis: None,
+            video_deleted_at: None,
         }
     }
 
@@ -738,6 +775,7 @@ mod tests {
         assert_eq!(old.reach, None);
         let new = Submission {
             reach: Some(Reach::Public),
+            fresh: false,
             ..old
         };
         let text = serde_json::to_string(&new).unwrap();
@@ -902,6 +940,7 @@ mod tests {
             profile: Profile::Warm,
             callback_url: Some("https://example.com/done".into()),
             reach: None,
+            fresh: false,
         };
         let mut r = RequestState::new("r1".parse().unwrap(), sub, vec![], now);
         assert!(!r.callback_pending(), "not before the end");

@@ -636,6 +636,24 @@ impl Storage {
         }
     }
 
+    /// An object's ETag, `None` if there is no such object.
+    pub async fn etag(&self, key: &str) -> Result<Option<String>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_owned())),
+            Err(e) => match StorageError::from_sdk("HeadObject", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Every key under a prefix, in key order.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let mut keys = Vec::new();

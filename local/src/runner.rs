@@ -80,8 +80,13 @@ impl Runner {
             "FAVE_ADDR_FILE".into(),
             addr_file.to_string_lossy().into_owned(),
         );
-        // Like a pod's name: stable across restarts of this replica, unique among live ones.
-        env.insert("FAVE_REPLICA_ID".into(), format!("{name}-{index}"));
+        // Like a pod's name: stable across restarts of this replica, unique among live ones;
+        // prefixed by `FAVE_STACK_NAME` when set, for stacks that share one store.
+        let stack = env
+            .get("FAVE_STACK_NAME")
+            .map(|s| format!("{s}-"))
+            .unwrap_or_default();
+        env.insert("FAVE_REPLICA_ID".into(), format!("{stack}{name}-{index}"));
         let log_name = match index {
             0 => format!("{name}.log"),
             i => format!("{name}-{i}.log"),

@@ -105,6 +105,7 @@ fn parse_line(text: &str, defaults: &Defaults) -> Result<Submission, String> {
             .filter(|q| !q.trim().is_empty()),
         profile,
         callback_url: None,
+        fresh: false,
     })
 }
 
@@ -208,6 +209,7 @@ ftp://host/e.mp4
             query: Some(q.into()),
             profile: None,
             callback_url: None,
+            fresh: false,
         };
         let a = idempotency_key("name:x", 1, &sub("cars"));
         assert_eq!(a, idempotency_key("name:x", 1, &sub("cars")));

@@ -36,6 +36,8 @@ pub async fn run(mut args: StackArgs, video: &Path, minutes: u32) -> anyhow::Res
         let clock = Instant::now();
         let submission = Submission {
             video_uri: to_uri(&input.display().to_string())?,
+            // Every run analyses: none is answered from the library.
+            fresh: true,
             ..Submission::default()
         };
         let outcome = run_once(stack.gateway_url.as_str(), &submission).await;

@@ -7,12 +7,15 @@
 //! - [`orchestrator`]: the orchestrator's own costs on no-op stages (`overhead`, `fanout`)
 //!   and the API's latency under many clients (`api`).
 //! - [`profiles`]: the same request under the warm and cold profiles.
+//! - [`query`]: `POST /query` against libraries of 1, 100 and 1,000 videos, beside the
+//!   full pipeline and a second request answered from the library.
 
 mod baseline;
 mod memory;
 mod orchestrator;
 mod pipeline;
 mod profiles;
+mod query;
 pub mod report;
 
 use std::path::PathBuf;
@@ -82,6 +85,21 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// `POST /query` p50/p99 against libraries of growing size (the first videos analysed
+    /// for real, the rest copies of their indexes under made-up ids), beside the full
+    /// pipeline on the same video and a second request for it.
+    Query {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Videos analysed for real (the larger libraries copy their indexes).
+        #[arg(long = "video", default_value = "samples/vtest.avi")]
+        videos: Vec<PathBuf>,
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        sizes: Vec<usize>,
+        /// Queries timed per library size.
+        #[arg(long, default_value_t = 100)]
+        queries: usize,
+    },
     /// Status-query and submit latency (p50/p99) under many concurrent clients.
     Api {
         #[command(flatten)]
@@ -141,6 +159,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             orchestrator::fanout(stack, clips, &concurrency, runs).await?
         }
         Bench::Profiles { stack, video, runs } => profiles::run(stack, &video, runs).await?,
+        Bench::Query {
+            stack,
+            videos,
+            sizes,
+            queries,
+        } => query::run(stack, &videos, &sizes, queries).await?,
         Bench::Api {
             stack,
             clients,

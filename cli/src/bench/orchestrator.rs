@@ -136,7 +136,7 @@ fn ms(d: chrono::TimeDelta) -> f64 {
 }
 
 /// The value below which `q` of the sorted `v` lie (nearest rank).
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub(super) fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -144,7 +144,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+pub(super) fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }

@@ -45,6 +45,8 @@ pub async fn run(
         let submission = Submission {
             video_uri: uri.clone(),
             query: Some(query.to_owned()),
+            // Every run analyses: none is answered from the library.
+            fresh: true,
             ..Submission::default()
         };
         let outcome = run_once(stack.gateway_url.as_str(), &submission).await;

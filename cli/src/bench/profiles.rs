@@ -185,6 +185,8 @@ async fn measure(stack: &Stack, profile: &str, uri: &str, runs: usize) -> anyhow
         let submission = Submission {
             video_uri: uri.to_owned(),
             profile: Some(profile.parse().map_err(anyhow::Error::msg)?),
+            // Every run analyses: none is answered from the library.
+            fresh: true,
             ..Submission::default()
         };
         let result = run_once(stack.gateway_url.as_str(), &submission)

@@ -20,6 +20,10 @@ pub struct SubmitBody {
     /// Where the result is POSTed when the request ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Analyse the video again even when the library has an analysis of it with the same
+    /// parameters (a benchmark's runs; the library keeps the analysis it had).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// 202: a request accepted and still running; poll `status_url`.

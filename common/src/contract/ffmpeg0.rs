@@ -34,7 +34,8 @@ pub const SPEECH_RATE: u32 = 16_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
-    /// The input video's key; must be under the request's `input/` folder.
+    /// The input video's key: under the request's `input/` folder, or the library's copy
+    /// of the video (`videos/{sha256}/input/source.{ext}`).
     pub source_key: String,
     #[serde(default = "default_keyframe_interval")]
     pub keyframe_interval_s: f64,

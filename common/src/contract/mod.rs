@@ -3,8 +3,8 @@
 //! `Output` (the manifest's `data`) and the names of its outputs; the stage crate implements
 //! it and the orchestrator builds the inputs and reads the results through the same types,
 //! so a renamed field fails to compile instead of failing three hops later. Beside them:
-//! what a failure may be called ([`FailureCode`]), the API's bodies ([`api`]) and `final.json`
-//! ([`report`]).
+//! what a failure may be called ([`FailureCode`]), the API's bodies ([`api`]), `final.json`
+//! ([`report`]) and what the video library keeps and answers ([`library`]).
 //!
 //! The call and the answer around each stage's types ([`StageCall`], [`Manifest`]) are the
 //! harness's, in [`crate::stage`].
@@ -16,6 +16,7 @@ pub mod failure;
 pub mod ffmpeg0;
 pub mod ffmpeg1;
 pub mod ffmpeg2;
+pub mod library;
 pub mod noop;
 pub mod report;
 pub mod transcribe;

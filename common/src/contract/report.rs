@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! request_id, status, submission, input
+//! analysis     the video (SHA-256) and analysis it comes from, reused or made here
 //! media        stage-ffmpeg-0's result (duration, size, fps, sound, scene changes)
 //! audio        stage-audio's summary and cuts
 //! clips[]      clip, start_s, end_s, key, frames, labels{label: best_score, frames,
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{audio, detect, ffmpeg0, transcribe};
 use crate::ids::{ClipId, RequestId};
-use crate::state::{InputObject, RequestStatus, StageStatus, Submission};
+use crate::state::{AnalysisUse, InputObject, RequestStatus, StageStatus, Submission};
 
 /// `final.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,10 @@ pub struct Final {
     pub status: RequestStatus,
     pub submission: Submission,
     pub input: Option<InputObject>,
+    /// The video (its SHA-256) and the analysis the answer comes from; `reused` when that
+    /// analysis was made before, by another request, and no stage ran for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisUse>,
     /// The video's facts, from its analysis.
     pub media: Option<ffmpeg0::Output>,
     /// The sound's summary and the cuts.

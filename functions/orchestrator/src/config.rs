@@ -64,6 +64,14 @@ pub struct OrchestratorConfig {
     pub frames_per_second: f64,
     /// Which stage table is driven (`FAVE_PIPELINE`).
     pub pipeline: PipelineChoice,
+    /// Whether video requests go through the library (`FAVE_LIBRARY`, on by default): a
+    /// video already analysed with the same parameters is answered from its index, without
+    /// running a stage, and every analysis made is published to it.
+    pub library: bool,
+    /// The operator's word for the stage functions' settings the orchestrator cannot see
+    /// (`FAVE_ANALYSIS_TAG`): part of every analysis's id, so changing a function's model or
+    /// gate and this tag together makes new analyses instead of reusing old ones.
+    pub analysis_tag: String,
 }
 
 /// Which stage table the orchestrator drives.
@@ -157,8 +165,21 @@ impl OrchestratorConfig {
             clip_max_s,
             frames_per_second,
             pipeline,
+            library: lookup("FAVE_LIBRARY").is_none() || parse_bool(lookup, "FAVE_LIBRARY")?,
+            analysis_tag: analysis_tag(lookup)?,
         })
     }
+}
+
+fn analysis_tag(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let tag = lookup("FAVE_ANALYSIS_TAG").unwrap_or_default();
+    if tag.len() > 200 || tag.chars().any(char::is_control) {
+        return Err(ConfigError {
+            var: "FAVE_ANALYSIS_TAG",
+            reason: "at most 200 characters, none of them control characters".into(),
+        });
+    }
+    Ok(tag)
 }
 
 fn replica_id(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {

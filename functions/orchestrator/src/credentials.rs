@@ -157,6 +157,7 @@ mod tests {
             profile: Default::default(),
             callback_url: Some("https://hooks.example.com/done?token=t0k3n".into()),
             reach: None,
+            fresh: false,
         };
         let (shown, kept) = split(submission.clone());
         let text = serde_json::to_string(&shown).unwrap();

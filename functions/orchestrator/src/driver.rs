@@ -11,10 +11,11 @@ use std::time::Instant;
 
 use chrono::Utc;
 use fave_common::contract::FailureCode;
-use fave_common::ids::ClipId;
-use fave_common::keys::RequestKeys;
+use fave_common::contract::library::VideoIndex;
+use fave_common::ids::{ClipId, RequestId, VideoId};
+use fave_common::keys::{RequestKeys, VideoKeys};
 use fave_common::state::{
-    ClipState, InputObject, RequestEvent, RequestState, RequestStatus, StageState,
+    AnalysisUse, ClipState, InputObject, RequestEvent, RequestState, RequestStatus, StageState,
 };
 use fave_common::storage::Storage;
 use futures::{FutureExt, StreamExt};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attempt::Invoker;
 use crate::input::{self, Fetched, Limits, Source};
+use crate::library::{Library, Settled};
 use crate::pipeline::{StageSpec, Table};
 use crate::record::{self, DriveError, Ending, Shared, Step, Tracked, bug, commit_shared};
 use crate::scheduler::{self, Ran, Task};
@@ -37,6 +39,18 @@ pub struct Driver<'a> {
     /// At most this many clips move through the per-clip chain at once.
     pub fan_out: usize,
     pub input_limits: Limits,
+    /// The video library, when requests go through it (`FAVE_LIBRARY`, the video table).
+    pub library: Option<&'a Library>,
+}
+
+/// Where a request's analysis comes from.
+enum Analysis {
+    /// Made by this request's stages and published when it completes.
+    Make(VideoId),
+    /// Published already: no stage runs.
+    Reuse(Box<VideoIndex>),
+    /// Made by this request, outside the library (no library, or a fresh analysis).
+    Own,
 }
 
 impl Driver<'_> {
@@ -85,6 +99,14 @@ impl Driver<'_> {
             commit_shared(t).await?;
         }
         let started = Instant::now();
+        let analysis = self.settle_analysis(t).await?;
+        if let Analysis::Reuse(index) = &analysis {
+            let state = t.lock().await.state.clone();
+            let result = crate::result::from_index(&state, index, started.elapsed());
+            let result_key = RequestKeys::new(&state.request_id).result();
+            self.storage.put_json(&result_key, &result).await?;
+            return record::end(t, Ending::Completed { result_key }).await;
+        }
         if let Err((task, failure)) = self.run_stages(t).await? {
             let failed = Ending::Failed {
                 code: FailureCode::parse(&failure.code()),
@@ -98,7 +120,61 @@ impl Driver<'_> {
         let result = crate::result::build(self.storage, &state, started.elapsed()).await?;
         let result_key = RequestKeys::new(&state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
+        if let (Analysis::Make(video), Some(library)) = (&analysis, self.library) {
+            // Published before the request ends: a completed request's analysis is in
+            // the library (a crash in between publishes it when the request resumes).
+            library.publish(self.storage, video, &result).await?;
+        }
         record::end(t, Ending::Completed { result_key }).await
+    }
+
+    /// Settles where the analysis comes from (`library.rs`): notes the video's use, then
+    /// waits while another request makes the same analysis, and returns once it is
+    /// published or this request holds the claim to make it. Recorded in state.json with
+    /// the next write.
+    async fn settle_analysis(&self, t: &Shared) -> Result<Analysis, DriveError> {
+        let Some(library) = self.library else {
+            return Ok(Analysis::Own);
+        };
+        let (id, input, uri, fresh) = {
+            let t = t.lock().await;
+            let s = &t.state;
+            (
+                s.request_id.clone(),
+                s.input.clone(),
+                s.submission.video_uri.clone(),
+                s.submission.fresh,
+            )
+        };
+        let input =
+            input.ok_or_else(|| bug("settling the analysis", "no input copied in".into()))?;
+        let video: VideoId = input
+            .sha256
+            .parse()
+            .map_err(|e| bug("settling the analysis", format!("the input's hash: {e}")))?;
+        library
+            .saw(self.storage, &video, input.bytes, &id, &uri)
+            .await?;
+        let (analysis, reused) = if fresh {
+            (Analysis::Own, false)
+        } else {
+            match library.settle(self.storage, &video, &id).await? {
+                Settled::Ready(index) => (Analysis::Reuse(index), true),
+                Settled::Make => (Analysis::Make(video.clone()), false),
+            }
+        };
+        let mut g = t.lock().await;
+        g.state.analysis = Some(AnalysisUse {
+            video,
+            analysis: library.analysis().clone(),
+            reused,
+        });
+        if reused {
+            // No stage runs for it: its record holds none (the analysis's request holds
+            // them), rather than tasks pending forever in a completed request.
+            g.state.stages.clear();
+        }
+        Ok(analysis)
     }
 
     /// Runs the request-wide stages, and the clips as soon as the stage that lists them is
@@ -204,7 +280,41 @@ impl Driver<'_> {
         commit_shared(shared).await
     }
 
-    /// Copies the video into `requests/{id}/input/` unless it is there already, using the
+    /// Stores the fetched video: with the library, once per content
+    /// (`videos/{sha256}/input/`, not uploaded again when there), else in the request's
+    /// folder.
+    async fn store_input(
+        &self,
+        id: &RequestId,
+        path: &std::path::Path,
+        source: &Source,
+    ) -> Result<InputObject, DriveError> {
+        let key = match self.library {
+            Some(_) => {
+                let (bytes, sha256) = fave_common::storage::sha256_file(path).await?;
+                let video: VideoId = sha256
+                    .parse()
+                    .map_err(|e| bug("storing the input", format!("its hash: {e}")))?;
+                let key = VideoKeys::new(&video).input(&source.extension());
+                if self.storage.etag(&key).await?.is_some() {
+                    return Ok(InputObject { key, bytes, sha256 });
+                }
+                key
+            }
+            None => RequestKeys::new(id).input(&source.extension()),
+        };
+        let stored = self
+            .storage
+            .put_file(&key, path, "application/octet-stream")
+            .await?;
+        Ok(InputObject {
+            key: stored.key,
+            bytes: stored.bytes,
+            sha256: stored.sha256,
+        })
+    }
+
+    /// Copies the video into the store (`store_input`) unless it is there already, using the
     /// file fetched at submission or fetching it again (a resumed request). Returns false if
     /// the request failed because the video can no longer be had.
     async fn copy_input_in(
@@ -249,16 +359,8 @@ impl Driver<'_> {
                 return Ok(false);
             }
         };
-        let key = RequestKeys::new(&id).input(&source.extension());
-        let stored = self
-            .storage
-            .put_file(&key, fetched.path(), "application/octet-stream")
-            .await?;
-        t.lock().await.state.input = Some(InputObject {
-            key: stored.key,
-            bytes: stored.bytes,
-            sha256: stored.sha256,
-        });
+        let input = self.store_input(&id, fetched.path(), &source).await?;
+        t.lock().await.state.input = Some(input);
         commit_shared(t).await?;
         // Copied in: the input's secret is needed no more.
         crate::credentials::forget_video_uri(self.storage, &id, &shown).await?;

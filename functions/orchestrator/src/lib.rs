@@ -18,6 +18,8 @@
 //! - [`record`]: `state.json`, its leases and group commit, the active index, and the one
 //!   place a request ends.
 //! - [`result`] and [`query`]: `final.json` and the answer to the request's query.
+//! - [`library`]: the video library: an analysis made once per video and parameters, and
+//!   the queries answered from it (`POST /query`, `GET /videos`).
 //! - [`callback`]: delivering the result to a request's `callback_url`, at least once.
 //! - [`metrics`]: what `GET /metrics` counts; [`config`]: the settings, read once at start.
 
@@ -29,6 +31,7 @@ pub mod credentials;
 pub mod driver;
 pub mod guard;
 pub mod input;
+pub mod library;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
@@ -63,6 +66,8 @@ pub struct App {
     http: guard::UserClients,
     table: pipeline::Table,
     params: pipeline::Params,
+    /// The video library, when requests go through it (the video table, `FAVE_LIBRARY`).
+    pub library: Option<library::Library>,
     pub metrics: metrics::Metrics,
     invocations: Semaphore,
     /// Fired by SIGTERM: drivers persist their state, release their leases and stop.
@@ -98,7 +103,10 @@ impl App {
         };
         let table = pipeline::Table::of(config.pipeline)
             .map_err(|e| anyhow::anyhow!("the stage table is not well formed: {e}"))?;
+        let library = (config.library && config.pipeline == PipelineChoice::Video)
+            .then(|| library::Library::new(&params, &config.analysis_tag));
         Ok(Arc::new(Self {
+            library,
             config,
             storage,
             gateway,
@@ -142,6 +150,7 @@ impl App {
             },
             fan_out: self.config.max_concurrent_invocations,
             input_limits: self.limits(),
+            library: self.library.as_ref(),
         }
     }
 }

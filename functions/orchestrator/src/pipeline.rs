@@ -456,6 +456,7 @@ mod tests {
             profile: Default::default(),
             callback_url: None,
             reach: None,
+            fresh: false,
         };
         let (once, _) = table.scopes();
         let stages = once

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use fave_common::contract::library::VideoIndex;
 use fave_common::contract::report::{
     Answer, ClipReport, Final, Moment, StageReport, Term, TimedDetection, Timings, Transcript,
 };
@@ -35,6 +36,7 @@ pub async fn build(
         status: RequestStatus::Completed,
         submission: state.submission.clone(),
         input: state.input.clone(),
+        analysis: state.analysis.clone(),
         media: request_wide::<ffmpeg0::Output>(state, ffmpeg0::NAME)?,
         audio: request_wide::<audio::Output>(state, audio::NAME)?,
         clips,
@@ -47,6 +49,33 @@ pub async fn build(
             orchestration_ms: drive_ms.saturating_sub(stage_ms),
         },
     })
+}
+
+/// `final.json` for a request answered from a published analysis: its clips, media and
+/// sound are the analysis's, its answer is to its own query, and no stage ran.
+pub fn from_index(state: &RequestState, index: &VideoIndex, drive_time: Duration) -> Final {
+    let drive_ms = drive_time.as_millis() as u64;
+    Final {
+        request_id: state.request_id.clone(),
+        status: RequestStatus::Completed,
+        submission: state.submission.clone(),
+        input: state.input.clone(),
+        analysis: state.analysis.clone(),
+        media: index.media.clone(),
+        audio: index.audio.clone(),
+        clips: index.clips.clone(),
+        answer: state
+            .submission
+            .query
+            .as_deref()
+            .map(|q| answer(q, &index.clips)),
+        stages: BTreeMap::new(),
+        timings: Timings {
+            drive_ms,
+            stage_ms: 0,
+            orchestration_ms: drive_ms,
+        },
+    }
 }
 
 /// One clip: its detections (read from `detections.json`) and transcript, times moved
@@ -155,7 +184,7 @@ fn round3(t: f64) -> f64 {
 }
 
 /// The clips that answer `text`, ranked, and what the query was understood as.
-fn answer(text: &str, clips: &[ClipReport]) -> Answer {
+pub(crate) fn answer(text: &str, clips: &[ClipReport]) -> Answer {
     let plan = query::understand(text);
     let evidence: Vec<query::ClipEvidence<'_>> = clips
         .iter()

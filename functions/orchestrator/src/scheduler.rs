@@ -204,6 +204,7 @@ mod tests {
             profile: Default::default(),
             callback_url: None,
             reach: None,
+            fresh: false,
         };
         let mut state = RequestState::new("r1".parse().unwrap(), submission, stages, Utc::now());
         let index = |name: &str| once.iter().position(|s| s.name.as_str() == name).unwrap();

@@ -197,10 +197,12 @@ impl Stage for Ffmpeg0 {
         call: &StageCall<Input>,
     ) -> Result<Produced<Output>, StageError> {
         let input = &call.input;
+        // The request's own input, or the library's copy of the video (named by its hash).
         let input_prefix = format!("{}input/", RequestKeys::new(&call.request_id).root());
-        if !input.source_key.starts_with(&input_prefix) || input.source_key.contains("..") {
+        let own = input.source_key.starts_with(&input_prefix) && !input.source_key.contains("..");
+        if !own && !fave_common::keys::is_video_input(&input.source_key) {
             return Err(StageError::InvalidInput(format!(
-                "source_key must be under {input_prefix}"
+                "source_key must be under {input_prefix} or be a video's stored input"
             )));
         }
         if !(0.1..=10.0).contains(&input.keyframe_interval_s) {

@@ -78,6 +78,7 @@ impl Lcg {
 }
 
 async fn assert_complete_and_whole(t: &TestStack, states: &[RequestState]) {
+    let mut makers = BTreeMap::new();
     for s in states {
         assert_eq!(
             s.status,
@@ -92,6 +93,22 @@ async fn assert_complete_and_whole(t: &TestStack, states: &[RequestState]) {
             "final.json of {}",
             s.request_id
         );
+        if let Some(used) = &s.analysis {
+            let index = fave_common::keys::VideoKeys::new(&used.video).index(&used.analysis);
+            assert!(t.store().exists(&index).await.expect("head"), "{index}");
+            if used.reused {
+                // Answered from the library: no stage of its own.
+                assert!(
+                    s.stages.is_empty() && s.clips.is_empty(),
+                    "{}",
+                    s.request_id
+                );
+                continue;
+            }
+            if !s.submission.fresh {
+                *makers.entry(used.analysis.clone()).or_insert(0) += 1;
+            }
+        }
         assert!(!s.clips.is_empty(), "{}: no clips", s.request_id);
         let tasks = s
             .stages
@@ -116,6 +133,8 @@ async fn assert_complete_and_whole(t: &TestStack, states: &[RequestState]) {
             }
         }
     }
+    // One request made each analysis for the library: the others waited for it.
+    assert!(makers.values().all(|n| *n == 1), "{makers:?}");
     let active = t.store().list_keys(ACTIVE_PREFIX).await.expect("listing");
     assert!(
         active.is_empty(),
@@ -137,14 +156,13 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
     let uri = file_uri(&sample("bikes.mp4"));
 
     let mut posts = Vec::new();
-    for _ in 0..requests {
+    for i in 0..requests {
         let (http, url, uri) = (t.http.clone(), t.url("orchestrator", ""), uri.clone());
+        // Every other request analyses afresh, the others share one analysis through the
+        // library: both paths are killed at random points.
+        let body = json!({ "video_uri": uri, "fresh": i % 2 == 0 });
         posts.push(tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .json(&json!({ "video_uri": uri }))
-                .send()
-                .await;
+            let response = http.post(url).json(&body).send().await;
             match response {
                 Ok(r) => read(r).await.0,
                 Err(_) => 0,
@@ -202,7 +220,7 @@ async fn fault_orchestrator_killed_at_random_points_loses_nothing_and_redoes_not
 async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
     let t = TestStack::start_with(FAST_RESUME).await;
     let orchestrator = t.function("orchestrator");
-    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"));
+    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"), false);
     // Once the stage is running, ask the orchestrator to stop.
     t.wait_for_running_stage().await;
     let pid = orchestrator.pid().expect("running");
@@ -242,7 +260,7 @@ async fn fault_sigterm_releases_the_lease_and_a_restart_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_cancel_mid_run_stays_cancelled_when_the_stage_answers_late() {
     let t = TestStack::start_with(FAST_RESUME).await;
-    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"));
+    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"), false);
     let states = t.wait_for_running_stage().await;
     let id = states[0].request_id.clone();
     let (status, _, body) = t.post(&format!("/requests/{id}/cancel")).await;
@@ -309,7 +327,7 @@ async fn fault_store_down_for_a_while_mid_run_and_the_request_still_completes() 
         return;
     }
     let mut t = TestStack::start_with(FAST_RESUME).await;
-    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"));
+    let post = t.submit_in_background(&sample("bigbuckbunny.mp4"), false);
     t.wait_for_running_stage().await;
     t.stack.stop_store();
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -405,8 +423,9 @@ async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
     assert_eq!(orchestrator.available(), 3);
     let video = sample("bikes.mp4");
     // The gateway spreads the submissions over the three replicas.
+    // Every other request analyses afresh; the others share one analysis (the library).
     let posts: Vec<_> = (0..requests)
-        .map(|_| t.submit_in_background(&video))
+        .map(|i| t.submit_in_background(&video, i % 2 == 0))
         .collect();
     let mut rng = Lcg(7);
     for round in 0..4 {
@@ -666,7 +685,7 @@ async fn fault_a_driver_paused_past_its_lease_causes_no_second_execution() {
 async fn a_request_begun_under_the_previous_schema_completes_under_this_one() {
     let t = TestStack::start_with(FAST_RESUME).await;
     let orchestrator = t.function("orchestrator");
-    let post = t.submit_in_background(&sample("bikes.mp4"));
+    let post = t.submit_in_background(&sample("bikes.mp4"), false);
     // Once the clips are listed, with stages done and others still to run.
     let states = wait_for_states(t.store(), 60, |s| {
         s.len() == 1 && !s[0].clips.is_empty() && !s[0].status.is_terminal()

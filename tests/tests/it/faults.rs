@@ -228,7 +228,8 @@ async fn forward(
     Ok((status, whole))
 }
 
-/// Submits bikes.mp4 `n` times at once, waiting for each answer: status and body.
+/// Submits bikes.mp4 `n` times at once, each analysed afresh (the faults are in the stage
+/// calls, so every request makes them), waiting for each answer: status and body.
 async fn submit_bikes(t: &TestStack, n: usize) -> Vec<(u16, String)> {
     let uri = file_uri(&sample("bikes.mp4"));
     let posts: Vec<_> = (0..n)
@@ -237,7 +238,7 @@ async fn submit_bikes(t: &TestStack, n: usize) -> Vec<(u16, String)> {
             tokio::spawn(async move {
                 let r = http
                     .post(url)
-                    .json(&json!({ "video_uri": uri }))
+                    .json(&json!({ "video_uri": uri, "fresh": true }))
                     .send()
                     .await
                     .expect("answers");
@@ -474,7 +475,7 @@ async fn fault_the_gateway_down_for_seconds_costs_retries_only() {
             let r = http
                 .post(url)
                 .header("prefer", "respond-async")
-                .json(&json!({ "video_uri": uri }))
+                .json(&json!({ "video_uri": uri, "fresh": true }))
                 .send()
                 .await
                 .expect("answers");
@@ -654,7 +655,7 @@ async fn store_outage(kind: StoreMode) {
             .http
             .post(t.url("orchestrator", ""))
             .header("prefer", "respond-async")
-            .json(&json!({ "video_uri": uri }))
+            .json(&json!({ "video_uri": uri, "fresh": true }))
             .send()
             .await
             .expect("answers");

@@ -14,6 +14,7 @@ mod durability;
 mod faults;
 mod gate;
 mod gateway;
+mod library;
 mod logs;
 mod pipeline;
 mod s3_race;

@@ -112,6 +112,8 @@ pub struct StackSpec<'a> {
     pub vars: &'a [(&'a str, &'a str)],
     /// A profile of `deploy/profiles/` beside the stack file.
     pub profile: Option<&'a str>,
+    /// Another stack's store and bucket, shared, instead of one of its own.
+    pub store: Option<&'a fave_common::config::S3Settings>,
 }
 
 /// The functions of stack.yml, in pipeline order.
@@ -160,6 +162,7 @@ impl TestStack {
             replicas,
             vars,
             profile,
+            store: shared,
         } = spec;
         // FAVE_KEEP_TEST_DIRS=1 keeps each stack's data and logs for a look after a failure.
         let keep = std::env::var_os("FAVE_KEEP_TEST_DIRS").is_some();
@@ -171,7 +174,18 @@ impl TestStack {
         if keep {
             eprintln!("stack data and logs in {}", dir.path().display());
         }
-        let (store, bucket) = store_choice();
+        let (store, bucket) = match shared {
+            Some(s3) => (
+                StoreChoice::External {
+                    endpoint: s3.endpoint.clone().expect("a store with an endpoint"),
+                    region: s3.region.clone(),
+                    access_key_id: s3.access_key_id.clone().expect("the store's key id"),
+                    secret_access_key: s3.secret_access_key.clone().expect("the store's key"),
+                },
+                s3.bucket.clone(),
+            ),
+            None => store_choice(),
+        };
         let stack = Stack::start(StackOptions {
             stack_file: stack_file.unwrap_or_else(|| repo_root().join("stack.yml")),
             bin_dir: bin_dir(),
@@ -272,9 +286,10 @@ impl TestStack {
     pub fn submit_in_background(
         &self,
         video: &Path,
+        fresh: bool,
     ) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap, Value)> {
         let (http, url) = (self.http.clone(), self.url("orchestrator", ""));
-        let body = serde_json::json!({ "video_uri": file_uri(video) });
+        let body = serde_json::json!({ "video_uri": file_uri(video), "fresh": fresh });
         tokio::spawn(async move {
             read(
                 http.post(url)

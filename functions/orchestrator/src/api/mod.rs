@@ -3,6 +3,8 @@
 //! - `POST /`: submit a request ([`submit`]).
 //! - `GET /requests`, `GET /requests/{id}`, `GET /requests/{id}/result`,
 //!   `POST /requests/{id}/resume`, `POST /requests/{id}/cancel` ([`requests`]).
+//! - `POST /query`, `GET /videos`, `GET /videos/{id}`, `DELETE /videos/{id}`: the video
+//!   library ([`videos`]).
 //! - `GET /healthz` (liveness), `GET /readyz` (the store answers), `GET /metrics`.
 //!
 //! Every error is the one shape (`fave_common::error`), with the request's id and status
@@ -11,6 +13,7 @@
 
 pub mod requests;
 pub mod submit;
+pub mod videos;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/requests/{id}/result", get(requests::result))
         .route("/requests/{id}/resume", post(requests::resume))
         .route("/requests/{id}/cancel", post(requests::cancel))
+        .route("/query", post(videos::query))
+        .route("/videos", get(videos::list))
+        .route("/videos/{id}", get(videos::detail).delete(videos::delete))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text));
@@ -228,6 +234,16 @@ async fn load_state(app: &App, id: &RequestId) -> Result<RequestState, ApiError>
 
 /// `final.json` of a completed request, as stored (it is passed on, not re-read).
 async fn read_result(app: &App, state: &RequestState) -> Result<Value, ApiError> {
+    if let Some(at) = state.video_deleted_at {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "video_deleted",
+            format!(
+                "the video of request {} was deleted from the library at {at}; its results went with it",
+                state.request_id
+            ),
+        ));
+    }
     let key = state
         .result_key
         .clone()

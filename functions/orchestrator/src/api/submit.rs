@@ -170,6 +170,7 @@ pub fn validate(body: SubmitBody, local_mode: bool) -> Result<(Submission, Sourc
         profile: body.profile.unwrap_or_default(),
         callback_url: body.callback_url,
         reach: Some(Reach::of_mode(local_mode)),
+        fresh: body.fresh,
     };
     Ok((submission, source))
 }

@@ -1,0 +1,157 @@
+//! The library's routes: `POST /query` (moments across the library), `GET /videos` (the
+//! library, a page at a time), `GET /videos/{id}` and `DELETE /videos/{id}`. The work is
+//! `crate::library`'s.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fave_common::contract::library::{QueryBody, VideoPage, VideoRecord, VideoSummary};
+use fave_common::error::{ApiError, JsonBody};
+use fave_common::ids::VideoId;
+use fave_common::keys::{self, VideoKeys};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use crate::App;
+use crate::library::{Library, parse_video};
+
+/// The library, or 409 when this orchestrator runs without one.
+fn library(app: &App) -> Result<&Library, ApiError> {
+    app.library.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "library_off",
+            "this orchestrator keeps no video library (FAVE_LIBRARY=false, or the no-op pipeline)",
+        )
+    })
+}
+
+/// `POST /query` `{"query": "...", "videos": [ids], "limit": n}`.
+pub(super) async fn query(
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> Result<Response, ApiError> {
+    let answer = library(&app)?.query(&app.storage, &body).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// The query of `GET /videos`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page: the last video of it.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+const MAX_PAGE: usize = 200;
+const DEFAULT_PAGE: usize = 50;
+
+/// `GET /videos?limit=…&cursor=…`: the videos with a published analysis, in id order, a
+/// page at a time; one listing call and one small read per video.
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    library(&app)?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid_query_string", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be within 1..={MAX_PAGE}"),
+        ));
+    }
+    let after = q.cursor.as_deref().map(parse_video).transpose()?;
+    // `index/library/{video}/g` sorts after every analysis of the video (hex digits) and
+    // before the next video.
+    let start_after = after.map(|v| format!("{}{v}/g", keys::LIBRARY_PREFIX));
+    let page = app
+        .storage
+        .list_page(
+            keys::LIBRARY_PREFIX,
+            Some("/"),
+            start_after.as_deref(),
+            limit,
+        )
+        .await?;
+    let videos: Vec<VideoId> = page
+        .prefixes
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix(keys::LIBRARY_PREFIX)?
+                .trim_end_matches('/')
+                .parse()
+                .ok()
+        })
+        .collect();
+    let summaries = futures::stream::iter(videos.iter().cloned())
+        .map(|video| {
+            let app = app.clone();
+            async move { summary(&app, video).await }
+        })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(VideoPage {
+        videos: summaries,
+        next_cursor: if page.truncated {
+            videos.last().map(ToString::to_string)
+        } else {
+            None
+        },
+    })
+    .into_response())
+}
+
+async fn summary(app: &App, video: VideoId) -> Result<VideoSummary, ApiError> {
+    let keys = VideoKeys::new(&video);
+    let analyses = app
+        .storage
+        .list_keys(&keys.markers())
+        .await?
+        .iter()
+        .filter_map(|k| keys::library_marker_of(k).map(|(_, a)| a))
+        .collect();
+    let record = app
+        .storage
+        .get_json::<VideoRecord>(&keys.record())
+        .await?
+        .map(|(r, _)| r);
+    Ok(VideoSummary {
+        video,
+        analyses,
+        bytes: record.as_ref().map(|r| r.bytes),
+        uri: record.as_ref().and_then(|r| r.uris.last().cloned()),
+        first_seen: record.as_ref().map(|r| r.first_seen),
+        last_seen: record.as_ref().map(|r| r.last_seen),
+    })
+}
+
+/// `GET /videos/{id}`.
+pub(super) async fn detail(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let video = parse_video(&id)?;
+    let detail = library(&app)?.detail(&app.storage, &video).await?;
+    Ok(Json(detail).into_response())
+}
+
+/// `DELETE /videos/{id}`.
+pub(super) async fn delete(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let video = parse_video(&id)?;
+    let deleted = library(&app)?.delete(&app.storage, &video).await?;
+    Ok(Json(deleted).into_response())
+}

@@ -1,0 +1,435 @@
+//! The video library on the real stack: a video is analysed once per set of parameters and
+//! later requests and `POST /query` are answered from what was kept, with no stage run;
+//! concurrent first requests make one analysis; a changed parameter makes another; a
+//! deleted video leaves nothing of itself in the bucket.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use fave_common::state::RequestState;
+use serde_json::{Value, json};
+
+use crate::util::{StackSpec, TestStack, file_uri, log_count, request_id, sample};
+
+/// Stage runs begun so far, over every function's log.
+fn stage_runs(t: &TestStack) -> usize {
+    log_count(t, "stage work started").values().sum()
+}
+
+async fn sha256_of(path: &std::path::Path) -> String {
+    fave_common::storage::sha256_file(path)
+        .await
+        .expect("the sample reads")
+        .1
+}
+
+/// Submits `uri` with `query` (none when empty) and waits for its 200.
+async fn submit(t: &TestStack, uri: &str, query: &str) -> Value {
+    let body = if query.is_empty() {
+        json!({"video_uri": uri})
+    } else {
+        json!({"video_uri": uri, "query": query})
+    };
+    let (status, _, answer) = t.submit(&body).await;
+    assert_eq!(status, 200, "{uri}: {answer}\n{}", t.logs());
+    answer
+}
+
+async fn query(t: &TestStack, body: &Value) -> (u16, Value) {
+    let response = t
+        .http
+        .post(t.url("orchestrator", "/query"))
+        .json(body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, _, body) = crate::util::read(response).await;
+    (status, body)
+}
+
+/// The labels of each clip of an answer, by clip id.
+fn clip_labels(answer: &Value) -> Vec<(String, BTreeSet<String>)> {
+    answer["clips"]
+        .as_array()
+        .expect("clips")
+        .iter()
+        .map(|c| {
+            let labels = c["labels"]
+                .as_object()
+                .expect("labels")
+                .keys()
+                .cloned()
+                .collect();
+            (c["clip"].as_str().expect("clip").to_owned(), labels)
+        })
+        .collect()
+}
+
+fn answered_clips(answer: &Value) -> Vec<String> {
+    answer["answer"]["clips"]
+        .as_array()
+        .expect("answer clips")
+        .iter()
+        .map(|m| m["clip"].as_str().expect("clip").to_owned())
+        .collect()
+}
+
+/// The same bytes under another URI, with another query: no stage runs, the answer is to
+/// the new query, from the first request's analysis; the library lists the video once,
+/// with both URIs and both requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_seen_before_is_answered_from_the_library_without_running_a_stage() {
+    let t = TestStack::start().await;
+    let original = sample("bikes.mp4");
+    let copy = t.dir.path().join("the-same-bikes.mp4");
+    std::fs::copy(&original, &copy).expect("a copy");
+    let video = sha256_of(&original).await;
+
+    let first = submit(&t, &file_uri(&original), "find bicycles").await;
+    assert_eq!(first["analysis"]["video"], video.as_str());
+    assert_eq!(first["analysis"]["reused"], false);
+    let runs = stage_runs(&t);
+    assert!(runs >= 4, "the first request ran its stages ({runs})");
+
+    let clock = Instant::now();
+    let second = submit(&t, &file_uri(&copy), "people").await;
+    let took = clock.elapsed();
+    assert_eq!(stage_runs(&t), runs, "no stage ran for the second request");
+    assert_eq!(second["analysis"]["reused"], true);
+    assert_eq!(second["analysis"]["video"], video.as_str());
+    assert_eq!(
+        second["analysis"]["analysis"],
+        first["analysis"]["analysis"]
+    );
+    assert_eq!(second["stages"], json!({}), "no stage is reported");
+    assert_eq!(
+        clip_labels(&second),
+        clip_labels(&first),
+        "the same analysis"
+    );
+    assert_eq!(second["answer"]["labels"], json!(["person"]));
+    // Its own query answered: exactly the clips in which a person was seen.
+    let with_people: BTreeSet<String> = clip_labels(&first)
+        .into_iter()
+        .filter(|(_, labels)| labels.contains("person"))
+        .map(|(clip, _)| clip)
+        .collect();
+    assert!(!with_people.is_empty(), "bikes.mp4 shows people: {first}");
+    let answered: BTreeSet<String> = answered_clips(&second).into_iter().collect();
+    assert_eq!(answered, with_people);
+    println!(
+        "second request answered from the library in {:.0} ms (drive {} ms); first took {} ms",
+        took.as_secs_f64() * 1e3,
+        second["timings"]["drive_ms"],
+        first["timings"]["drive_ms"]
+    );
+
+    let (status, _, listed) = t.get("/videos").await;
+    assert_eq!(status, 200, "{listed}");
+    let videos = listed["videos"].as_array().expect("videos");
+    assert_eq!(videos.len(), 1, "{listed}");
+    assert_eq!(videos[0]["video"], video.as_str());
+    assert_eq!(videos[0]["uri"], file_uri(&copy).as_str(), "the latest URI");
+    let (status, _, detail) = t.get(&format!("/videos/{video}")).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["record"]["uris"].as_array().map(Vec::len), Some(2));
+    let requests: BTreeSet<String> = detail["record"]["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_owned())
+        .collect();
+    let ids: BTreeSet<String> = [&first, &second]
+        .iter()
+        .map(|a| request_id(a).to_string())
+        .collect();
+    assert_eq!(requests, ids);
+    assert_eq!(detail["analyses"].as_array().map(Vec::len), Some(1));
+    assert_eq!(detail["analyses"][0]["request_id"], first["request_id"]);
+}
+
+/// Two first submissions of one new video at once: one makes the analysis, the other
+/// waits for it and is answered from it; every stage task ran once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_first_submissions_of_one_video_at_once_make_one_analysis() {
+    let t = TestStack::start().await;
+    let uri = file_uri(&sample("bikes.mp4"));
+    let (a, b) = tokio::join!(submit(&t, &uri, "bicycles"), submit(&t, &uri, "people"));
+    let reused: Vec<bool> = [&a, &b]
+        .iter()
+        .map(|x| x["analysis"]["reused"].as_bool().expect("reused"))
+        .collect();
+    assert_eq!(
+        reused.iter().filter(|r| **r).count(),
+        1,
+        "one made it, one reused it: {reused:?}"
+    );
+    let maker = if reused[0] { &b } else { &a };
+    let (state, _) = t
+        .store()
+        .get_json::<RequestState>(&format!(
+            "requests/{}/metadata/state.json",
+            request_id(maker)
+        ))
+        .await
+        .expect("the store answers")
+        .expect("the maker's state");
+    let tasks = state.stages.len() + state.clips.iter().map(|c| c.tasks.len()).sum::<usize>();
+    let runs = log_count(&t, "stage work started");
+    assert_eq!(
+        runs.values().sum::<usize>(),
+        tasks,
+        "each of the maker's {tasks} tasks ran once, and nothing else: {runs:?}"
+    );
+    assert_eq!(clip_labels(&a), clip_labels(&b));
+}
+
+/// A stack with another frame rate sharing the first one's store: the same video gets a
+/// new analysis (its stages run), which is reused in turn; the library holds both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_parameter_makes_a_new_analysis() {
+    let a = TestStack::start().await;
+    let s3 = a.stack.s3.clone();
+    let b = TestStack::start_spec(StackSpec {
+        // Its own replica names: a replica that finds its own name on a lease takes it over.
+        env: &[("FAVE_FRAMES_PER_SEC", "2"), ("FAVE_STACK_NAME", "b")],
+        store: Some(&s3),
+        ..StackSpec::default()
+    })
+    .await;
+    let uri = file_uri(&sample("bigbuckbunny.mp4"));
+    let video = sha256_of(&sample("bigbuckbunny.mp4")).await;
+    let at_one = submit(&a, &uri, "rabbit").await;
+    assert_eq!(at_one["analysis"]["reused"], false);
+    let at_two = submit(&b, &uri, "rabbit").await;
+    assert_eq!(at_two["analysis"]["reused"], false, "a new analysis");
+    assert!(stage_runs(&b) > 0, "its stages ran");
+    assert_ne!(
+        at_one["analysis"]["analysis"],
+        at_two["analysis"]["analysis"]
+    );
+    let frames = |x: &Value| -> u64 {
+        x["clips"]
+            .as_array()
+            .expect("clips")
+            .iter()
+            .map(|c| c["frames"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(
+        frames(&at_two) > frames(&at_one),
+        "twice the frames per second: {} vs {}",
+        frames(&at_two),
+        frames(&at_one)
+    );
+    let runs = stage_runs(&b);
+    let again = submit(&b, &uri, "dog").await;
+    assert_eq!(again["analysis"]["reused"], true);
+    assert_eq!(
+        again["analysis"]["analysis"],
+        at_two["analysis"]["analysis"]
+    );
+    assert_eq!(stage_runs(&b), runs);
+    let (status, _, detail) = a.get(&format!("/videos/{video}")).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(
+        detail["analyses"].as_array().map(Vec::len),
+        Some(2),
+        "{detail}"
+    );
+}
+
+/// Three different videos, then queries over the library: each ranks the video that shows
+/// it first, and naming a video keeps the answer to it; then `fave search` prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_three_videos_ranks_the_right_one_first() {
+    let t = TestStack::start().await;
+    let mut ids = Vec::new();
+    for name in ["vtest.avi", "bikes.mp4", "bigbuckbunny.mp4"] {
+        let answer = submit(&t, &file_uri(&sample(name)), "").await;
+        ids.push(
+            answer["analysis"]["video"]
+                .as_str()
+                .expect("video")
+                .to_owned(),
+        );
+    }
+    let [vtest, bikes, _bunny] = [&ids[0], &ids[1], &ids[2]];
+    for (q, expected) in [("bicycle", bikes), ("cars", vtest)] {
+        let (status, answer) = query(&t, &json!({"query": q})).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["videos_searched"], 3);
+        let moments = answer["moments"].as_array().expect("moments");
+        assert!(!moments.is_empty(), "{q}: {answer}");
+        assert_eq!(&moments[0]["video"], expected.as_str(), "{q}: {answer}");
+        assert!(
+            moments[0]["key"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("video.mp4"))
+        );
+        println!("{q}: {} moments in {} ms", moments.len(), answer["took_ms"]);
+    }
+    // Only the named video, and a limit.
+    let (status, answer) = query(
+        &t,
+        &json!({"query": "people", "videos": [bikes], "limit": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let moments = answer["moments"].as_array().expect("moments");
+    assert_eq!(moments.len(), 1, "{answer}");
+    assert_eq!(&moments[0]["video"], bikes.as_str());
+
+    let out = tokio::process::Command::new(crate::util::bin_dir().join("fave"))
+        .args(["search", "cars", "--json"])
+        .env("OPENFAAS_URL", t.stack.gateway_url.as_str())
+        .output()
+        .await
+        .expect("fave runs");
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(&printed["moments"][0]["video"], vtest.as_str());
+}
+
+/// `DELETE /videos/{id}`: nothing of the video is left in the bucket (its analysis, its
+/// index entry, the requests' input copies, clips, frames and results); the requests'
+/// records remain and say so; the library no longer finds it; a new submission analyses
+/// it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_video_leaves_none_of_its_keys_in_the_bucket() {
+    let t = TestStack::start().await;
+    let uri = file_uri(&sample("bigbuckbunny.mp4"));
+    let first = submit(&t, &uri, "rabbit").await;
+    let second = submit(&t, &uri, "people").await;
+    assert_eq!(second["analysis"]["reused"], true);
+    let video = first["analysis"]["video"]
+        .as_str()
+        .expect("video")
+        .to_owned();
+    let requests = [request_id(&first), request_id(&second)];
+
+    let response = t
+        .http
+        .delete(t.url("orchestrator", &format!("/videos/{video}")))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, _, deleted) = crate::util::read(response).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["requests"].as_array().map(Vec::len), Some(2));
+
+    let keys = t.store().list_keys("").await.expect("a listing");
+    let left: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            k.contains(&video)
+                || requests.iter().any(|r| {
+                    k.starts_with(&format!("requests/{r}/")) && !k.ends_with("/metadata/state.json")
+                })
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    for r in &requests {
+        let (status, _, state) = t.get(&format!("/requests/{r}")).await;
+        assert_eq!(status, 200);
+        assert!(state["video_deleted_at"].is_string(), "{state}");
+        assert!(
+            state["input"].is_null() && state["clips"] == json!([]),
+            "{state}"
+        );
+        let (status, _, gone) = t.get(&format!("/requests/{r}/result")).await;
+        assert_eq!(
+            (status, &gone["error"]["code"]),
+            (410, &json!("video_deleted"))
+        );
+    }
+    let (status, answer) = query(&t, &json!({"query": "rabbit"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["videos_searched"], 0);
+    let (status, _, _) = t.get(&format!("/videos/{video}")).await;
+    assert_eq!(status, 404);
+
+    let runs = stage_runs(&t);
+    let again = submit(&t, &uri, "rabbit").await;
+    assert_eq!(again["analysis"]["reused"], false, "analysed again");
+    assert!(stage_runs(&t) > runs);
+}
+
+/// Bad queries and ids get the API's JSON errors; an empty library answers an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_get_json_errors_and_an_empty_library_answers_nothing() {
+    let t = TestStack::start().await;
+    let (status, answer) = query(&t, &json!({"query": "cars"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["moments"], json!([]));
+    assert_eq!(answer["labels"], json!(["car"]));
+    let unknown = "ab".repeat(32);
+    let cases = [
+        (json!({"query": ""}), 422, "invalid_query"),
+        (json!({"query": "   "}), 422, "invalid_query"),
+        (json!({"query": "x".repeat(501)}), 422, "invalid_query"),
+        (json!({"query": "a\u{0}b"}), 422, "invalid_query"),
+        (json!({"query": "cars", "limit": 0}), 422, "invalid_limit"),
+        (
+            json!({"query": "cars", "limit": 1001}),
+            422,
+            "invalid_limit",
+        ),
+        (
+            json!({"query": "cars", "videos": ["../../etc"]}),
+            400,
+            "invalid_video_id",
+        ),
+        (
+            json!({"query": "cars", "videos": [unknown]}),
+            404,
+            "unknown_video",
+        ),
+        (json!({"query": 3}), 0, ""),
+        (json!({"query": "cars", "extra": 1}), 0, ""),
+        (json!([]), 0, ""),
+    ];
+    for (body, expected, code) in cases {
+        let (status, answer) = query(&t, &body).await;
+        if expected == 0 {
+            assert!(matches!(status, 400 | 422), "{body}: {status} {answer}");
+        } else {
+            assert_eq!(status, expected, "{body}: {answer}");
+        }
+        assert!(answer["error"]["message"].is_string(), "{body}: {answer}");
+        if !code.is_empty() {
+            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        }
+    }
+    let response = t
+        .http
+        .post(t.url("orchestrator", "/query"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, _, answer) = crate::util::read(response).await;
+    assert_eq!(status, 400, "{answer}");
+    for (path, expected) in [
+        (format!("/videos/{unknown}"), 404),
+        ("/videos/not-a-video".to_owned(), 400),
+        ("/videos/%2e%2e%2fetc".to_owned(), 400),
+        ("/videos?limit=0".to_owned(), 400),
+        ("/videos?cursor=..%2F".to_owned(), 400),
+    ] {
+        let (status, _, answer) = t.get(&path).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        assert!(answer["error"]["code"].is_string(), "{path}: {answer}");
+    }
+    let response = t
+        .http
+        .delete(t.url("orchestrator", &format!("/videos/{unknown}")))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status().as_u16(), 404);
+    let (status, _, listed) = t.get("/videos").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["videos"], json!([]));
+}
