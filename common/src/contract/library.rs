@@ -80,6 +80,13 @@ pub struct VideoIndex {
     pub media: Option<ffmpeg0::Output>,
     pub audio: Option<audio::Output>,
     pub clips: Vec<ClipReport>,
+    /// The embeddings of each clip's transcript segments (by clip, then segment) by
+    /// [`VideoIndex::embedder`], for matching what was said by meaning; empty when no model
+    /// made them (a reader with one makes them itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meanings: Vec<Vec<Vec<f32>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
 }
 
 /// `video.json`: what the library knows of a video apart from its analyses.

@@ -113,6 +113,10 @@ pub struct Answer {
 pub struct Term {
     pub word: String,
     pub labels: Vec<String>,
+    /// Set when a language model read the word (the word table did not know it): the
+    /// cosine between the word and the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
 }
 
 /// One clip that answers, and why.

@@ -72,6 +72,9 @@ pub struct OrchestratorConfig {
     /// (`FAVE_ANALYSIS_TAG`): part of every analysis's id, so changing a function's model or
     /// gate and this tag together makes new analyses instead of reusing old ones.
     pub analysis_tag: String,
+    /// Whether queries are also read with the sentence-embedding model (`FAVE_EMBED`, on
+    /// by default; the model from `FAVE_EMBED_DIR` or `$FAVE_MODELS/all-MiniLM-L6-v2`).
+    pub embed: bool,
 }
 
 /// Which stage table the orchestrator drives.
@@ -167,6 +170,7 @@ impl OrchestratorConfig {
             pipeline,
             library: lookup("FAVE_LIBRARY").is_none() || parse_bool(lookup, "FAVE_LIBRARY")?,
             analysis_tag: analysis_tag(lookup)?,
+            embed: lookup("FAVE_EMBED").is_none() || parse_bool(lookup, "FAVE_EMBED")?,
         })
     }
 }

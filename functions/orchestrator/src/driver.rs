@@ -41,6 +41,8 @@ pub struct Driver<'a> {
     pub input_limits: Limits,
     /// The video library, when requests go through it (`FAVE_LIBRARY`, the video table).
     pub library: Option<&'a Library>,
+    /// The language model queries are read with (`embed.rs`).
+    pub model: &'a crate::embed::Model,
 }
 
 /// Where a request's analysis comes from.
@@ -102,7 +104,9 @@ impl Driver<'_> {
         let analysis = self.settle_analysis(t).await?;
         if let Analysis::Reuse(index) = &analysis {
             let state = t.lock().await.state.clone();
-            let result = crate::result::from_index(&state, index, started.elapsed());
+            let model = self.model.get().await;
+            let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
+            let result = crate::result::from_index(&state, index, started.elapsed(), meaning);
             let result_key = RequestKeys::new(&state.request_id).result();
             self.storage.put_json(&result_key, &result).await?;
             return record::end(t, Ending::Completed { result_key }).await;
@@ -117,13 +121,18 @@ impl Driver<'_> {
         // final.json reads every clip's detections: not under the lock, so the heartbeat
         // keeps the lease meanwhile.
         let state = t.lock().await.state.clone();
-        let result = crate::result::build(self.storage, &state, started.elapsed()).await?;
+        let model = self.model.get().await;
+        let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
+        let (result, meanings) =
+            crate::result::build(self.storage, &state, started.elapsed(), meaning).await?;
         let result_key = RequestKeys::new(&state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
         if let (Analysis::Make(video), Some(library)) = (&analysis, self.library) {
             // Published before the request ends: a completed request's analysis is in
             // the library (a crash in between publishes it when the request resumes).
-            library.publish(self.storage, video, &result).await?;
+            library
+                .publish(self.storage, video, &result, meanings)
+                .await?;
         }
         record::end(t, Ending::Completed { result_key }).await
     }

@@ -18,6 +18,7 @@
 //! - [`record`]: `state.json`, its leases and group commit, the active index, and the one
 //!   place a request ends.
 //! - [`result`] and [`query`]: `final.json` and the answer to the request's query.
+//! - [`embed`]: the sentence-embedding model (all-MiniLM-L6-v2) queries are read with.
 //! - [`library`]: the video library: an analysis made once per video and parameters, and
 //!   the queries answered from it (`POST /query`, `GET /videos`).
 //! - [`callback`]: delivering the result to a request's `callback_url`, at least once.
@@ -29,6 +30,7 @@ pub mod callback;
 pub mod config;
 pub mod credentials;
 pub mod driver;
+pub mod embed;
 pub mod guard;
 pub mod input;
 pub mod library;
@@ -68,6 +70,8 @@ pub struct App {
     params: pipeline::Params,
     /// The video library, when requests go through it (the video table, `FAVE_LIBRARY`).
     pub library: Option<library::Library>,
+    /// The language model queries are read with, loading from start (`embed.rs`).
+    pub model: embed::Model,
     pub metrics: metrics::Metrics,
     invocations: Semaphore,
     /// Fired by SIGTERM: drivers persist their state, release their leases and stop.
@@ -105,8 +109,13 @@ impl App {
             .map_err(|e| anyhow::anyhow!("the stage table is not well formed: {e}"))?;
         let library = (config.library && config.pipeline == PipelineChoice::Video)
             .then(|| library::Library::new(&params, &config.analysis_tag));
+        let model = embed::Model::start(
+            config.embed.then(embed::model_dir),
+            fave_common::readiness::load_timeout(&|k| std::env::var(k).ok()),
+        );
         Ok(Arc::new(Self {
             library,
+            model,
             config,
             storage,
             gateway,
@@ -151,6 +160,7 @@ impl App {
             fan_out: self.config.max_concurrent_invocations,
             input_limits: self.limits(),
             library: self.library.as_ref(),
+            model: &self.model,
         }
     }
 }

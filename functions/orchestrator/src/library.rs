@@ -35,6 +35,7 @@ use fave_common::state::RequestState;
 use fave_common::storage::{Storage, StorageError};
 use futures::StreamExt;
 
+use crate::query::{self, Meaning};
 use crate::result;
 
 /// The stage table's version in [`AnalysisParams::pipeline`]: bump it when a stage's
@@ -211,6 +212,7 @@ impl Library {
         storage: &Storage,
         video: &VideoId,
         made: &Final,
+        meanings: Vec<Vec<Vec<f32>>>,
     ) -> Result<(), StorageError> {
         let keys = VideoKeys::new(video);
         let index = VideoIndex {
@@ -224,6 +226,8 @@ impl Library {
             media: made.media.clone(),
             audio: made.audio.clone(),
             clips: made.clips.clone(),
+            embedder: (!meanings.is_empty()).then(|| crate::embed::MODEL_NAME.to_owned()),
+            meanings,
         };
         match storage
             .create_json(&keys.index(&self.analysis), &index)
@@ -270,6 +274,7 @@ impl Library {
         storage: &Storage,
         video: &VideoId,
         analysis: &AnalysisId,
+        meaning: Option<&dyn Meaning>,
     ) -> Result<Option<Arc<VideoIndex>>, StorageError> {
         let at = (video.clone(), analysis.clone());
         if let Some(hit) = self.cache.lock().expect("cache lock").get(&at) {
@@ -280,6 +285,11 @@ impl Library {
         };
         for clip in &mut index.clips {
             clip.detections = Vec::new();
+        }
+        // Made without the model, or by another: the segments are embedded here, once.
+        if meaning.is_some() && index.embedder.as_deref() != Some(crate::embed::MODEL_NAME) {
+            index.meanings = result::embed_segments(meaning, &index.clips);
+            index.embedder = Some(crate::embed::MODEL_NAME.to_owned());
         }
         let index = Arc::new(index);
         self.cache
@@ -329,6 +339,7 @@ impl Library {
         &self,
         storage: &Storage,
         body: &QueryBody,
+        meaning: Option<&dyn Meaning>,
     ) -> Result<QueryAnswer, ApiError> {
         let started = Instant::now();
         let (text, only, limit) = validate(body)?;
@@ -342,25 +353,26 @@ impl Library {
             .filter(|(video, _)| only.is_empty() || only.contains(video))
             .filter_map(|(video, analyses)| Some((video.clone(), self.chosen(analyses)?.clone())))
             .collect();
-        let indexes: Vec<Arc<VideoIndex>> =
-            futures::stream::iter(wanted)
-                .map(|(video, analysis)| async move {
-                    self.searchable(storage, &video, &analysis).await
-                })
-                .buffer_unordered(16)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                // A marker whose index is gone is a video being deleted: skipped.
-                .filter_map(|r| r.transpose())
-                .collect::<Result<_, _>>()
-                .map_err(ApiError::from)?;
+        let indexes: Vec<Arc<VideoIndex>> = futures::stream::iter(wanted)
+            .map(|(video, analysis)| async move {
+                self.searchable(storage, &video, &analysis, meaning).await
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            // A marker whose index is gone is a video being deleted: skipped.
+            .filter_map(|r| r.transpose())
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::from)?;
         let read = Instant::now();
-        let mut understood = result::answer(text, &[]);
+        // Read once (the model embeds the query's phrases once), answered per video.
+        let plan = query::understand_with(text, meaning);
+        let mut understood = result::answer_plan(&plan, &[], &[]);
         let mut unknown: Option<Vec<String>> = None;
         let mut moments = Vec::new();
         for index in &indexes {
-            let answer = result::answer(text, &index.clips);
+            let answer = result::answer_plan(&plan, &index.clips, &index.meanings);
             // A word is not understood when no video's speech has it either.
             unknown = Some(match unknown {
                 None => answer.unknown.clone(),
@@ -442,7 +454,7 @@ impl Library {
         }
         let mut summaries = Vec::new();
         for analysis in &analyses {
-            if let Some(index) = self.searchable(storage, video, analysis).await? {
+            if let Some(index) = self.searchable(storage, video, analysis, None).await? {
                 summaries.push(summary(&index));
             }
         }

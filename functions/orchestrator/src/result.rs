@@ -19,19 +19,30 @@ use crate::query;
 use crate::record::{DriveError, bug};
 
 /// Builds `final.json` for a request whose stages have all succeeded.
+/// Returns it with the embeddings of its transcript segments (for the library's index).
 pub async fn build(
     storage: &Storage,
     state: &RequestState,
     drive_time: Duration,
-) -> Result<Final, DriveError> {
+    meaning: Option<&dyn query::Meaning>,
+) -> Result<(Final, Vec<Vec<Vec<f32>>>), DriveError> {
     let mut clips = Vec::with_capacity(state.clips.len());
     for clip in &state.clips {
         clips.push(clip_report(storage, clip).await?);
     }
-    let answer = state.submission.query.as_deref().map(|q| answer(q, &clips));
+    let segments = embed_segments(meaning, &clips);
+    let reading = Reading {
+        meaning,
+        segments: &segments,
+    };
+    let answer = state
+        .submission
+        .query
+        .as_deref()
+        .map(|q| answer(q, &clips, reading));
     let (stages, stage_ms) = stage_summary(state);
     let drive_ms = drive_time.as_millis() as u64;
-    Ok(Final {
+    let made = Final {
         request_id: state.request_id.clone(),
         status: RequestStatus::Completed,
         submission: state.submission.clone(),
@@ -48,12 +59,28 @@ pub async fn build(
             // State writes, scheduling and everything else that is not a stage call.
             orchestration_ms: drive_ms.saturating_sub(stage_ms),
         },
-    })
+    };
+    Ok((made, segments))
 }
 
 /// `final.json` for a request answered from a published analysis: its clips, media and
 /// sound are the analysis's, its answer is to its own query, and no stage ran.
-pub fn from_index(state: &RequestState, index: &VideoIndex, drive_time: Duration) -> Final {
+pub fn from_index(
+    state: &RequestState,
+    index: &VideoIndex,
+    drive_time: Duration,
+    meaning: Option<&dyn query::Meaning>,
+) -> Final {
+    // The index's segment embeddings when they are this model's, else made now.
+    let made;
+    let segments =
+        if meaning.is_none() || index.embedder.as_deref() == Some(crate::embed::MODEL_NAME) {
+            &index.meanings
+        } else {
+            made = embed_segments(meaning, &index.clips);
+            &made
+        };
+    let reading = Reading { meaning, segments };
     let drive_ms = drive_time.as_millis() as u64;
     Final {
         request_id: state.request_id.clone(),
@@ -68,7 +95,7 @@ pub fn from_index(state: &RequestState, index: &VideoIndex, drive_time: Duration
             .submission
             .query
             .as_deref()
-            .map(|q| answer(q, &index.clips)),
+            .map(|q| answer(q, &index.clips, reading)),
         stages: BTreeMap::new(),
         timings: Timings {
             drive_ms,
@@ -184,11 +211,57 @@ fn round3(t: f64) -> f64 {
 }
 
 /// The clips that answer `text`, ranked, and what the query was understood as.
-pub(crate) fn answer(text: &str, clips: &[ClipReport]) -> Answer {
-    let plan = query::understand(text);
+pub(crate) fn answer(text: &str, clips: &[ClipReport], reading: Reading<'_>) -> Answer {
+    let plan = query::understand_with(text, reading.meaning);
+    answer_plan(&plan, clips, reading.segments)
+}
+
+/// What an answer reads besides the clips: the language model, when loaded, and the
+/// embeddings of each clip's transcript segments (by clip, then segment), when made.
+#[derive(Clone, Copy, Default)]
+pub struct Reading<'a> {
+    pub meaning: Option<&'a dyn query::Meaning>,
+    pub segments: &'a [Vec<Vec<f32>>],
+}
+
+/// The embeddings of every clip's transcript segments, by clip then segment; empty without
+/// a model (or when it failed).
+pub fn embed_segments(
+    meaning: Option<&dyn query::Meaning>,
+    clips: &[ClipReport],
+) -> Vec<Vec<Vec<f32>>> {
+    let Some(meaning) = meaning else {
+        return Vec::new();
+    };
+    let texts: Vec<&str> = clips
+        .iter()
+        .flat_map(|c| c.transcript.iter().flat_map(|t| &t.segments))
+        .map(|s| s.text.as_str())
+        .collect();
+    let mut embedded = meaning.embed(&texts).into_iter();
+    if embedded.len() != texts.len() {
+        return Vec::new();
+    }
+    clips
+        .iter()
+        .map(|c| {
+            let n = c.transcript.as_ref().map_or(0, |t| t.segments.len());
+            embedded.by_ref().take(n).collect()
+        })
+        .collect()
+}
+
+/// The answer to a plan already read: the same for one request's clips and for each video
+/// of the library, the plan (and its embeddings) made once.
+pub(crate) fn answer_plan(
+    plan: &query::QueryPlan,
+    clips: &[ClipReport],
+    segments: &[Vec<Vec<f32>>],
+) -> Answer {
     let evidence: Vec<query::ClipEvidence<'_>> = clips
         .iter()
-        .map(|c| query::ClipEvidence {
+        .enumerate()
+        .map(|(i, c)| query::ClipEvidence {
             clip: c.clip.as_str(),
             start_s: c.start_s,
             end_s: c.end_s,
@@ -202,15 +275,20 @@ pub(crate) fn answer(text: &str, clips: &[ClipReport]) -> Answer {
                 .transcript
                 .iter()
                 .flat_map(|t| &t.segments)
-                .map(|s| query::Spoken {
+                .enumerate()
+                .map(|(j, s)| query::Spoken {
                     start_s: s.start_s,
                     text: &s.text,
+                    meaning: segments
+                        .get(i)
+                        .and_then(|clip| clip.get(j))
+                        .map(Vec::as_slice),
                 })
                 .collect(),
         })
         .collect();
-    let matches = query::rank(&plan, &evidence);
-    let unknown = query::unheard(&plan, &evidence);
+    let matches = query::rank(plan, &evidence);
+    let unknown = query::unheard(plan, &evidence);
     let heard: Vec<String> = plan
         .unknown
         .iter()
@@ -249,13 +327,14 @@ pub(crate) fn answer(text: &str, clips: &[ClipReport]) -> Answer {
     };
     let owned = |labels: &[&str]| labels.iter().map(|l| (*l).to_owned()).collect();
     Answer {
-        query: text.to_owned(),
+        query: plan.text.clone(),
         terms: plan
             .terms
             .iter()
             .map(|t| Term {
                 word: t.word.clone(),
                 labels: owned(&t.labels),
+                similarity: t.similarity.map(|s| (s * 1000.0).round() / 1000.0),
             })
             .collect(),
         labels: owned(&plan.labels()),
@@ -431,17 +510,17 @@ mod tests {
             clip("clip-0000", 0.0, &[("person", 0.9, 5)], 5),
             clip("clip-0001", 10.0, &[("car", 0.8, 4)], 5),
         ];
-        let a = answer("find scenes with cars", &clips);
+        let a = answer("find scenes with cars", &clips, Reading::default());
         assert_eq!(a.labels, ["car"]);
         assert_eq!(ranked(&a), ["clip-0001"]);
         assert!(a.clips[0].why[0].contains("car"));
         assert!(a.message.starts_with("1 of 2"));
 
-        let none = answer("find scenes with zebras", &clips);
+        let none = answer("find scenes with zebras", &clips, Reading::default());
         assert!(none.clips.is_empty());
         assert!(none.message.contains("no clip shows zebra"));
 
-        let unknown = answer("find scenes with unicorns", &clips);
+        let unknown = answer("find scenes with unicorns", &clips, Reading::default());
         assert_eq!(unknown.unknown, ["unicorns"]);
         assert!(unknown.message.contains("unicorns"));
     }
@@ -489,7 +568,11 @@ mod tests {
                 &[(21.0, "The judge is here.")],
             ),
         ];
-        let a = answer("find where someone says 'judge'", &clips);
+        let a = answer(
+            "find where someone says 'judge'",
+            &clips,
+            Reading::default(),
+        );
         assert_eq!(a.speech, ["judge"]);
         assert!(a.unknown.is_empty());
         assert_eq!(ranked(&a), ["clip-0001", "clip-0002"]);
@@ -499,7 +582,7 @@ mod tests {
 
         // Objects and words: the clip with both first. "cover" is no label but is said: it
         // is heard, not unknown; "flurbs" is neither.
-        let a = answer("cars and judge, cover, flurbs", &clips);
+        let a = answer("cars and judge, cover, flurbs", &clips, Reading::default());
         assert_eq!(a.labels, ["car"]);
         assert_eq!(a.heard, ["judge", "cover"]);
         assert_eq!(a.unknown, ["flurbs"]);
@@ -509,7 +592,7 @@ mod tests {
             "3 of 3 clips show car or have \"judge\", \"cover\" said (words not understood: flurbs)"
         );
 
-        let none = answer("someone says 'open the door'", &clips);
+        let none = answer("someone says 'open the door'", &clips, Reading::default());
         assert!(none.clips.is_empty());
         assert_eq!(none.message, "no clip has \"open the door\" said");
     }

@@ -433,3 +433,67 @@ async fn bad_queries_get_json_errors_and_an_empty_library_answers_nothing() {
     assert_eq!(status, 200);
     assert_eq!(listed["videos"], json!([]));
 }
+
+/// Words outside the word table are read by the language model: "cyclists" is a bicycle
+/// (bikes.mp4 shows them), a word near no label is still reported as not understood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_is_understood_beyond_the_word_table() {
+    let t = TestStack::start().await;
+    let bikes = submit(&t, &file_uri(&sample("bikes.mp4")), "").await;
+    let video = bikes["analysis"]["video"].clone();
+    let (status, answer) = query(&t, &json!({"query": "cyclists"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["terms"][0]["labels"], json!(["bicycle"]), "{answer}");
+    assert!(
+        answer["terms"][0]["similarity"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.5),
+        "{answer}"
+    );
+    assert_eq!(answer["moments"][0]["video"], video, "{answer}");
+    let (status, answer) = query(&t, &json!({"query": "a xylophone"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["unknown"], json!(["xylophone"]), "{answer}");
+    assert_eq!(answer["moments"], json!([]));
+}
+
+/// Real speech (espeak-ng, transcribed by Whisper): a request asking for someone "talking
+/// about money" finds the clip that says "cash", in its own answer and through the library;
+/// the same word quoted must be said as written, and is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_said_is_found_by_meaning() {
+    let t = TestStack::start().await;
+    let video = crate::transcribe::spoken_video_saying(
+        t.dir.path(),
+        "I need the cash by Friday, or we lose the house.",
+    );
+    let made = submit(&t, &file_uri(&video), "someone talking about money").await;
+    let said: Vec<&Value> = made["answer"]["clips"]
+        .as_array()
+        .expect("answer clips")
+        .iter()
+        .filter(|m| m["said"] == json!(["money"]))
+        .collect();
+    assert!(
+        !said.is_empty(),
+        "the clip with the speech: {}",
+        made["answer"]
+    );
+    assert!(
+        said[0]["why"][0]
+            .as_str()
+            .is_some_and(|w| w.starts_with("said something like \"money\"")),
+        "{}",
+        made["answer"]
+    );
+    let (status, answer) = query(&t, &json!({"query": "someone talking about money"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["moments"][0]["said"], json!(["money"]), "{answer}");
+    let (status, answer) = query(&t, &json!({"query": "someone saying \"money\""})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["moments"],
+        json!([]),
+        "a quoted word is matched as written: {answer}"
+    );
+}

@@ -32,11 +32,16 @@ fn run(cmd: &mut Command) {
 
 /// A test-pattern video with `SENTENCE` spoken from `LEAD_S` on, a second of silence after.
 fn spoken_video(dir: &Path) -> std::path::PathBuf {
+    spoken_video_saying(dir, SENTENCE)
+}
+
+/// A test-pattern video with `sentence` spoken from `LEAD_S` on, a second of silence after.
+pub(crate) fn spoken_video_saying(dir: &Path, sentence: &str) -> std::path::PathBuf {
     let speech = dir.join("speech.wav");
     run(Command::new("espeak-ng")
         .arg("-w")
         .arg(&speech)
-        .arg(SENTENCE));
+        .arg(sentence));
     let video = dir.join("spoken.mp4");
     run(Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y"])

@@ -34,7 +34,10 @@ pub(super) async fn query(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> Result<Response, ApiError> {
-    let answer = library(&app)?.query(&app.storage, &body).await?;
+    let library = library(&app)?;
+    let model = app.model.get().await;
+    let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
+    let answer = library.query(&app.storage, &body, meaning).await?;
     Ok(Json(answer).into_response())
 }
 
