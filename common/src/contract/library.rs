@@ -151,6 +151,11 @@ pub struct QueryAnswer {
     pub labels: Vec<String>,
     pub speech: Vec<String>,
     pub unknown: Vec<String>,
+    /// Objects that must not be seen, and whether the others must be seen together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub together: bool,
     pub moments: Vec<FoundMoment>,
     /// Videos looked at, and the time the answer took in the orchestrator.
     pub videos_searched: usize,

@@ -103,6 +103,12 @@ pub struct Answer {
     pub heard: Vec<String>,
     /// Words neither seen nor heard.
     pub unknown: Vec<String>,
+    /// Objects that must not be seen ("without cars"): their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without: Vec<String>,
+    /// The objects must be seen in one frame together ("a person and a bicycle").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub together: bool,
     /// The answer in a sentence.
     pub message: String,
     pub clips: Vec<Moment>,
@@ -117,6 +123,9 @@ pub struct Term {
     /// cosine between the word and the label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
+    /// Boxes of it one frame must hold, when the query counted ("two dogs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least: Option<usize>,
 }
 
 /// One clip that answers, and why.

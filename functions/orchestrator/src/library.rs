@@ -68,7 +68,7 @@ pub struct Library {
     listing: tokio::sync::Mutex<Option<(Option<String>, Arc<Published>)>>,
     /// Published indexes read so far by queries, by video and analysis, without their
     /// per-frame detections ([`Library::searchable`]).
-    cache: Mutex<HashMap<(VideoId, AnalysisId), Arc<VideoIndex>>>,
+    cache: Mutex<HashMap<(VideoId, AnalysisId), Arc<Searchable>>>,
 }
 
 impl Library {
@@ -267,15 +267,16 @@ impl Library {
     }
 
     /// A published index as queries read it, from the cache or the store: without the
-    /// per-frame detections (a clip's labels, frame counts and transcript are what a query
-    /// ranks by), so a replica's cache of a thousand videos stays a few megabytes.
+    /// per-frame boxes (a clip's labels, frame counts and transcript are what a query ranks
+    /// by, and each frame's count of boxes per label what counts and co-occurrence need),
+    /// so a replica's cache of a thousand videos stays a few megabytes.
     async fn searchable(
         &self,
         storage: &Storage,
         video: &VideoId,
         analysis: &AnalysisId,
         meaning: Option<&dyn Meaning>,
-    ) -> Result<Option<Arc<VideoIndex>>, StorageError> {
+    ) -> Result<Option<Arc<Searchable>>, StorageError> {
         let at = (video.clone(), analysis.clone());
         if let Some(hit) = self.cache.lock().expect("cache lock").get(&at) {
             return Ok(Some(hit.clone()));
@@ -283,6 +284,7 @@ impl Library {
         let Some(mut index) = self.load(storage, video, analysis).await? else {
             return Ok(None);
         };
+        let frames = index.clips.iter().map(result::frame_labels).collect();
         for clip in &mut index.clips {
             clip.detections = Vec::new();
         }
@@ -291,7 +293,7 @@ impl Library {
             index.meanings = result::embed_segments(meaning, &index.clips);
             index.embedder = Some(crate::embed::MODEL_NAME.to_owned());
         }
-        let index = Arc::new(index);
+        let index = Arc::new(Searchable { index, frames });
         self.cache
             .lock()
             .expect("cache lock")
@@ -353,7 +355,7 @@ impl Library {
             .filter(|(video, _)| only.is_empty() || only.contains(video))
             .filter_map(|(video, analyses)| Some((video.clone(), self.chosen(analyses)?.clone())))
             .collect();
-        let indexes: Vec<Arc<VideoIndex>> = futures::stream::iter(wanted)
+        let indexes: Vec<Arc<Searchable>> = futures::stream::iter(wanted)
             .map(|(video, analysis)| async move {
                 self.searchable(storage, &video, &analysis, meaning).await
             })
@@ -368,11 +370,16 @@ impl Library {
         let read = Instant::now();
         // Read once (the model embeds the query's phrases once), answered per video.
         let plan = query::understand_with(text, meaning);
-        let mut understood = result::answer_plan(&plan, &[], &[]);
+        let mut understood = result::answer_plan(&plan, &[], &[], &[]);
         let mut unknown: Option<Vec<String>> = None;
         let mut moments = Vec::new();
         for index in &indexes {
-            let answer = result::answer_plan(&plan, &index.clips, &index.meanings);
+            let answer = result::answer_plan(
+                &plan,
+                &index.index.clips,
+                &index.index.meanings,
+                &index.frames,
+            );
             // A word is not understood when no video's speech has it either.
             unknown = Some(match unknown {
                 None => answer.unknown.clone(),
@@ -381,6 +388,7 @@ impl Library {
                     .filter(|w| answer.unknown.contains(w))
                     .collect(),
             });
+            let index = &index.index;
             for moment in answer.clips {
                 let key = index
                     .clips
@@ -422,6 +430,8 @@ impl Library {
                 rank_ms: ms(read, ranked),
             },
             query: text.to_owned(),
+            without: understood.without,
+            together: understood.together,
             terms: understood.terms,
             labels: understood.labels,
             speech: understood.speech,
@@ -455,7 +465,7 @@ impl Library {
         let mut summaries = Vec::new();
         for analysis in &analyses {
             if let Some(index) = self.searchable(storage, video, analysis, None).await? {
-                summaries.push(summary(&index));
+                summaries.push(summary(&index.index));
             }
         }
         Ok(VideoDetail {
@@ -546,6 +556,13 @@ async fn forget_request_media(storage: &Storage, request: &RequestId) -> Result<
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// An index as queries read it ([`Library::searchable`]).
+struct Searchable {
+    index: VideoIndex,
+    /// Each clip's frames' boxes by label.
+    frames: Vec<result::FrameLabels>,
 }
 
 /// Every published analysis, by video.

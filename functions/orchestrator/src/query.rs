@@ -15,8 +15,13 @@
 //!    themselves and a table of synonyms and categories ([`SYNONYMS`]).
 //! 5. Words that still match nothing are kept in [`QueryPlan::unknown`]. They may be words
 //!    someone says: [`rank`] looks for them in the clips' transcripts, and [`unheard`] gives
-//!    those no clip's speech contains, so the caller can tell the user. Negation is not
-//!    understood: "no", "not" and "without" are words like any other.
+//!    those no clip's speech contains, so the caller can tell the user.
+//! 6. Structure the table reads around the objects: a count before one ("two dogs", "at
+//!    least 3 people", "more than two cars") asks for a frame with that many boxes of it
+//!    ([`Term::at_least`]); objects joined by "and" or "with" and never by "or" ("a person
+//!    and a bicycle") must be seen in the same frame ([`QueryPlan::together`]); an object
+//!    after "without", "no" or "not" ("a street without cars") must be seen in none of the
+//!    clip's frames ([`QueryPlan::without`]).
 //!
 //! Speech is asked for in two ways, both kept in [`QueryPlan::phrases`]: a quoted phrase
 //! (`"open the door"`, `'judge'`, curly quotes too; an apostrophe inside a word is not a
@@ -34,6 +39,8 @@
 //! other words ([`SAID_SIMILARITY`]; "talking about money" finds "I need the cash"). A
 //! quoted phrase still matches word for word only. The table stays the override: a word it
 //! knows is never asked of the model.
+
+use std::collections::BTreeMap;
 
 /// The 80 labels of the detector, as spelled in Darknet's `coco.names`.
 #[rustfmt::skip]
@@ -206,6 +213,11 @@ pub struct QueryPlan {
     /// Of `phrases`, those that came after a verb of speech (not quoted), with their
     /// embedding when a model read the query: these also match by meaning.
     pub meanings: Vec<(String, Vec<f32>)>,
+    /// Objects that must not be seen ("without cars"): a clip with any of their labels does
+    /// not answer.
+    pub without: Vec<Term>,
+    /// The objects must be seen in one frame together ("a person and a bicycle").
+    pub together: bool,
     /// The phrases that came after a verb of speech, each with its clause from the verb on
     /// ("talking about money"): what is embedded, since a sentence matches a sentence by
     /// meaning far better than a lone word does.
@@ -221,6 +233,8 @@ pub struct Term {
     pub labels: Vec<&'static str>,
     /// Set when the language model mapped it (the table did not know it): the cosine.
     pub similarity: Option<f32>,
+    /// How many boxes of it one frame must hold ("two dogs": 2); 1 otherwise.
+    pub at_least: usize,
 }
 
 impl QueryPlan {
@@ -245,11 +259,32 @@ pub fn understand(query: &str) -> QueryPlan {
     let (rest, mut phrases) = quoted(query);
     let mut cued: Vec<(String, String)> = Vec::new();
     let mut terms: Vec<Term> = Vec::new();
+    let mut without: Vec<Term> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
+    let all = tokenise(&rest);
+    let has = |w: &str| all.iter().any(|t| t == w);
     for clause in rest.split([',', ';', '.', '!', '?', ':']) {
         let tokens = tokenise(clause);
+        // A count or a negation read before an object, applied to the next one.
+        let (mut count, mut negated) = (None::<usize>, false);
         let mut i = 0;
         while i < tokens.len() {
+            let token = tokens[i].as_str();
+            if let Some(n) = number(token) {
+                let more = i >= 2 && tokens[i - 1] == "than" && tokens[i - 2] == "more";
+                count = Some(if more { n + 1 } else { n });
+                i += 1;
+                continue;
+            }
+            if matches!(token, "least" | "than") {
+                i += 1;
+                continue;
+            }
+            if NEGATIONS.contains(&token) {
+                negated = true;
+                i += 1;
+                continue;
+            }
             if SPEECH_CUES.contains(&tokens[i].as_str()) {
                 let mut j = i + 1;
                 while j < tokens.len()
@@ -270,33 +305,62 @@ pub fn understand(query: &str) -> QueryPlan {
                 i = j;
                 continue;
             }
+            let mut found = None;
             if let Some(next) = tokens.get(i + 1) {
                 let phrase = format!("{} {next}", tokens[i]);
                 if let Some(labels) = lookup(&phrase) {
-                    push_term(&mut terms, phrase, labels);
-                    i += 2;
-                    continue;
+                    found = Some((phrase, labels, 2));
                 }
             }
             let word = &tokens[i];
-            if !STOP_WORDS.contains(&word.as_str()) {
+            if found.is_none() && !STOP_WORDS.contains(&word.as_str()) {
                 match lookup(word) {
-                    Some(labels) => push_term(&mut terms, word.clone(), labels),
-                    None if !unknown.contains(word) => unknown.push(word.clone()),
-                    None => {}
+                    Some(labels) => found = Some((word.clone(), labels, 1)),
+                    None => {
+                        if !unknown.contains(word) {
+                            unknown.push(word.clone());
+                        }
+                        (count, negated) = (None, false);
+                    }
                 }
             }
-            i += 1;
+            match found {
+                Some((word, labels, width)) => {
+                    let into = if negated { &mut without } else { &mut terms };
+                    push_term(into, word, labels, count.unwrap_or(1));
+                    (count, negated) = (None, false);
+                    i += width;
+                }
+                None => i += 1,
+            }
         }
     }
+    let together = terms.len() >= 2 && (has("and") || has("with")) && !has("or");
     QueryPlan {
         text: query.to_string(),
         terms,
         phrases,
         unknown,
+        without,
+        together,
         meanings: Vec::new(),
         cued,
     }
+}
+
+/// Words that exclude the object after them.
+const NEGATIONS: &[&str] = &["without", "no", "not", "nor", "except"];
+
+/// A count, in digits or as a word up to twelve.
+fn number(token: &str) -> Option<usize> {
+    const WORDS: [&str; 12] = [
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+        "twelve",
+    ];
+    if token.bytes().all(|b| b.is_ascii_digit()) {
+        return token.parse().ok().filter(|n| (1..=1000).contains(n));
+    }
+    WORDS.iter().position(|w| *w == token).map(|i| i + 1)
 }
 
 /// [`understand`], and then what the model reads: each unknown word nearest to a label by
@@ -318,6 +382,7 @@ pub fn understand_with(query: &str, meaning: Option<&dyn Meaning>) -> QueryPlan 
                         word,
                         labels: LABELS[i..=i].to_vec(),
                         similarity: Some(similarity),
+                        at_least: 1,
                     });
                 }
             }
@@ -399,26 +464,35 @@ pub fn spoken_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Lower-cased words of the query; apostrophes are dropped, single characters and numbers
-/// skipped.
+/// Lower-cased words of the query; apostrophes are dropped, single letters skipped (numbers
+/// are kept: counts).
 fn tokenise(query: &str) -> Vec<String> {
     query
         .to_lowercase()
         .replace(['\'', '\u{2019}'], "")
         .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| t.chars().count() > 1 && !t.chars().all(|c| c.is_ascii_digit()))
+        .filter(|t| t.chars().count() > 1 || t.chars().all(|c| c.is_ascii_digit()))
+        .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect()
 }
 
-/// Adds a term unless an earlier term already asks for exactly the same labels.
-fn push_term(terms: &mut Vec<Term>, word: String, labels: &'static [&'static str]) {
-    if !terms.iter().any(|t| t.labels == labels) {
-        terms.push(Term {
+/// Adds a term unless an earlier term already asks for exactly the same labels (a count
+/// then raises the earlier one's).
+fn push_term(
+    terms: &mut Vec<Term>,
+    word: String,
+    labels: &'static [&'static str],
+    at_least: usize,
+) {
+    match terms.iter_mut().find(|t| t.labels == labels) {
+        Some(t) => t.at_least = t.at_least.max(at_least),
+        None => terms.push(Term {
             word,
             labels: labels.to_vec(),
             similarity: None,
-        });
+            at_least,
+        }),
     }
 }
 
@@ -484,6 +558,9 @@ pub struct ClipEvidence<'a> {
     pub frames: usize,
     /// What was said in the clip, segment by segment.
     pub speech: Vec<Spoken<'a>>,
+    /// Each frame's boxes, by label (frames with none may be left out): for counts,
+    /// objects seen together, objects not seen.
+    pub frame_labels: &'a [BTreeMap<String, usize>],
 }
 
 /// One segment of a clip's transcript.
@@ -552,11 +629,35 @@ type Hit = (&'static str, f32, usize, f64);
 /// A clip's match and its rank key: the kinds of evidence it matched (objects seen, words
 /// heard: 0 to 2) and the number of terms; `None` if it matches no term.
 fn score_clip(plan: &QueryPlan, clip: &ClipEvidence<'_>) -> Option<((usize, usize), Match)> {
-    let hits: Vec<Hit> = plan
+    // An object that must not be seen, seen: the clip does not answer, whatever else it has.
+    let unwanted = plan.without.iter().flat_map(|t| &t.labels).find(|label| {
+        clip.labels
+            .iter()
+            .any(|(seen, ..)| seen.eq_ignore_ascii_case(label))
+    });
+    if unwanted.is_some() {
+        return None;
+    }
+    let mut hits: Vec<Hit> = plan
         .terms
         .iter()
         .filter_map(|term| best_hit(term, clip))
         .collect();
+    // Objects asked for together: every one of them in one frame, or none counts (judged
+    // where the frames are known).
+    let mut together = None;
+    if plan.together && plan.terms.len() >= 2 && !clip.frame_labels.is_empty() {
+        let frames = clip
+            .frame_labels
+            .iter()
+            .filter(|frame| plan.terms.iter().all(|t| in_frame(t, frame)))
+            .count();
+        if frames == 0 || hits.len() < plan.terms.len() {
+            hits.clear();
+        } else {
+            together = Some(frames);
+        }
+    }
     let heard: Vec<Heard<'_>> = plan
         .phrases
         .iter()
@@ -568,6 +669,24 @@ fn score_clip(plan: &QueryPlan, clip: &ClipEvidence<'_>) -> Option<((usize, usiz
         })
         .collect();
     if hits.is_empty() && heard.is_empty() {
+        // Only objects not to see were asked for: a clip without them answers.
+        if plan.terms.is_empty() && plan.phrases.is_empty() && !plan.without.is_empty() {
+            let labels: Vec<&str> = plan.without.iter().flat_map(|t| t.labels.clone()).collect();
+            let m = Match {
+                clip: clip.clip.to_string(),
+                start_s: clip.start_s,
+                end_s: clip.end_s,
+                score: 1.0,
+                why: vec![format!(
+                    "no {} in {} frames",
+                    labels.join(" or "),
+                    clip.frames
+                )],
+                matched: Vec::new(),
+                said: Vec::new(),
+            };
+            return Some(((1, 1), m));
+        }
         return None;
     }
     let mut matched: Vec<&'static str> = Vec::new();
@@ -576,11 +695,28 @@ fn score_clip(plan: &QueryPlan, clip: &ClipEvidence<'_>) -> Option<((usize, usiz
             matched.push(label);
         }
     }
+    let counted = |label: &str| {
+        plan.terms
+            .iter()
+            .find(|t| t.labels.contains(&label))
+            .map_or(1, |t| t.at_least)
+    };
     let why = hits
         .iter()
-        .map(|&(label, score, seen, _)| {
-            format!("{label} {score:.2} in {seen} of {} frames", clip.frames)
+        .map(|&(label, score, seen, _)| match counted(label) {
+            1 => format!("{label} {score:.2} in {seen} of {} frames", clip.frames),
+            n => format!(
+                "{n} or more {label} in {seen} of {} frames (best {score:.2})",
+                clip.frames
+            ),
         })
+        .chain(together.map(|n| {
+            format!(
+                "{} together in {n} of {} frames",
+                matched.join(" and "),
+                clip.frames
+            )
+        }))
         .chain(heard.iter().map(|(phrase, at, like)| match like {
             None => format!("said \"{phrase}\" at {at:.1} s"),
             Some((segment, similarity)) => format!(
@@ -665,9 +801,38 @@ fn same_word(a: &str, b: &str) -> bool {
     a == b || singulars(a).iter().any(|s| s == b) || singulars(b).iter().any(|s| s == a)
 }
 
-/// The term's label with the highest weighted value in the clip, if any of them was detected.
+/// Whether `frame` holds at least `term.at_least` boxes of one of the term's labels.
+fn in_frame(term: &Term, frame: &BTreeMap<String, usize>) -> bool {
+    term.labels
+        .iter()
+        .any(|label| frame.get(*label).is_some_and(|n| *n >= term.at_least))
+}
+
+/// The term's label with the highest weighted value in the clip, if any of them was detected
+/// (in a frame with at least `at_least` boxes of it, for a counted term).
 fn best_hit(term: &Term, clip: &ClipEvidence<'_>) -> Option<Hit> {
     let frames = clip.frames.max(1) as f64;
+    if term.at_least > 1 {
+        return term
+            .labels
+            .iter()
+            .filter_map(|&label| {
+                let seen = clip
+                    .frame_labels
+                    .iter()
+                    .filter(|f| f.get(label).is_some_and(|n| *n >= term.at_least))
+                    .count();
+                let (_, score, _) = clip
+                    .labels
+                    .iter()
+                    .find(|(l, ..)| l.eq_ignore_ascii_case(label))?;
+                (seen > 0).then(|| {
+                    let share = (seen as f64 / frames).min(1.0);
+                    (label, *score, seen, f64::from(*score) * (0.5 + 0.5 * share))
+                })
+            })
+            .max_by(|a, b| a.3.total_cmp(&b.3));
+    }
     term.labels
         .iter()
         .flat_map(|&label| {
@@ -701,6 +866,7 @@ mod tests {
             labels,
             frames,
             speech: Vec::new(),
+            frame_labels: &[],
         }
     }
 
@@ -931,6 +1097,76 @@ mod tests {
         assert_eq!(
             order(&rank(&understand("vehicles"), &clips)),
             vec!["early", "late"]
+        );
+    }
+
+    fn frames(list: &[&[(&str, usize)]]) -> Vec<BTreeMap<String, usize>> {
+        list.iter()
+            .map(|f| f.iter().map(|(l, n)| ((*l).to_owned(), *n)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn counts_togetherness_and_negation_are_read() {
+        let plan = understand("at least three people");
+        assert_eq!((plan.labels(), plan.terms[0].at_least), (vec!["person"], 3));
+        assert!(plan.unknown.is_empty(), "{:?}", plan.unknown);
+        assert_eq!(understand("two dogs").terms[0].at_least, 2);
+        assert_eq!(understand("more than 2 cars").terms[0].at_least, 3);
+        assert_eq!(understand("a dog").terms[0].at_least, 1);
+        assert!(understand("a person and a bicycle").together);
+        assert!(understand("a person with a bicycle").together);
+        assert!(!understand("a person or a bicycle").together);
+        assert!(!understand("find scenes with cars").together, "one object");
+        let plan = understand("a street without cars");
+        assert!(plan.terms.is_empty());
+        assert_eq!(plan.without[0].labels, vec!["car"]);
+        assert_eq!(plan.unknown, vec!["street"]);
+        let plan = understand("people but no dogs");
+        assert_eq!(
+            (plan.labels(), plan.without[0].labels.clone()),
+            (vec!["person"], vec!["dog"])
+        );
+    }
+
+    #[test]
+    fn counts_togetherness_and_negation_rank_by_frames() {
+        let crowd = frames(&[&[("person", 3)], &[("person", 1), ("bicycle", 1)]]);
+        let apart = frames(&[&[("person", 1)], &[("bicycle", 1), ("car", 1)]]);
+        let mut a = clip("crowd", 0.0, &[("person", 0.9, 2), ("bicycle", 0.8, 1)]);
+        a.frame_labels = &crowd;
+        let mut b = clip(
+            "apart",
+            2.0,
+            &[("person", 0.9, 1), ("bicycle", 0.8, 1), ("car", 0.7, 1)],
+        );
+        b.frame_labels = &apart;
+        let clips = [a, b];
+        let three = rank(&understand("at least three people"), &clips);
+        assert_eq!(order(&three), vec!["crowd"]);
+        assert!(
+            three[0].why[0].starts_with("3 or more person in 1 of"),
+            "{:?}",
+            three[0].why
+        );
+        let together = rank(&understand("a person and a bicycle"), &clips);
+        assert_eq!(order(&together), vec!["crowd"]);
+        assert!(
+            together[0]
+                .why
+                .iter()
+                .any(|w| w.contains("together in 1 of"))
+        );
+        assert_eq!(
+            order(&rank(&understand("a person or a bicycle"), &clips)).len(),
+            2
+        );
+        let no_cars = rank(&understand("a street without cars"), &clips);
+        assert_eq!(order(&no_cars), vec!["crowd"]);
+        assert_eq!(no_cars[0].why, vec!["no car in 10 frames"]);
+        assert_eq!(
+            order(&rank(&understand("people without cars"), &clips)),
+            vec!["crowd"]
         );
     }
 }

@@ -213,7 +213,26 @@ fn round3(t: f64) -> f64 {
 /// The clips that answer `text`, ranked, and what the query was understood as.
 pub(crate) fn answer(text: &str, clips: &[ClipReport], reading: Reading<'_>) -> Answer {
     let plan = query::understand_with(text, reading.meaning);
-    answer_plan(&plan, clips, reading.segments)
+    let frames: Vec<FrameLabels> = clips.iter().map(frame_labels).collect();
+    answer_plan(&plan, clips, reading.segments, &frames)
+}
+
+/// Each frame's boxes of one clip, by label: what counts, objects seen together and objects
+/// not seen are judged on.
+pub type FrameLabels = Vec<BTreeMap<String, usize>>;
+
+/// A clip's frames with at least one box, from its detections (one frame a time).
+pub fn frame_labels(clip: &ClipReport) -> FrameLabels {
+    let mut frames: BTreeMap<u64, BTreeMap<String, usize>> = BTreeMap::new();
+    for d in &clip.detections {
+        let at = (d.time_s * 1000.0).round() as u64;
+        *frames
+            .entry(at)
+            .or_default()
+            .entry(d.label.clone())
+            .or_default() += 1;
+    }
+    frames.into_values().collect()
 }
 
 /// What an answer reads besides the clips: the language model, when loaded, and the
@@ -257,6 +276,7 @@ pub(crate) fn answer_plan(
     plan: &query::QueryPlan,
     clips: &[ClipReport],
     segments: &[Vec<Vec<f32>>],
+    frames: &[FrameLabels],
 ) -> Answer {
     let evidence: Vec<query::ClipEvidence<'_>> = clips
         .iter()
@@ -285,6 +305,7 @@ pub(crate) fn answer_plan(
                         .map(Vec::as_slice),
                 })
                 .collect(),
+            frame_labels: frames.get(i).map_or(&[], Vec::as_slice),
         })
         .collect();
     let matches = query::rank(plan, &evidence);
@@ -304,7 +325,15 @@ pub(crate) fn answer_plan(
         .collect();
     let labels = plan.labels().join(", ");
     let suffix = unknown_suffix(&unknown);
-    let message = if plan.terms.is_empty() && said.is_empty() {
+    let not_seen: Vec<&str> = plan.without.iter().flat_map(|t| t.labels.clone()).collect();
+    let message = if plan.terms.is_empty() && said.is_empty() && !not_seen.is_empty() {
+        format!(
+            "{} of {} clips show no {}{suffix}",
+            matches.len(),
+            clips.len(),
+            not_seen.join(" or ")
+        )
+    } else if plan.terms.is_empty() && said.is_empty() {
         format!(
             "nothing in the query names an object the detector knows or words to listen for{suffix}"
         )
@@ -335,12 +364,19 @@ pub(crate) fn answer_plan(
                 word: t.word.clone(),
                 labels: owned(&t.labels),
                 similarity: t.similarity.map(|s| (s * 1000.0).round() / 1000.0),
+                at_least: (t.at_least > 1).then_some(t.at_least),
             })
             .collect(),
         labels: owned(&plan.labels()),
         speech: plan.phrases.clone(),
         heard,
         unknown,
+        without: plan
+            .without
+            .iter()
+            .flat_map(|t| t.labels.iter().map(|l| (*l).to_owned()))
+            .collect(),
+        together: plan.together,
         message,
         clips: matches
             .into_iter()

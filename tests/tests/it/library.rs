@@ -244,7 +244,7 @@ async fn a_changed_parameter_makes_a_new_analysis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_three_videos_ranks_the_right_one_first() {
     let t = TestStack::start().await;
-    let mut ids = Vec::new();
+    let (mut ids, mut made) = (Vec::new(), Vec::new());
     for name in ["vtest.avi", "bikes.mp4", "bigbuckbunny.mp4"] {
         let answer = submit(&t, &file_uri(&sample(name)), "").await;
         ids.push(
@@ -253,6 +253,7 @@ async fn a_query_over_three_videos_ranks_the_right_one_first() {
                 .expect("video")
                 .to_owned(),
         );
+        made.push(answer);
     }
     let [vtest, bikes, _bunny] = [&ids[0], &ids[1], &ids[2]];
     for (q, expected) in [("bicycle", bikes), ("cars", vtest)] {
@@ -269,6 +270,68 @@ async fn a_query_over_three_videos_ranks_the_right_one_first() {
         );
         println!("{q}: {} moments in {} ms", moments.len(), answer["took_ms"]);
     }
+    // A count: vtest.avi's last clip is the one with eight people or more in one frame.
+    let (status, answer) = query(&t, &json!({"query": "at least eight people"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["terms"][0]["at_least"], 8, "{answer}");
+    let moments = answer["moments"].as_array().expect("moments");
+    assert_eq!(moments.len(), 1, "{answer}");
+    assert_eq!(
+        (&moments[0]["video"], &moments[0]["clip"]),
+        (&json!(vtest), &json!("clip-0003")),
+        "{answer}"
+    );
+    // Together in one frame, and not at all.
+    let (status, answer) = query(&t, &json!({"query": "a person and a car"})).await;
+    assert_eq!(
+        (status, &answer["together"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    let moments = answer["moments"].as_array().expect("moments");
+    assert!(
+        moments
+            .iter()
+            .filter(|m| m["video"] == json!(vtest))
+            .count()
+            == 4
+            && moments.iter().all(|m| m["why"].as_array().is_some_and(|w| w
+                .iter()
+                .any(|r| r.as_str().is_some_and(|r| r.contains("together"))))),
+        "{answer}"
+    );
+    // Not at all: exactly the library's clips in which no car was seen.
+    let (status, answer) = query(&t, &json!({"query": "scenes without cars", "limit": 1000})).await;
+    assert_eq!(
+        (status, &answer["without"]),
+        (200, &json!(["car"])),
+        "{answer}"
+    );
+    let found: BTreeSet<(String, String)> = answer["moments"]
+        .as_array()
+        .expect("moments")
+        .iter()
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (text("video"), text("clip"))
+        })
+        .collect();
+    let carless: BTreeSet<(String, String)> = made
+        .iter()
+        .zip(&ids)
+        .flat_map(|(a, id)| {
+            clip_labels(a)
+                .into_iter()
+                .filter(|(_, labels)| !labels.contains("car"))
+                .map(move |(clip, _)| (id.clone(), clip))
+        })
+        .collect();
+    assert!(!carless.is_empty(), "some clip of the library shows no car");
+    assert_eq!(found, carless, "{answer}");
+    assert!(
+        found.iter().all(|(v, _)| v != vtest),
+        "every clip of vtest.avi shows cars"
+    );
     // Only the named video, and a limit.
     let (status, answer) = query(
         &t,
