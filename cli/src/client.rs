@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use fave_common::contract::api::RequestPage;
-use fave_common::contract::library::{Deleted, QueryAnswer, QueryBody, VideoDetail, VideoPage};
+use fave_common::contract::library::{
+    Deleted, QueryAnswer, QueryBody, Rebuilt, VideoDetail, VideoPage,
+};
 use fave_common::contract::report::Final;
 use fave_common::error::ErrorBody;
 use fave_common::ids::{RequestId, VideoId};
@@ -389,6 +391,12 @@ impl Client {
     pub async fn video(&self, id: &VideoId) -> Result<VideoDetail, ClientError> {
         let detail = self.ok(self.get(&format!("/videos/{id}")).await).await?;
         typed(&detail, "a video")
+    }
+
+    /// `POST /videos/rebuild`.
+    pub async fn rebuild_library(&self) -> Result<Rebuilt, ClientError> {
+        let rebuilt = self.ok(self.post("/videos/rebuild").await).await?;
+        typed(&rebuilt, "a rebuilt library")
     }
 
     /// `DELETE /videos/{id}`.

@@ -63,6 +63,17 @@ pub enum VideoCommand {
     /// Delete a video from the library: its analyses and index entries, and the media and
     /// results of every request that used it (their records remain and say so).
     Rm(VideoIdArgs),
+    /// Make the library again from the requests' outputs (after its index was lost, or to
+    /// publish analyses made before it existed).
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 #[derive(Args, Debug)]
@@ -212,6 +223,22 @@ pub async fn video(args: VideoArgs) -> anyhow::Result<u8> {
                     an.duration_s.unwrap_or(0.0),
                     an.words,
                     labels.join(", ")
+                );
+            }
+            Ok(exit::OK)
+        }
+        VideoCommand::Rebuild(a) => {
+            let client = Client::new(&a.gateway)?;
+            let rebuilt = match client.rebuild_library().await {
+                Ok(r) => r,
+                Err(e) => return Ok(e.report(a.json)),
+            };
+            if a.json {
+                println!("{}", pretty(&serde_json::to_value(&rebuilt)?));
+            } else {
+                println!(
+                    "rebuilt the library: {} analyses published from {} requests ({} made with other parameters left alone)",
+                    rebuilt.analyses, rebuilt.requests, rebuilt.other_parameters
                 );
             }
             Ok(exit::OK)

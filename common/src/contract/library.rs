@@ -229,6 +229,18 @@ pub struct AnalysisSummary {
     pub words: usize,
 }
 
+/// The answer to `POST /videos/rebuild`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuilt {
+    /// Requests looked at.
+    pub requests: usize,
+    /// Analyses published again from their requests' outputs.
+    pub analyses: usize,
+    /// Analyses left alone: made with other parameters than this orchestrator's, which it
+    /// cannot restate.
+    pub other_parameters: usize,
+}
+
 /// The answer to `DELETE /videos/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {

@@ -24,14 +24,14 @@ use std::time::Instant;
 use chrono::Utc;
 use fave_common::contract::library::{
     AnalysisClaim, AnalysisParams, AnalysisSummary, Deleted, FoundMoment, INDEX_SCHEMA,
-    QueryAnswer, QueryBody, QueryTimings, VideoDetail, VideoIndex, VideoRecord,
+    QueryAnswer, QueryBody, QueryTimings, Rebuilt, VideoDetail, VideoIndex, VideoRecord,
 };
 use fave_common::contract::report::Final;
 use fave_common::contract::{FRAME_MAX_WIDTH, detect};
 use fave_common::error::ApiError;
 use fave_common::ids::{AnalysisId, RequestId, VideoId};
 use fave_common::keys::{self, RequestKeys, VideoKeys};
-use fave_common::state::RequestState;
+use fave_common::state::{RequestState, RequestStatus};
 use fave_common::storage::{Storage, StorageError};
 use futures::StreamExt;
 
@@ -530,6 +530,86 @@ impl Library {
             objects,
             requests,
         })
+    }
+}
+
+impl Library {
+    /// `POST /videos/rebuild`: the library made again from the stage outputs. Every
+    /// completed request that made an analysis with this orchestrator's parameters (not
+    /// answered from the library, not fresh, its video not deleted) is published again
+    /// from its `final.json`, as when it completed: the index (kept when it is there), the
+    /// marker, the video's record. Safe to run at any time, and again.
+    pub async fn rebuild(
+        &self,
+        storage: &Storage,
+        meaning: Option<&dyn Meaning>,
+    ) -> Result<Rebuilt, ApiError> {
+        let mut rebuilt = Rebuilt::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = storage
+                .list_page(keys::REQUESTS_PREFIX, Some("/"), after.as_deref(), 1000)
+                .await?;
+            let ids: Vec<RequestId> = page
+                .prefixes
+                .iter()
+                .filter_map(|p| keys::request_id_of(p))
+                .collect();
+            for id in &ids {
+                rebuilt.requests += 1;
+                match self.republish(storage, id, meaning).await? {
+                    Some(true) => rebuilt.analyses += 1,
+                    Some(false) => rebuilt.other_parameters += 1,
+                    None => {}
+                }
+            }
+            // `requests/{id}0` sorts after every key of `requests/{id}/`.
+            after = ids
+                .last()
+                .map(|id| format!("{}{id}0", keys::REQUESTS_PREFIX));
+            if !page.truncated || ids.is_empty() {
+                break;
+            }
+        }
+        tracing::info!(?rebuilt, "rebuilt the library");
+        Ok(rebuilt)
+    }
+
+    /// Publishes again the analysis request `id` made: `Some(true)` when it did, `Some(false)`
+    /// when it made one with other parameters, `None` when it made none to publish.
+    async fn republish(
+        &self,
+        storage: &Storage,
+        id: &RequestId,
+        meaning: Option<&dyn Meaning>,
+    ) -> Result<Option<bool>, StorageError> {
+        let Some((state, _)) = storage
+            .get_json::<RequestState>(&RequestKeys::new(id).state())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let made_one = state.status == RequestStatus::Completed
+            && !state.submission.fresh
+            && state.video_deleted_at.is_none();
+        let (Some(used), Some(key), true) = (&state.analysis, &state.result_key, made_one) else {
+            return Ok(None);
+        };
+        if used.reused {
+            return Ok(None);
+        }
+        if used.analysis != self.analysis {
+            return Ok(Some(false));
+        }
+        let Some((made, _)) = storage.get_json::<Final>(key).await? else {
+            return Ok(None);
+        };
+        let bytes = made.input.as_ref().map_or(0, |i| i.bytes);
+        self.saw(storage, &used.video, bytes, id, &state.submission.video_uri)
+            .await?;
+        let meanings = result::embed_segments(meaning, &made.clips);
+        self.publish(storage, &used.video, &made, meanings).await?;
+        Ok(Some(true))
     }
 }
 

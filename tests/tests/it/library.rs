@@ -146,6 +146,34 @@ async fn a_video_seen_before_is_answered_from_the_library_without_running_a_stag
     assert_eq!(requests, ids);
     assert_eq!(detail["analyses"].as_array().map(Vec::len), Some(1));
     assert_eq!(detail["analyses"][0]["request_id"], first["request_id"]);
+
+    // The library lost (its indexes, markers and records gone from the bucket) and made
+    // again from the requests' outputs: queries find the video, and it is not analysed again.
+    for prefix in ["videos/", "index/library"] {
+        for key in t.store().list_keys(prefix).await.expect("a listing") {
+            if !key.contains("/input/") {
+                t.store().delete(&key).await.expect("deleted");
+            }
+        }
+    }
+    let (_, answer) = query(&t, &json!({"query": "people"})).await;
+    assert_eq!(answer["videos_searched"], 0, "{answer}");
+    let (status, _, rebuilt) = t.post("/videos/rebuild").await;
+    assert_eq!(status, 200, "{rebuilt}");
+    assert_eq!(
+        (&rebuilt["analyses"], &rebuilt["requests"]),
+        (&json!(1), &json!(2)),
+        "{rebuilt}"
+    );
+    let (_, answer) = query(&t, &json!({"query": "people"})).await;
+    assert_eq!(answer["videos_searched"], 1, "{answer}");
+    let third = submit(&t, &file_uri(&original), "bicycles").await;
+    assert_eq!(third["analysis"]["reused"], true);
+    assert_eq!(
+        stage_runs(&t),
+        runs,
+        "no stage ran after the rebuild either"
+    );
 }
 
 /// Two first submissions of one new video at once: one makes the analysis, the other

@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/requests/{id}/cancel", post(requests::cancel))
         .route("/query", post(videos::query))
         .route("/videos", get(videos::list))
+        .route("/videos/rebuild", post(videos::rebuild))
         .route("/videos/{id}", get(videos::detail).delete(videos::delete))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))

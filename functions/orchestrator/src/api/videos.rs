@@ -1,5 +1,6 @@
 //! The library's routes: `POST /query` (moments across the library), `GET /videos` (the
-//! library, a page at a time), `GET /videos/{id}` and `DELETE /videos/{id}`. The work is
+//! library, a page at a time), `GET /videos/{id}`, `DELETE /videos/{id}` and
+//! `POST /videos/rebuild` (the library made again from the requests' outputs). The work is
 //! `crate::library`'s.
 
 use std::sync::Arc;
@@ -147,6 +148,15 @@ pub(super) async fn detail(
     let video = parse_video(&id)?;
     let detail = library(&app)?.detail(&app.storage, &video).await?;
     Ok(Json(detail).into_response())
+}
+
+/// `POST /videos/rebuild`: the library made again from the requests' outputs.
+pub(super) async fn rebuild(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let library = library(&app)?;
+    let model = app.model.get().await;
+    let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
+    let rebuilt = library.rebuild(&app.storage, meaning).await?;
+    Ok(Json(rebuilt).into_response())
 }
 
 /// `DELETE /videos/{id}`.
