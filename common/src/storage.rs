@@ -620,20 +620,7 @@ impl Storage {
 
     /// Whether an object exists.
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) => match StorageError::from_sdk("HeadObject", key, e) {
-                StorageError::NotFound { .. } => Ok(false),
-                other => Err(other),
-            },
-        }
+        Ok(self.etag(key).await?.is_some())
     }
 
     /// An object's ETag, `None` if there is no such object.

@@ -193,6 +193,33 @@ fn accepted(id: &RequestId) -> Response {
     response
 }
 
+/// The most entries one page of a list holds (`GET /requests`, `GET /videos`), and the
+/// default.
+pub const MAX_PAGE: usize = 200;
+const DEFAULT_PAGE: usize = 50;
+
+/// A list's query string, or `400 invalid_query_string`.
+fn list_query<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query_string", e.body_text()))
+}
+
+/// A list's page size: `limit`, or the default, within 1..=[`MAX_PAGE`].
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be within 1..={MAX_PAGE}"),
+        ))
+    }
+}
+
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     raw.parse().map_err(|e: fave_common::ids::InvalidId| {
         ApiError::bad_request("invalid_request_id", e.to_string())

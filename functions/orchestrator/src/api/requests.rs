@@ -35,9 +35,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// The most requests one page holds, and the default.
-pub const MAX_PAGE: usize = 200;
-const DEFAULT_PAGE: usize = 50;
 /// The most requests one call looks at while filtering by status.
 const MAX_SCANNED: usize = 2000;
 
@@ -49,15 +46,8 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Query(q) =
-        query.map_err(|e| ApiError::bad_request("invalid_query_string", e.body_text()))?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be within 1..={MAX_PAGE}"),
-        ));
-    }
+    let q = super::list_query(query)?;
+    let limit = super::page_limit(q.limit)?;
     let mut after = match &q.cursor {
         Some(c) => Some(parse_id(c)?),
         None => None,

@@ -53,9 +53,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-const MAX_PAGE: usize = 200;
-const DEFAULT_PAGE: usize = 50;
-
 /// `GET /videos?limit=…&cursor=…`: the videos with a published analysis, in id order, a
 /// page at a time; one listing call and one small read per video.
 pub(super) async fn list(
@@ -63,15 +60,8 @@ pub(super) async fn list(
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     library(&app)?;
-    let axum::extract::Query(q) =
-        query.map_err(|e| ApiError::bad_request("invalid_query_string", e.body_text()))?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be within 1..={MAX_PAGE}"),
-        ));
-    }
+    let q = super::list_query(query)?;
+    let limit = super::page_limit(q.limit)?;
     let after = q.cursor.as_deref().map(parse_video).transpose()?;
     // `index/library/{video}/g` sorts after every analysis of the video (hex digits) and
     // before the next video.
