@@ -289,6 +289,20 @@ impl Storage {
         content_type: &str,
     ) -> Result<StoredObject, StorageError> {
         let (bytes, sha256) = sha256_file(path).await?;
+        self.put_hashed_file(key, path, bytes, sha256, content_type)
+            .await
+    }
+
+    /// [`Storage::put_file`] for a file whose size and SHA-256 the caller has already read
+    /// ([`sha256_file`]), so it is not read twice.
+    pub async fn put_hashed_file(
+        &self,
+        key: &str,
+        path: &Path,
+        bytes: u64,
+        sha256: String,
+        content_type: &str,
+    ) -> Result<StoredObject, StorageError> {
         if bytes >= MULTIPART_THRESHOLD {
             self.put_multipart(key, path, bytes, content_type).await?;
         } else {

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::Invoker;
+use crate::embed::reader;
 use crate::input::{self, Fetched, Limits, Source};
 use crate::library::{Library, Settled};
 use crate::pipeline::{StageSpec, Table};
@@ -105,8 +106,8 @@ impl Driver<'_> {
         if let Analysis::Reuse(index) = &analysis {
             let state = t.lock().await.state.clone();
             let model = self.model.get().await;
-            let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
-            let result = crate::result::from_index(&state, index, started.elapsed(), meaning);
+            let result =
+                crate::result::from_index(&state, index, started.elapsed(), reader(&model));
             let result_key = RequestKeys::new(&state.request_id).result();
             self.storage.put_json(&result_key, &result).await?;
             return record::end(t, Ending::Completed { result_key }).await;
@@ -122,9 +123,8 @@ impl Driver<'_> {
         // keeps the lease meanwhile.
         let state = t.lock().await.state.clone();
         let model = self.model.get().await;
-        let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
         let (result, meanings) =
-            crate::result::build(self.storage, &state, started.elapsed(), meaning).await?;
+            crate::result::build(self.storage, &state, started.elapsed(), reader(&model)).await?;
         let result_key = RequestKeys::new(&state.request_id).result();
         self.storage.put_json(&result_key, &result).await?;
         if let (Analysis::Make(video), Some(library)) = (&analysis, self.library) {
@@ -298,14 +298,14 @@ impl Driver<'_> {
         path: &std::path::Path,
         source: &Source,
     ) -> Result<InputObject, DriveError> {
+        let (bytes, sha256) = fave_common::storage::sha256_file(path).await?;
         let key = match self.library {
             Some(_) => {
-                let (bytes, sha256) = fave_common::storage::sha256_file(path).await?;
                 let video: VideoId = sha256
                     .parse()
                     .map_err(|e| bug("storing the input", format!("its hash: {e}")))?;
                 let key = VideoKeys::new(&video).input(&source.extension());
-                if self.storage.etag(&key).await?.is_some() {
+                if self.storage.exists(&key).await? {
                     return Ok(InputObject { key, bytes, sha256 });
                 }
                 key
@@ -314,7 +314,7 @@ impl Driver<'_> {
         };
         let stored = self
             .storage
-            .put_file(&key, path, "application/octet-stream")
+            .put_hashed_file(&key, path, bytes, sha256, "application/octet-stream")
             .await?;
         Ok(InputObject {
             key: stored.key,

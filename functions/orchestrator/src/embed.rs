@@ -167,6 +167,11 @@ impl crate::query::Meaning for Semantic {
     }
 }
 
+/// A loaded model as what the query reader asks of one, or none.
+pub fn reader(model: &Option<std::sync::Arc<Semantic>>) -> Option<&dyn crate::query::Meaning> {
+    model.as_deref().map(|m| m as &dyn crate::query::Meaning)
+}
+
 /// The model as the orchestrator holds it: loading on a thread of its own from start, or
 /// off. Queries and answers ask for it ([`Model::get`]) and read with the word table alone
 /// when it is off or failed to load (said once in the log).

@@ -17,6 +17,7 @@
 //!   analysis's `index.json` once per process: an index never changes after it is written,
 //!   so the cache is never stale; a deleted video's marker is gone from the next listing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -289,8 +290,8 @@ impl Library {
             clip.detections = Vec::new();
         }
         // Made without the model, or by another: the segments are embedded here, once.
-        if meaning.is_some() && index.embedder.as_deref() != Some(crate::embed::MODEL_NAME) {
-            index.meanings = result::embed_segments(meaning, &index.clips);
+        if let Cow::Owned(made) = result::index_meanings(&index, meaning) {
+            index.meanings = made;
             index.embedder = Some(crate::embed::MODEL_NAME.to_owned());
         }
         let index = Arc::new(Searchable { index, frames });
@@ -448,24 +449,17 @@ impl Library {
         storage: &Storage,
         video: &VideoId,
     ) -> Result<VideoDetail, ApiError> {
-        let keys = VideoKeys::new(video);
-        let analyses: Vec<AnalysisId> = storage
-            .list_keys(&keys.markers())
-            .await?
-            .iter()
-            .filter_map(|k| keys::library_marker_of(k).map(|(_, a)| a))
-            .collect();
-        let record = storage
-            .get_json::<VideoRecord>(&keys.record())
-            .await?
-            .map(|(r, _)| r);
+        let analyses = analyses_of(storage, video).await?;
+        let record = record_of(storage, video).await?;
         if record.is_none() && analyses.is_empty() {
             return Err(unknown_video(video));
         }
+        // Read from the store, not through the queries' cache: what is cached there is
+        // embedded with the model, which this route does not wait for.
         let mut summaries = Vec::new();
         for analysis in &analyses {
-            if let Some(index) = self.searchable(storage, video, analysis, None).await? {
-                summaries.push(summary(&index.index));
+            if let Some(index) = self.load(storage, video, analysis).await? {
+                summaries.push(summary(&index));
             }
         }
         Ok(VideoDetail {
@@ -657,6 +651,30 @@ async fn bump_generation(storage: &Storage) -> Result<(), StorageError> {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// A video's published analyses, from its markers.
+pub async fn analyses_of(
+    storage: &Storage,
+    video: &VideoId,
+) -> Result<Vec<AnalysisId>, StorageError> {
+    Ok(storage
+        .list_keys(&VideoKeys::new(video).markers())
+        .await?
+        .iter()
+        .filter_map(|k| keys::library_marker_of(k).map(|(_, a)| a))
+        .collect())
+}
+
+/// A video's record (`video.json`), if it has one.
+pub async fn record_of(
+    storage: &Storage,
+    video: &VideoId,
+) -> Result<Option<VideoRecord>, StorageError> {
+    Ok(storage
+        .get_json::<VideoRecord>(&VideoKeys::new(video).record())
+        .await?
+        .map(|(r, _)| r))
 }
 
 /// Whether the request holding a claim ended (or is gone) without publishing it.

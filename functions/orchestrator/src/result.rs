@@ -2,6 +2,7 @@
 //! and the per-clip detections, with the answer to the request's query. Its shape is the
 //! contract's (`fave_common::contract::report`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -71,16 +72,11 @@ pub fn from_index(
     drive_time: Duration,
     meaning: Option<&dyn query::Meaning>,
 ) -> Final {
-    // The index's segment embeddings when they are this model's, else made now.
-    let made;
-    let segments =
-        if meaning.is_none() || index.embedder.as_deref() == Some(crate::embed::MODEL_NAME) {
-            &index.meanings
-        } else {
-            made = embed_segments(meaning, &index.clips);
-            &made
-        };
-    let reading = Reading { meaning, segments };
+    let segments = index_meanings(index, meaning);
+    let reading = Reading {
+        meaning,
+        segments: &segments,
+    };
     let drive_ms = drive_time.as_millis() as u64;
     Final {
         request_id: state.request_id.clone(),
@@ -241,6 +237,19 @@ pub fn frame_labels(clip: &ClipReport) -> FrameLabels {
 pub struct Reading<'a> {
     pub meaning: Option<&'a dyn query::Meaning>,
     pub segments: &'a [Vec<Vec<f32>>],
+}
+
+/// The segment embeddings an index is answered with: its own when this model made them (or
+/// there is no model to make others), else made now.
+pub fn index_meanings<'a>(
+    index: &'a VideoIndex,
+    meaning: Option<&dyn query::Meaning>,
+) -> Cow<'a, [Vec<Vec<f32>>]> {
+    if meaning.is_none() || index.embedder.as_deref() == Some(crate::embed::MODEL_NAME) {
+        Cow::Borrowed(&index.meanings)
+    } else {
+        Cow::Owned(embed_segments(meaning, &index.clips))
+    }
 }
 
 /// The embeddings of every clip's transcript segments, by clip then segment; empty without

@@ -9,10 +9,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fave_common::contract::library::{QueryBody, VideoPage, VideoRecord, VideoSummary};
+use fave_common::contract::library::{QueryBody, VideoPage, VideoSummary};
 use fave_common::error::{ApiError, JsonBody};
 use fave_common::ids::VideoId;
-use fave_common::keys::{self, VideoKeys};
+use fave_common::keys;
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -37,7 +37,7 @@ pub(super) async fn query(
 ) -> Result<Response, ApiError> {
     let library = library(&app)?;
     let model = app.model.get().await;
-    let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
+    let meaning = crate::embed::reader(&model);
     let answer = library.query(&app.storage, &body, meaning).await?;
     Ok(Json(answer).into_response())
 }
@@ -107,19 +107,8 @@ pub(super) async fn list(
 }
 
 async fn summary(app: &App, video: VideoId) -> Result<VideoSummary, ApiError> {
-    let keys = VideoKeys::new(&video);
-    let analyses = app
-        .storage
-        .list_keys(&keys.markers())
-        .await?
-        .iter()
-        .filter_map(|k| keys::library_marker_of(k).map(|(_, a)| a))
-        .collect();
-    let record = app
-        .storage
-        .get_json::<VideoRecord>(&keys.record())
-        .await?
-        .map(|(r, _)| r);
+    let analyses = crate::library::analyses_of(&app.storage, &video).await?;
+    let record = crate::library::record_of(&app.storage, &video).await?;
     Ok(VideoSummary {
         video,
         analyses,
@@ -144,7 +133,7 @@ pub(super) async fn detail(
 pub(super) async fn rebuild(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let library = library(&app)?;
     let model = app.model.get().await;
-    let meaning = model.as_deref().map(|m| m as &dyn crate::query::Meaning);
+    let meaning = crate::embed::reader(&model);
     let rebuilt = library.rebuild(&app.storage, meaning).await?;
     Ok(Json(rebuilt).into_response())
 }
