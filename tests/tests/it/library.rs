@@ -577,6 +577,14 @@ async fn what_was_said_is_found_by_meaning() {
         "{}",
         made["answer"]
     );
+    // Shown before it is queried: the listing of its analyses leaves the query its meaning.
+    let (status, _, shown) = t
+        .get(&format!(
+            "/videos/{}",
+            made["analysis"]["video"].as_str().unwrap_or_default()
+        ))
+        .await;
+    assert_eq!(status, 200, "{shown}");
     let (status, answer) = query(&t, &json!({"query": "someone talking about money"})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["moments"][0]["said"], json!(["money"]), "{answer}");
