@@ -453,7 +453,15 @@ async fn fault_a_duplicated_delivery_runs_the_stage_once() {
         .filter(|task| task.status == StageStatus::Succeeded)
         .count();
     assert_eq!(runs.len(), succeeded, "every task's work began");
-    assert!(twice.is_empty(), "work begun twice: {twice:?}");
+    let shown: Vec<_> = twice
+        .iter()
+        .map(|(key, _)| crate::util::log_lines_naming(&t, key))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "work begun twice: {twice:?}\n{}",
+        shown.join("\n")
+    );
 }
 
 /// The gateway down for a while (`FAVE_OUTAGE_SECS`, default 5; the soak runs 60) while

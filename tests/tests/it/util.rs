@@ -361,6 +361,21 @@ pub fn log_count(t: &TestStack, what: &str) -> std::collections::BTreeMap<String
     counts
 }
 
+/// Every function's log lines that name `key` (an idempotency key, a request id), each
+/// after its log's file name: what a failing assertion about that key shows.
+pub fn log_lines_naming(t: &TestStack, key: &str) -> String {
+    let mut lines = Vec::new();
+    let logs = std::fs::read_dir(t.dir.path().join("logs")).expect("a log directory");
+    for entry in logs.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        for line in text.lines().filter(|l| l.contains(key)) {
+            lines.push(format!("{name}: {line}"));
+        }
+    }
+    lines.join("\n")
+}
+
 pub async fn read(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
