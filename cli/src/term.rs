@@ -99,29 +99,8 @@ pub fn width() -> usize {
         .clamp(60, 400)
 }
 
-/// A duration for people: `850 ms`, `4.21 s`, `2 m 05 s`.
-pub fn duration(seconds: f64) -> String {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return "?".to_owned();
-    }
-    if seconds < 1.0 {
-        format!("{:.0} ms", seconds * 1e3)
-    } else if seconds < 60.0 {
-        format!("{seconds:.2} s")
-    } else {
-        let whole = seconds.round() as u64;
-        format!("{} m {:02} s", whole / 60, whole % 60)
-    }
-}
-
-/// "1 attempt", "3 attempts".
-pub fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
+/// Durations and counts read the same in the terminal and on the web page.
+pub use fave_common::timeline::{duration, plural};
 
 /// Cuts text to `max` characters, marking the cut.
 pub fn cut(text: &str, max: usize) -> String {

@@ -1,24 +1,17 @@
 //! `fave timeline`: where one request spent its time, drawn from its `state.json`.
 //!
-//! [`Timeline::build`] turns the state into rows (each request-wide stage, then each clip's
-//! tasks) of bars (one per attempt, from `started_at` to `ended_at`, relative to the
-//! request's `created_at`); [`Timeline::text`] draws it in the terminal and
-//! [`Timeline::svg`] as a Gantt chart, written by hand: a few rectangles and labels do not
-//! need a plotting library.
-//!
-//! Cold starts: a call its function reported as one (`X-Fave-Cold-Start`, by the one rule in
-//! `fave_common::readiness`, kept in the stage's metrics as `cold_start_ms`) is marked
-//! `cold`, the same under fave's local gateway and OpenFaaS's; `/metrics` counts
-//! `fave_stage_cold_starts_total` from the same reports.
+//! The rows and the SVG are `fave_common::timeline`'s (the web page shows the same picture);
+//! [`text`] draws them in the terminal.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use clap::Args;
-use fave_common::contract::detect;
 use fave_common::ids::RequestId;
-use fave_common::state::{RequestState, RequestStatus, StageState, StageStatus};
+use fave_common::state::{RequestState, StageStatus};
+pub use fave_common::timeline::{Outcome, Timeline};
+use fave_common::timeline::{axis_label, nice_step};
 
 use crate::client::{Client, GatewayArgs, exit, request_id};
 use crate::term::{self, Paint, Palette};
@@ -65,7 +58,7 @@ pub async fn run(args: TimelineArgs) -> anyhow::Result<u8> {
     };
     let timeline = Timeline::build(&state, Utc::now());
     let width = args.width.map_or_else(term::width, usize::from);
-    print!("{}", timeline.text(width, Palette::stdout()));
+    print!("{}", text(&timeline, width, Palette::stdout()));
     if let Some(path) = &args.output {
         std::fs::write(path, timeline.svg())
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
@@ -73,590 +66,159 @@ pub async fn run(args: TimelineArgs) -> anyhow::Result<u8> {
     }
     Ok(exit::OK)
 }
-
-/// How one attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    /// Failed, and another attempt followed.
-    Retried,
-    /// Failed, and the stage with it.
-    Failed,
-    /// Still under way.
-    Running,
-    /// Never ended: the request ended first (cancelled, or failed elsewhere).
-    Interrupted,
-}
-
-impl Outcome {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::Retried => "retried",
-            Self::Failed => "failed",
-            Self::Running => "running",
-            Self::Interrupted => "interrupted",
+/// The plain-text drawing of `tl`, `width` columns wide.
+pub fn text(tl: &Timeline, width: usize, p: Palette) -> String {
+    let mut out = String::new();
+    let label_w = tl
+        .rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let note_w = tl
+        .rows
+        .iter()
+        .map(|r| Timeline::notes(r).chars().count())
+        .max()
+        .unwrap_or(0);
+    // label │bars│ duration notes
+    let suffix_w = 10 + if note_w > 0 { note_w + 2 } else { 0 };
+    let plot_w = width.saturating_sub(label_w + suffix_w + 4).max(20);
+    let scale = plot_w as f64 / tl.total;
+    let column = |t: f64| ((t * scale).floor().max(0.0) as usize).min(plot_w - 1);
+    let _ = writeln!(
+        out,
+        "{}  {}  {}  {}, {}   (1 column = {})",
+        p.paint(Paint::Bold, format!("request {}", tl.request_id)),
+        p.request_status(tl.status),
+        term::duration(tl.total),
+        term::plural(tl.rows.len(), "row"),
+        term::plural(tl.attempts(), "attempt"),
+        term::duration(tl.total / plot_w as f64),
+    );
+    for row in &tl.rows {
+        let mut cells: Vec<Option<Outcome>> = vec![None; plot_w];
+        for bar in &row.bars {
+            let (a, b) = (column(bar.start), column(bar.end).max(column(bar.start)));
+            for cell in &mut cells[a..=b] {
+                *cell = Some(bar.outcome);
+            }
         }
-    }
-
-    /// The terminal drawing's block for this outcome.
-    fn block(self) -> char {
-        match self {
-            Self::Succeeded => '█',
-            Self::Retried => '▒',
-            Self::Failed => '░',
-            Self::Running | Self::Interrupted => '▓',
-        }
-    }
-
-    fn paint(self) -> Paint {
-        match self {
-            Self::Succeeded => Paint::Green,
-            Self::Retried => Paint::Yellow,
-            Self::Failed => Paint::Red,
-            Self::Running => Paint::Blue,
-            Self::Interrupted => Paint::Dim,
-        }
-    }
-
-    fn fill(self) -> &'static str {
-        match self {
-            Self::Succeeded => "#2e9d5b",
-            Self::Retried => "#f0a030",
-            Self::Failed => "#d64541",
-            Self::Running => "#4a7bd0",
-            Self::Interrupted => "#9aa0a6",
-        }
-    }
-}
-
-/// One attempt, in seconds since the request was created.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bar {
-    pub attempt: u32,
-    pub start: f64,
-    pub end: f64,
-    pub outcome: Outcome,
-    pub call_id: Option<String>,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    /// The call looks like it waited for a cold start (see the module's note).
-    pub cold: bool,
-}
-
-/// One stage, or one clip's task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// `stage-audio`, or `clip-0001 stage-detect`.
-    pub label: String,
-    pub status: StageStatus,
-    pub bars: Vec<Bar>,
-    pub seconds: Option<f64>,
-    /// The stage's `error_code`, when it failed.
-    pub error_code: Option<String>,
-    /// What the task's result says worth seeing beside it: the frames the detector looked at
-    /// and those it carried (the difference gate).
-    pub detail: Option<String>,
-}
-
-/// A request's timeline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Timeline {
-    pub request_id: String,
-    pub status: RequestStatus,
-    /// Seconds from creation to the end (or to now, while running).
-    pub total: f64,
-    pub rows: Vec<Row>,
-}
-
-fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1e3
-}
-
-impl Timeline {
-    pub fn build(state: &RequestState, now: DateTime<Utc>) -> Self {
-        let origin = state.created_at;
-        let end = state.ended_at.unwrap_or(now);
-        let terminal = state.status.is_terminal();
-        let row = |label: String, stage: &StageState| {
-            // The function's own report of its last, succeeded call.
-            let cold = stage.metrics.cold_start_ms.is_some();
-            let last = stage.attempts.len();
-            let bars = stage
-                .attempts
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let is_last = i + 1 == last;
-                    let outcome = match (a.ended_at, &a.failure) {
-                        (None, _) if terminal || stage.status.is_terminal() => Outcome::Interrupted,
-                        (None, _) => Outcome::Running,
-                        (Some(_), Some(_)) if is_last && stage.status != StageStatus::Retrying => {
-                            Outcome::Failed
-                        }
-                        (Some(_), Some(_)) => Outcome::Retried,
-                        (Some(_), None) => Outcome::Succeeded,
-                    };
-                    Bar {
-                        attempt: a.number,
-                        start: seconds_between(origin, a.started_at),
-                        end: seconds_between(origin, a.ended_at.unwrap_or(end)),
-                        outcome,
-                        call_id: a.call_id.clone(),
-                        http_status: a.http_status,
-                        error: a
-                            .failure
-                            .as_ref()
-                            .map(|f| format!("{}: {}", f.error_code, f.error_detail)),
-                        cold: cold && is_last && outcome == Outcome::Succeeded,
+        let mut bars = String::new();
+        let mut run: Option<(Option<Outcome>, String)> = None;
+        // Paint runs of one outcome at once, so escape codes stay few.
+        for cell in cells {
+            let ch = cell.map_or(' ', block);
+            match &mut run {
+                Some((o, s)) if *o == cell => s.push(ch),
+                _ => {
+                    if let Some((o, s)) = run.take() {
+                        bars.push_str(&paint_run(p, o, &s));
                     }
-                })
-                .collect();
-            Row {
-                label,
-                status: stage.status,
-                bars,
-                seconds: stage.duration_ms.map(|ms| ms as f64 / 1e3),
-                error_code: stage.failure.as_ref().map(|f| f.error_code.clone()),
-                detail: (stage.name.as_str() == detect::NAME)
-                    .then(|| stage.result::<detect::Output>())
-                    .flatten()
-                    .and_then(Result::ok)
-                    .filter(|seen| seen.carried > 0)
-                    .map(|seen| format!("{} looked at, {} carried", seen.detected, seen.carried)),
-            }
-        };
-        let mut rows: Vec<Row> = state
-            .stages
-            .iter()
-            .map(|s| row(s.name.to_string(), s))
-            .collect();
-        for clip in &state.clips {
-            for task in &clip.tasks {
-                rows.push(row(format!("{} {}", clip.clip, task.name), task));
+                    run = Some((cell, ch.to_string()));
+                }
             }
         }
-        let latest = rows
-            .iter()
-            .flat_map(|r| r.bars.iter().map(|b| b.end))
-            .fold(0.0_f64, f64::max);
-        Self {
-            request_id: state.request_id.to_string(),
-            status: state.status,
-            total: seconds_between(origin, end).max(latest).max(0.001),
-            rows,
+        if let Some((o, s)) = run {
+            bars.push_str(&paint_run(p, o, &s));
         }
-    }
-
-    fn attempts(&self) -> usize {
-        self.rows.iter().map(|r| r.bars.len()).sum()
-    }
-
-    fn any(&self, outcome: Outcome) -> bool {
-        self.rows
-            .iter()
-            .any(|r| r.bars.iter().any(|b| b.outcome == outcome))
-    }
-
-    fn cold_note(&self) -> &'static str {
-        let marked = self.rows.iter().any(|r| r.bars.iter().any(|b| b.cold));
-        if marked {
-            "cold = a cold start its function reported (cold_start_ms: from its process's start \
-             until it could serve the call)"
+        let took = row.seconds.map(term::duration).unwrap_or_default();
+        let notes = Timeline::notes(row);
+        let notes = if notes.is_empty() {
+            String::new()
         } else {
-            "cold starts: none reported by the functions"
-        }
-    }
-
-    /// What each row's suffix says: duration, attempts, failure, cold start.
-    fn notes(row: &Row) -> String {
-        let mut notes = Vec::new();
-        if row.bars.len() > 1 {
-            notes.push(format!("{} attempts", row.bars.len()));
-        }
-        match row.status {
-            StageStatus::Failed => notes.push(match &row.error_code {
-                Some(code) => format!("FAILED {code}"),
-                None => "FAILED".into(),
-            }),
-            StageStatus::Skipped => notes.push("skipped".into()),
-            StageStatus::Pending => notes.push("pending".into()),
-            _ => {}
-        }
-        if row.bars.iter().any(|b| b.cold) {
-            notes.push("cold".into());
-        }
-        notes.extend(row.detail.clone());
-        notes.join(", ")
-    }
-
-    /// The plain-text drawing, `width` columns wide.
-    pub fn text(&self, width: usize, p: Palette) -> String {
-        let mut out = String::new();
-        let label_w = self
-            .rows
-            .iter()
-            .map(|r| r.label.chars().count())
-            .max()
-            .unwrap_or(0)
-            .max(8);
-        let note_w = self
-            .rows
-            .iter()
-            .map(|r| Self::notes(r).chars().count())
-            .max()
-            .unwrap_or(0);
-        // label │bars│ duration notes
-        let suffix_w = 10 + if note_w > 0 { note_w + 2 } else { 0 };
-        let plot_w = width.saturating_sub(label_w + suffix_w + 4).max(20);
-        let scale = plot_w as f64 / self.total;
-        let column = |t: f64| ((t * scale).floor().max(0.0) as usize).min(plot_w - 1);
-        let _ = writeln!(
-            out,
-            "{}  {}  {}  {}, {}   (1 column = {})",
-            p.paint(Paint::Bold, format!("request {}", self.request_id)),
-            p.request_status(self.status),
-            term::duration(self.total),
-            term::plural(self.rows.len(), "row"),
-            term::plural(self.attempts(), "attempt"),
-            term::duration(self.total / plot_w as f64),
-        );
-        for row in &self.rows {
-            let mut cells: Vec<Option<Outcome>> = vec![None; plot_w];
-            for bar in &row.bars {
-                let (a, b) = (column(bar.start), column(bar.end).max(column(bar.start)));
-                for cell in &mut cells[a..=b] {
-                    *cell = Some(bar.outcome);
-                }
-            }
-            let mut bars = String::new();
-            let mut run: Option<(Option<Outcome>, String)> = None;
-            // Paint runs of one outcome at once, so escape codes stay few.
-            for cell in cells {
-                let ch = cell.map_or(' ', Outcome::block);
-                match &mut run {
-                    Some((o, s)) if *o == cell => s.push(ch),
-                    _ => {
-                        if let Some((o, s)) = run.take() {
-                            bars.push_str(&paint_run(p, o, &s));
-                        }
-                        run = Some((cell, ch.to_string()));
-                    }
-                }
-            }
-            if let Some((o, s)) = run {
-                bars.push_str(&paint_run(p, o, &s));
-            }
-            let took = row.seconds.map(term::duration).unwrap_or_default();
-            let notes = Self::notes(row);
-            let notes = if notes.is_empty() {
-                String::new()
+            let paint = if row.status == StageStatus::Failed {
+                Paint::Red
+            } else if row.bars.len() > 1 {
+                Paint::Yellow
             } else {
-                let paint = if row.status == StageStatus::Failed {
-                    Paint::Red
-                } else if row.bars.len() > 1 {
-                    Paint::Yellow
-                } else {
-                    Paint::Cyan
-                };
-                format!("  {}", p.paint(paint, notes))
+                Paint::Cyan
             };
-            let _ = writeln!(out, "{:<label_w$} │{bars}│ {took:>9}{notes}", row.label);
-        }
-        // The axis: ticks at round steps, labels where they fit.
-        let step = nice_step(self.total, (plot_w / 14).max(1));
-        let mut axis = vec![' '; plot_w + 12];
-        let mut ticks = vec!['─'; plot_w];
-        let mut t = 0.0;
-        let mut free_from = 0;
-        while t <= self.total + 1e-9 {
-            let col = column(t);
-            ticks[col] = '┬';
-            let label = axis_label(t, step);
-            if col >= free_from && col + label.len() <= axis.len() {
-                for (i, ch) in label.chars().enumerate() {
-                    axis[col + i] = ch;
-                }
-                free_from = col + label.len() + 2;
-            }
-            t += step;
-        }
-        let _ = writeln!(
-            out,
-            "{:<label_w$} └{}┘",
-            "",
-            ticks.into_iter().collect::<String>()
-        );
-        let _ = writeln!(
-            out,
-            "{:<label_w$}  {}",
-            "",
-            axis.into_iter().collect::<String>().trim_end()
-        );
-        let mut legend = vec![format!("{} succeeded", p.paint(Paint::Green, '█'))];
-        if self.any(Outcome::Retried) {
-            legend.push(format!("{} failed, retried", p.paint(Paint::Yellow, '▒')));
-        }
-        if self.any(Outcome::Failed) {
-            legend.push(format!("{} failed", p.paint(Paint::Red, '░')));
-        }
-        if self.any(Outcome::Running) || self.any(Outcome::Interrupted) {
-            legend.push(format!(
-                "{} running / interrupted",
-                p.paint(Paint::Blue, '▓')
-            ));
-        }
-        let _ = writeln!(out, "{}", legend.join("   "));
-        let _ = writeln!(out, "{}", p.paint(Paint::Dim, self.cold_note()));
-        out
+            format!("  {}", p.paint(paint, notes))
+        };
+        let _ = writeln!(out, "{:<label_w$} │{bars}│ {took:>9}{notes}", row.label);
     }
+    // The axis: ticks at round steps, labels where they fit.
+    let step = nice_step(tl.total, (plot_w / 14).max(1));
+    let mut axis = vec![' '; plot_w + 12];
+    let mut ticks = vec!['─'; plot_w];
+    let mut t = 0.0;
+    let mut free_from = 0;
+    while t <= tl.total + 1e-9 {
+        let col = column(t);
+        ticks[col] = '┬';
+        let label = axis_label(t, step);
+        if col >= free_from && col + label.len() <= axis.len() {
+            for (i, ch) in label.chars().enumerate() {
+                axis[col + i] = ch;
+            }
+            free_from = col + label.len() + 2;
+        }
+        t += step;
+    }
+    let _ = writeln!(
+        out,
+        "{:<label_w$} └{}┘",
+        "",
+        ticks.into_iter().collect::<String>()
+    );
+    let _ = writeln!(
+        out,
+        "{:<label_w$}  {}",
+        "",
+        axis.into_iter().collect::<String>().trim_end()
+    );
+    let mut legend = vec![format!("{} succeeded", p.paint(Paint::Green, '█'))];
+    if tl.any(Outcome::Retried) {
+        legend.push(format!("{} failed, retried", p.paint(Paint::Yellow, '▒')));
+    }
+    if tl.any(Outcome::Failed) {
+        legend.push(format!("{} failed", p.paint(Paint::Red, '░')));
+    }
+    if tl.any(Outcome::Running) || tl.any(Outcome::Interrupted) {
+        legend.push(format!(
+            "{} running / interrupted",
+            p.paint(Paint::Blue, '▓')
+        ));
+    }
+    let _ = writeln!(out, "{}", legend.join("   "));
+    let _ = writeln!(out, "{}", p.paint(Paint::Dim, tl.cold_note()));
+    out
+}
 
-    /// The SVG picture: a title, one row per stage or task, one `<rect class="bar …">` per
-    /// attempt (with a tooltip), marks for retries, failures and likely cold starts, a time
-    /// axis and a legend.
-    pub fn svg(&self) -> String {
-        const LABEL_W: f64 = 230.0;
-        const PLOT_W: f64 = 760.0;
-        const NOTE_W: f64 = 150.0;
-        const ROW_H: f64 = 22.0;
-        const BAR_H: f64 = 14.0;
-        const TOP: f64 = 58.0;
-        let width = LABEL_W + PLOT_W + NOTE_W;
-        let plot_bottom = TOP + ROW_H * self.rows.len() as f64;
-        let legend_top = plot_bottom + 44.0;
-        let height = legend_top + 64.0;
-        let x = |t: f64| LABEL_W + (t / self.total).clamp(0.0, 1.0) * PLOT_W;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
-        );
-        let title = format!(
-            "request {} · {} · {}",
-            self.request_id,
-            self.status.as_str(),
-            term::duration(self.total)
-        );
-        let _ = writeln!(s, "<title>{}</title>", xml(&title));
-        let _ = writeln!(
-            s,
-            r##"<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>"##
-        );
-        let _ = writeln!(
-            s,
-            r#"<text class="title" x="12" y="24" font-size="16" font-weight="bold">{}</text>"#,
-            xml(&title)
-        );
-        let _ = writeln!(
-            s,
-            r##"<text x="12" y="42" fill="#555555">{}, {}; time since the request was created</text>"##,
-            term::plural(self.rows.len(), "row"),
-            term::plural(self.attempts(), "attempt")
-        );
-        // Grid and axis.
-        let step = nice_step(self.total, 10);
-        let mut t = 0.0;
-        while t <= self.total + 1e-9 {
-            let gx = x(t);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{:.1}" stroke="#e3e3e3"/>"##,
-                plot_bottom + 4.0
-            );
-            let _ = writeln!(
-                s,
-                r##"<text class="tick" x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="#555555">{}</text>"##,
-                plot_bottom + 18.0,
-                xml(&axis_label(t, step))
-            );
-            t += step;
-        }
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LABEL_W}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888888"/>"##,
-            plot_bottom + 4.0,
-            LABEL_W + PLOT_W,
-            plot_bottom + 4.0
-        );
-        for (i, row) in self.rows.iter().enumerate() {
-            let y = TOP + ROW_H * i as f64;
-            if i % 2 == 0 {
-                let _ = writeln!(
-                    s,
-                    r##"<rect class="stripe" x="0" y="{y}" width="{width}" height="{ROW_H}" fill="#f6f7f9"/>"##
-                );
-            }
-            let _ = writeln!(
-                s,
-                r#"<text class="label" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                LABEL_W - 8.0,
-                y + ROW_H / 2.0 + 4.0,
-                xml(&row.label)
-            );
-            let by = y + (ROW_H - BAR_H) / 2.0;
-            for bar in &row.bars {
-                let (x0, x1) = (x(bar.start), x(bar.end));
-                let w = (x1 - x0).max(1.5);
-                let mut tip = format!(
-                    "{} attempt {}: {} ({:.3}–{:.3} s, {})",
-                    row.label,
-                    bar.attempt,
-                    bar.outcome.name(),
-                    bar.start,
-                    bar.end,
-                    term::duration(bar.end - bar.start)
-                );
-                if let Some(c) = &bar.call_id {
-                    let _ = write!(tip, ", call {c}");
-                }
-                if let Some(h) = bar.http_status {
-                    let _ = write!(tip, ", HTTP {h}");
-                }
-                if let Some(e) = &bar.error {
-                    let _ = write!(tip, ", {e}");
-                }
-                if bar.cold {
-                    tip.push_str(", likely cold start");
-                }
-                let _ = writeln!(
-                    s,
-                    r#"<rect class="bar {}" data-row="{}" data-attempt="{}" x="{x0:.2}" y="{by:.1}" width="{w:.2}" height="{BAR_H}" rx="2" fill="{}"><title>{}</title></rect>"#,
-                    bar.outcome.name(),
-                    xml(&row.label),
-                    bar.attempt,
-                    bar.outcome.fill(),
-                    xml(&tip)
-                );
-                let mark = match bar.outcome {
-                    Outcome::Retried => Some(("↻", "#b36b00")),
-                    Outcome::Failed => Some(("✕", "#a31f1b")),
-                    _ => None,
-                };
-                if let Some((glyph, colour)) = mark {
-                    let _ = writeln!(
-                        s,
-                        r#"<text class="mark {}" x="{:.1}" y="{:.1}" fill="{colour}" font-weight="bold">{glyph}</text>"#,
-                        bar.outcome.name(),
-                        x0 + w + 2.0,
-                        by + BAR_H - 2.0
-                    );
-                }
-                if bar.cold {
-                    let _ = writeln!(
-                        s,
-                        r##"<text class="mark cold" x="{:.1}" y="{:.1}" fill="#1f5fbf" font-size="10">cold</text>"##,
-                        x0 + 1.0,
-                        by - 1.0
-                    );
-                }
-            }
-            let note = [
-                row.seconds.map(term::duration).unwrap_or_default(),
-                Self::notes(row),
-            ]
-            .into_iter()
-            .filter(|n| !n.is_empty())
-            .collect::<Vec<_>>()
-            .join(" · ");
-            let _ = writeln!(
-                s,
-                r##"<text class="note" x="{:.1}" y="{:.1}" fill="#333333">{}</text>"##,
-                LABEL_W + PLOT_W + 8.0,
-                y + ROW_H / 2.0 + 4.0,
-                xml(&note)
-            );
-        }
-        // Legend.
-        let mut lx = 12.0;
-        for outcome in [
-            Outcome::Succeeded,
-            Outcome::Retried,
-            Outcome::Failed,
-            Outcome::Running,
-            Outcome::Interrupted,
-        ] {
-            let label = match outcome {
-                Outcome::Succeeded => "succeeded",
-                Outcome::Retried => "failed, retried (↻)",
-                Outcome::Failed => "failed (✕)",
-                Outcome::Running => "running",
-                Outcome::Interrupted => "interrupted",
-            };
-            let _ = writeln!(
-                s,
-                r#"<rect class="legend" x="{lx}" y="{legend_top}" width="14" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-                outcome.fill(),
-                lx + 18.0,
-                legend_top + 10.0,
-                xml(label)
-            );
-            lx += 36.0 + 7.0 * label.chars().count() as f64;
-        }
-        let _ = writeln!(
-            s,
-            r##"<text class="cold-note" x="12" y="{:.1}" fill="#555555" font-size="11">{}</text>"##,
-            legend_top + 32.0,
-            xml(self.cold_note())
-        );
-        s.push_str("</svg>\n");
-        s
+/// The terminal drawing's block for an outcome.
+fn block(o: Outcome) -> char {
+    match o {
+        Outcome::Succeeded => '█',
+        Outcome::Retried => '▒',
+        Outcome::Failed => '░',
+        Outcome::Running | Outcome::Interrupted => '▓',
+    }
+}
+
+fn paint(o: Outcome) -> Paint {
+    match o {
+        Outcome::Succeeded => Paint::Green,
+        Outcome::Retried => Paint::Yellow,
+        Outcome::Failed => Paint::Red,
+        Outcome::Running => Paint::Blue,
+        Outcome::Interrupted => Paint::Dim,
     }
 }
 
 fn paint_run(p: Palette, outcome: Option<Outcome>, s: &str) -> String {
     match outcome {
-        Some(o) => p.paint(o.paint(), s),
+        Some(o) => p.paint(paint(o), s),
         None => s.to_owned(),
     }
-}
-
-/// A round step (1, 2 or 5 × 10ⁿ seconds) that cuts `total` into at most about `ticks`.
-fn nice_step(total: f64, ticks: usize) -> f64 {
-    let raw = total / ticks.max(1) as f64;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * magnitude)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * magnitude)
-        .max(0.001)
-}
-
-fn axis_label(t: f64, step: f64) -> String {
-    let decimals = if step >= 1.0 {
-        0
-    } else if step >= 0.1 {
-        1
-    } else if step >= 0.01 {
-        2
-    } else {
-        3
-    };
-    format!("{t:.decimals$} s")
-}
-
-/// Text safe inside an XML element or attribute.
-fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters are not allowed in XML 1.0 at all.
-            c if c.is_control() && !matches!(c, '\n' | '\t') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::requests::tests::sample_state;
+    use fave_common::contract::detect;
 
     #[test]
     fn rows_and_bars_follow_the_state() {
@@ -721,7 +283,7 @@ mod tests {
         let tl = Timeline::build(&state, Utc::now());
         assert!(tl.rows[0].bars[0].cold);
         assert!(!tl.rows[1].bars.iter().any(|b| b.cold));
-        let text = tl.text(100, Palette::plain());
+        let text = text(&tl, 100, Palette::plain());
         assert!(Timeline::notes(&tl.rows[0]).contains("cold"));
         assert!(!Timeline::notes(&tl.rows[1]).contains("cold"));
         assert!(text.contains("its function reported"), "{text}");
@@ -731,7 +293,7 @@ mod tests {
     #[test]
     fn the_text_drawing_has_every_row_scaled_to_the_width() {
         let tl = Timeline::build(&sample_state(), Utc::now());
-        let text = tl.text(100, Palette::plain());
+        let text = text(&tl, 100, Palette::plain());
         for row in &tl.rows {
             let line = text
                 .lines()
@@ -767,13 +329,5 @@ mod tests {
         assert_eq!(svg.matches("<rect class=\"bar retried\"").count(), 1);
         assert!(svg.contains("&lt;bad &amp; &quot;quoted&quot;&gt; "));
         assert!(svg.contains("class=\"mark retried\""));
-    }
-
-    #[test]
-    fn steps_are_round() {
-        assert_eq!(nice_step(3.6, 10), 0.5);
-        assert_eq!(nice_step(42.0, 10), 5.0);
-        assert_eq!(nice_step(0.05, 10), 0.005);
-        assert_eq!(axis_label(1.5, 0.5), "1.5 s");
     }
 }

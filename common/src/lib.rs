@@ -30,4 +30,5 @@ pub mod stage;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod timeline;
 pub mod tool;
