@@ -190,6 +190,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
+        "web page  {}",
+        stack.gateway_url.join("function/orchestrator/ui/")?
+    );
+    println!(
         "\nsubmit with: fave run VIDEO --gateway {}   (Ctrl-C stops)",
         stack.gateway_url
     );
@@ -211,7 +215,11 @@ async fn demo(args: StackArgs, video: &Path, query: &str) -> anyhow::Result<Exit
     let started = Instant::now();
     let stack = Stack::start(stack_options(&args, any_port, any_port, true)?).await?;
     let up_ms = started.elapsed().as_millis();
-    println!("stack up in {up_ms} ms: gateway {}", stack.gateway_url);
+    println!(
+        "stack up in {up_ms} ms: gateway {}, web page {} (while the demo runs; `fave up` keeps one up)",
+        stack.gateway_url,
+        stack.gateway_url.join("function/orchestrator/ui/")?
+    );
     let uri = to_uri(&video.display().to_string())?;
     println!("submitting {uri}");
     let clock = Instant::now();

@@ -29,6 +29,14 @@ pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// The size of each part of a multipart upload (S3's minimum is 5 MiB).
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 
+/// An object opened by [`Storage::open`]: its bytes arrive as they are read.
+pub struct Opened {
+    /// The bytes this answer holds (the whole object's, or the range's).
+    pub length: u64,
+    pub content_type: Option<String>,
+    pub body: ByteStream,
+}
+
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -630,6 +638,55 @@ impl Storage {
             .await
             .map_err(|e| StorageError::from_sdk("PutObject", key, e))?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// An object's size in bytes, `None` if there is no such object.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match StorageError::from_sdk("HeadObject", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Opens an object, or only its bytes `range` (first and last, inclusive), to stream
+    /// it on as it comes, never held whole; `None` if there is no such object.
+    pub async fn open(
+        &self,
+        key: &str,
+        range: Option<std::ops::RangeInclusive<u64>>,
+    ) -> Result<Option<Opened>, StorageError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start(), r.end())))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                return match StorageError::from_sdk("GetObject", key, e) {
+                    StorageError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        Ok(Some(Opened {
+            length: out.content_length().unwrap_or(0).max(0) as u64,
+            content_type: out.content_type().map(str::to_owned),
+            body: out.body,
+        }))
     }
 
     /// Whether an object exists.

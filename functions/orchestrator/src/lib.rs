@@ -8,6 +8,7 @@
 //! - [`input`]: validating the video URI and fetching the video, before anything is written.
 //! - [`guard`]: the SSRF guard on every URL the orchestrator fetches for a user.
 //! - [`credentials`]: the secret parts of submitted URLs, kept apart and only while needed.
+//! - [`ui`]: the web page under `/ui/`: requests, clips with their frames and boxes, search.
 //!
 //! Running requests:
 //! - [`runtime`]: which requests this process drives: claims, drivers, the resumer.
@@ -41,6 +42,7 @@ pub mod record;
 pub mod result;
 pub mod runtime;
 pub mod scheduler;
+pub mod ui;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -72,6 +74,8 @@ pub struct App {
     pub library: Option<library::Library>,
     /// The language model queries are read with, loading from start (`embed.rs`).
     pub model: embed::Model,
+    /// What the web page has gathered of ended requests.
+    pub views: ui::Views,
     pub metrics: metrics::Metrics,
     invocations: Semaphore,
     /// Fired by SIGTERM: drivers persist their state, release their leases and stop.
@@ -122,6 +126,7 @@ impl App {
             http,
             table,
             params,
+            views: ui::Views::default(),
             metrics: metrics::Metrics::default(),
             invocations,
             shutdown: CancellationToken::new(),

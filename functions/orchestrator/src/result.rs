@@ -103,7 +103,10 @@ pub fn from_index(
 
 /// One clip: its detections (read from `detections.json`) and transcript, times moved
 /// into the video's.
-async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, DriveError> {
+pub(crate) async fn clip_report(
+    storage: &Storage,
+    clip: &ClipState,
+) -> Result<ClipReport, DriveError> {
     let detect = clip.tasks.iter().find(|t| t.name.as_str() == detect::NAME);
     let summary: Option<detect::Output> = detect.map(result).transpose()?.flatten();
     let detections = match detect.and_then(|t| t.outputs.get(detect::outputs::DETECTIONS)) {

@@ -20,4 +20,5 @@ mod pipeline;
 mod s3_race;
 mod scaling;
 mod transcribe;
+mod ui;
 mod util;

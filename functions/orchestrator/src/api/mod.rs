@@ -6,6 +6,7 @@
 //! - `POST /query`, `GET /videos`, `GET /videos/{id}`, `DELETE /videos/{id}`: the video
 //!   library ([`videos`]).
 //! - `GET /healthz` (liveness), `GET /readyz` (the store answers), `GET /metrics`.
+//! - `GET /ui/…`: the web page (`crate::ui`).
 //!
 //! Every error is the one shape (`fave_common::error`), with the request's id and status
 //! beside it when the error is about a request. With an API token configured, every route
@@ -51,7 +52,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/videos/{id}", get(videos::detail).delete(videos::delete))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text));
+        .route("/metrics", get(metrics_text))
+        .merge(crate::ui::routes());
     fave_common::error::json_fallbacks(routes)
         .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(axum::middleware::from_fn_with_state(
@@ -87,8 +89,10 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 
 /// With an API token configured, every route but `/healthz` and `/readyz` (what probes call) requires
 /// `Authorization: Bearer <token>`: OpenFaaS leaves a function's own auth to the function.
-/// The comparison is of the two SHA-256 digests in constant time, so neither the token's
-/// bytes nor its length show in the time an answer takes; the token is never logged.
+/// The web page under `/ui` also takes HTTP Basic with the token as the password (any user
+/// name), and asks for it so that a browser prompts. The comparison is of the two SHA-256
+/// digests in constant time, so neither the token's bytes nor its length show in the time an
+/// answer takes; the token is never logged.
 async fn require_token(
     State(app): State<Arc<App>>,
     request: axum::extract::Request,
@@ -100,15 +104,20 @@ async fn require_token(
     if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
-    let given = request
+    let page = request.uri().path() == "/ui" || request.uri().path().starts_with("/ui/");
+    let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
+    let given = match authorization.strip_prefix("Bearer ") {
+        Some(bearer) => bearer.to_owned(),
+        None if page => basic_password(authorization).unwrap_or_default(),
+        None => String::new(),
+    };
     let digest = |s: &str| Sha256::digest(s.as_bytes());
     if bool::from(subtle::ConstantTimeEq::ct_eq(
-        digest(given).as_slice(),
+        digest(&given).as_slice(),
         digest(token.expose()).as_slice(),
     )) {
         return next.run(request).await;
@@ -119,10 +128,28 @@ async fn require_token(
         "this orchestrator requires its API token: Authorization: Bearer <token>",
     )
     .into_response();
+    let challenge = if page {
+        r#"Basic realm="fave", charset="UTF-8""#
+    } else {
+        "Bearer"
+    };
+    refused.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     refused
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    refused
+}
+
+/// The password of an `Authorization: Basic …` value.
+fn basic_password(authorization: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = authorization.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    pair.split_once(':')
+        .map(|(_, password)| password.to_owned())
 }
 
 /// `GET /metrics`: Prometheus's text format.
@@ -199,7 +226,7 @@ pub const MAX_PAGE: usize = 200;
 const DEFAULT_PAGE: usize = 50;
 
 /// A list's query string, or `400 invalid_query_string`.
-fn list_query<T>(
+pub(crate) fn list_query<T>(
     query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     query
@@ -220,7 +247,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     raw.parse().map_err(|e: fave_common::ids::InvalidId| {
         ApiError::bad_request("invalid_request_id", e.to_string())
     })
@@ -432,6 +459,41 @@ mod tests {
             (status, body["error"]["code"].as_str()),
             (StatusCode::NOT_FOUND, Some("not_found"))
         );
+
+        // The web page asks a browser for the token as a Basic password, and takes it so.
+        let basic = |pair: &str| {
+            use base64::Engine as _;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        };
+        for path in ["/ui", "/ui/", "/ui/assets/fave.css", "/ui/no/such/page"] {
+            for auth in [
+                None,
+                Some(basic("fave:wrong")),
+                Some(basic("s3cr3t-token")),
+                Some("Basic !!not base64".to_owned()),
+            ] {
+                let (status, _, challenge) = send("GET", path, auth.as_deref()).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+                assert_eq!(
+                    challenge.as_ref().map(|v| v.as_bytes()),
+                    Some(&br#"Basic realm="fave", charset="UTF-8""#[..]),
+                    "{path}"
+                );
+            }
+        }
+        for auth in [
+            basic("anyone:s3cr3t-token"),
+            "Bearer s3cr3t-token".to_owned(),
+        ] {
+            let (status, _, _) = send("GET", "/ui/assets/fave.css", Some(&auth)).await;
+            assert_eq!(status, StatusCode::OK, "{auth}");
+        }
+        // The Basic form opens the page only, not the API.
+        let (status, _, _) = send("GET", "/metrics", Some(&basic("x:s3cr3t-token"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, Value) {

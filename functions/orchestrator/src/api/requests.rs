@@ -47,6 +47,11 @@ pub(super) async fn list(
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = super::list_query(query)?;
+    Ok(Json(page(&app, &q).await?).into_response())
+}
+
+/// One page of the requests `q` asks for: `GET /requests` and the web page's list.
+pub(crate) async fn page(app: &Arc<App>, q: &ListQuery) -> Result<RequestPage, ApiError> {
     let limit = super::page_limit(q.limit)?;
     let mut after = match &q.cursor {
         Some(c) => Some(parse_id(c)?),
@@ -96,7 +101,7 @@ pub(super) async fn list(
             break true;
         }
     };
-    Ok(Json(RequestPage {
+    Ok(RequestPage {
         requests: found,
         next_cursor: if more {
             after.map(|id| id.to_string())
@@ -104,7 +109,6 @@ pub(super) async fn list(
             None
         },
     })
-    .into_response())
 }
 
 /// A request as a list shows it.

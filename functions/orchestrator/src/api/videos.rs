@@ -20,7 +20,7 @@ use crate::App;
 use crate::library::{Library, parse_video};
 
 /// The library, or 409 when this orchestrator runs without one.
-fn library(app: &App) -> Result<&Library, ApiError> {
+pub(crate) fn library(app: &App) -> Result<&Library, ApiError> {
     app.library.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -59,8 +59,13 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    library(&app)?;
     let q = super::list_query(query)?;
+    Ok(Json(page(&app, &q).await?).into_response())
+}
+
+/// One page of the library: `GET /videos` and the web page's list.
+pub(crate) async fn page(app: &Arc<App>, q: &ListQuery) -> Result<VideoPage, ApiError> {
+    library(app)?;
     let limit = super::page_limit(q.limit)?;
     let after = q.cursor.as_deref().map(parse_video).transpose()?;
     // `index/library/{video}/g` sorts after every analysis of the video (hex digits) and
@@ -95,7 +100,7 @@ pub(super) async fn list(
         .await
         .into_iter()
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Json(VideoPage {
+    Ok(VideoPage {
         videos: summaries,
         next_cursor: if page.truncated {
             videos.last().map(ToString::to_string)
@@ -103,7 +108,6 @@ pub(super) async fn list(
             None
         },
     })
-    .into_response())
 }
 
 async fn summary(app: &App, video: VideoId) -> Result<VideoSummary, ApiError> {
