@@ -61,6 +61,12 @@ impl VideoKeys {
         format!("{}video.json", self.root)
     }
 
+    /// `videos/{video}/deleting.json`: a delete of the video is under way (since when); a
+    /// request of the video that finds it waits until it is gone.
+    pub fn deleting(&self) -> String {
+        format!("{}deleting.json", self.root)
+    }
+
     /// `videos/{video}/{analysis}/claim.json`: which request is making this analysis.
     pub fn claim(&self, analysis: &AnalysisId) -> String {
         format!("{}{analysis}/claim.json", self.root)

@@ -33,6 +33,7 @@ pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 pub struct Opened {
     /// The bytes this answer holds (the whole object's, or the range's).
     pub length: u64,
+    pub etag: String,
     pub content_type: Option<String>,
     pub body: ByteStream,
 }
@@ -527,23 +528,10 @@ impl Storage {
         &self,
         key: &str,
     ) -> Result<Option<(T, String)>, StorageError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                return match StorageError::from_sdk("GetObject", key, e) {
-                    StorageError::NotFound { .. } => Ok(None),
-                    other => Err(other),
-                };
-            }
+        let Some(out) = self.open(key, None).await? else {
+            return Ok(None);
         };
-        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let etag = out.etag;
         let bytes = out
             .body
             .collect()
@@ -642,6 +630,17 @@ impl Storage {
 
     /// An object's size in bytes, `None` if there is no such object.
     pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .head(key)
+            .await?
+            .map(|h| h.content_length().unwrap_or(0).max(0) as u64))
+    }
+
+    /// What HeadObject says of an object, `None` if there is no such object.
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, StorageError> {
         match self
             .client
             .head_object()
@@ -650,7 +649,7 @@ impl Storage {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Ok(out) => Ok(Some(out)),
             Err(e) => match StorageError::from_sdk("HeadObject", key, e) {
                 StorageError::NotFound { .. } => Ok(None),
                 other => Err(other),
@@ -684,6 +683,7 @@ impl Storage {
         };
         Ok(Some(Opened {
             length: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().unwrap_or_default().to_owned(),
             content_type: out.content_type().map(str::to_owned),
             body: out.body,
         }))
@@ -696,20 +696,10 @@ impl Storage {
 
     /// An object's ETag, `None` if there is no such object.
     pub async fn etag(&self, key: &str) -> Result<Option<String>, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_owned())),
-            Err(e) => match StorageError::from_sdk("HeadObject", key, e) {
-                StorageError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+        Ok(self
+            .head(key)
+            .await?
+            .map(|h| h.e_tag().unwrap_or_default().to_owned()))
     }
 
     /// Every key under a prefix, in key order.

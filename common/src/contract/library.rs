@@ -241,6 +241,12 @@ pub struct Rebuilt {
     pub other_parameters: usize,
 }
 
+/// `deleting.json`: a delete of the video is under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleting {
+    pub started_at: DateTime<Utc>,
+}
+
 /// The answer to `DELETE /videos/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {

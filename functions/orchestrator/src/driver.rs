@@ -137,7 +137,8 @@ impl Driver<'_> {
         record::end(t, Ending::Completed { result_key }).await
     }
 
-    /// Settles where the analysis comes from (`library.rs`): notes the video's use, then
+    /// Settles where the analysis comes from (`library.rs`): notes the video's use (again,
+    /// for a request whose input an earlier version stored without noting it first), then
     /// waits while another request makes the same analysis, and returns once it is
     /// published or this request holds the claim to make it. Recorded in state.json with
     /// the next write.
@@ -297,13 +298,17 @@ impl Driver<'_> {
         id: &RequestId,
         path: &std::path::Path,
         source: &Source,
+        uri: &str,
     ) -> Result<InputObject, DriveError> {
         let (bytes, sha256) = fave_common::storage::sha256_file(path).await?;
         let key = match self.library {
-            Some(_) => {
+            Some(library) => {
                 let video: VideoId = sha256
                     .parse()
                     .map_err(|e| bug("storing the input", format!("its hash: {e}")))?;
+                // Named in the video's record before anything of it is stored, so that a
+                // delete of the video either sees this request or is waited out.
+                library.enter(self.storage, &video, bytes, id, uri).await?;
                 let key = VideoKeys::new(&video).input(&source.extension());
                 if self.storage.exists(&key).await? {
                     return Ok(InputObject { key, bytes, sha256 });
@@ -368,7 +373,9 @@ impl Driver<'_> {
                 return Ok(false);
             }
         };
-        let input = self.store_input(&id, fetched.path(), &source).await?;
+        let input = self
+            .store_input(&id, fetched.path(), &source, &shown)
+            .await?;
         t.lock().await.state.input = Some(input);
         commit_shared(t).await?;
         // Copied in: the input's secret is needed no more.

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use fave_common::contract::library::{
-    AnalysisClaim, AnalysisParams, AnalysisSummary, Deleted, FoundMoment, INDEX_SCHEMA,
+    AnalysisClaim, AnalysisParams, AnalysisSummary, Deleted, Deleting, FoundMoment, INDEX_SCHEMA,
     QueryAnswer, QueryBody, QueryTimings, Rebuilt, VideoDetail, VideoIndex, VideoRecord,
 };
 use fave_common::contract::report::Final;
@@ -140,6 +140,38 @@ impl Library {
                 // Another request of the same video wrote meanwhile: read it again.
                 Err(StorageError::PreconditionFailed { .. }) => continue,
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records `request` in the video's `video.json` ([`Library::saw`]) before anything of
+    /// it is stored, and waits out a delete of the video under way (`deleting.json`, until
+    /// it is gone or older than [`DELETE_STALE`]), recording the request again after it:
+    /// the delete removed the record. A delete writes its `deleting.json` before it reads
+    /// the record, so of the two, either the delete sees this request (and refuses with
+    /// `409 video_in_use`) or this request sees the delete and waits; never neither.
+    pub async fn enter(
+        &self,
+        storage: &Storage,
+        video: &VideoId,
+        bytes: u64,
+        request: &RequestId,
+        uri: &str,
+    ) -> Result<(), StorageError> {
+        let tombstone = VideoKeys::new(video).deleting();
+        let mut waited = false;
+        loop {
+            self.saw(storage, video, bytes, request, uri).await?;
+            let deleting = storage.get_json::<Deleting>(&tombstone).await?;
+            match deleting {
+                Some((d, _)) if Utc::now() - d.started_at < DELETE_STALE => {
+                    if !waited {
+                        tracing::info!(%video, "the video is being deleted; waiting for the delete to end");
+                        waited = true;
+                    }
+                    tokio::time::sleep(DELETE_POLL).await;
+                }
+                _ => return Ok(()),
             }
         }
     }
@@ -477,6 +509,23 @@ impl Library {
     /// those requests is still running (`409 video_in_use`). The markers go first, so
     /// queries stop finding the video before anything they would read is gone.
     pub async fn delete(&self, storage: &Storage, video: &VideoId) -> Result<Deleted, ApiError> {
+        let tombstone = VideoKeys::new(video).deleting();
+        let started = Deleting {
+            started_at: Utc::now(),
+        };
+        storage.put_json(&tombstone, &started).await?;
+        let deleted = self.delete_marked(storage, video).await;
+        // Gone with the rest when the delete went through; removed here when it did not, so
+        // that no request waits for a delete that is not happening.
+        if let Err(e) = storage.delete(&tombstone).await {
+            tracing::warn!(error = %e, %video, "could not remove deleting.json; it lapses");
+        }
+        deleted
+    }
+
+    /// [`Library::delete`], once `deleting.json` says so: requests of the video that come
+    /// now wait, so the record read here names every request the delete must consider.
+    async fn delete_marked(&self, storage: &Storage, video: &VideoId) -> Result<Deleted, ApiError> {
         let keys = VideoKeys::new(video);
         let record = storage
             .get_json::<VideoRecord>(&keys.record())
@@ -514,9 +563,12 @@ impl Library {
         for request in &requests {
             objects += forget_request_media(storage, request).await?;
         }
+        let tombstone = keys.deleting();
         for key in storage.list_keys(keys.root()).await? {
-            storage.delete(&key).await?;
-            objects += 1;
+            if key != tombstone {
+                storage.delete(&key).await?;
+                objects += 1;
+            }
         }
         tracing::info!(%video, objects, requests = requests.len(), "deleted a video");
         Ok(Deleted {
@@ -652,6 +704,12 @@ async fn bump_generation(storage: &Storage) -> Result<(), StorageError> {
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
+
+/// How often a request waiting out a delete of its video looks again.
+const DELETE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// A `deleting.json` this old is a delete that died midway (one takes seconds): requests
+/// go on; a `DELETE` sent again finishes it.
+const DELETE_STALE: chrono::Duration = chrono::Duration::minutes(2);
 
 /// A video's published analyses, from its markers.
 pub async fn analyses_of(

@@ -446,6 +446,104 @@ async fn deleting_a_video_leaves_none_of_its_keys_in_the_bucket() {
     assert!(stage_runs(&t) > runs);
 }
 
+/// A request of a video whose delete is under way (its `deleting.json` there, as the delete
+/// writes it before it reads the video's record) is named in the record, stores nothing of
+/// the video and waits; when the delete ends it goes on and completes. And a delete that
+/// comes while a request of the video runs sees it there and is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_out_a_delete_of_its_video_and_a_delete_waits_for_no_request() {
+    let t = TestStack::start().await;
+    let path = sample("bikes.mp4");
+    let video = sha256_of(&path).await;
+    let tombstone = format!("videos/{video}/deleting.json");
+    t.store()
+        .put_json(&tombstone, &json!({ "started_at": chrono::Utc::now() }))
+        .await
+        .expect("written");
+    let response = t
+        .http
+        .post(t.url("orchestrator", ""))
+        .header("prefer", "respond-async")
+        .json(&json!({ "video_uri": file_uri(&path), "query": "bicycles" }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, _, accepted) = crate::util::read(response).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = request_id(&accepted);
+    let record = format!("videos/{video}/video.json");
+    wait_named(&t, &record, &id).await;
+    // Named, then waiting: running, nothing of the video stored.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let state = t.state(&id).await;
+    assert!(!state.status.is_terminal(), "{:?}", state.status);
+    assert!(
+        state.input.is_none(),
+        "the input was stored during the delete"
+    );
+    let stored = t
+        .store()
+        .list_keys(&format!("videos/{video}/input/"))
+        .await
+        .expect("a listing");
+    assert!(stored.is_empty(), "{stored:?}");
+
+    // The delete ends (its record gone with the video): the request names itself again and
+    // completes. While it runs, a delete sees it and is refused, leaving no deleting.json.
+    t.store().delete(&record).await.expect("deleted");
+    t.store().delete(&tombstone).await.expect("deleted");
+    wait_named(&t, &record, &id).await;
+    let response = t
+        .http
+        .delete(t.url("orchestrator", &format!("/videos/{video}")))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let refused = crate::util::read(response).await;
+    let refused = (refused.0, refused.2);
+    assert_eq!(
+        (refused.0, &refused.1["error"]["code"]),
+        (409, &json!("video_in_use")),
+        "{}",
+        refused.1
+    );
+    assert!(
+        !t.store().exists(&tombstone).await.expect("a HEAD"),
+        "a refused delete leaves no deleting.json"
+    );
+    let states =
+        crate::util::wait_for_states(t.store(), 120, |s| s.iter().all(|s| s.status.is_terminal()))
+            .await;
+    assert_eq!(states.len(), 1);
+    assert_eq!(
+        states[0].status,
+        fave_common::state::RequestStatus::Completed,
+        "{:?}",
+        states[0].failure
+    );
+    let (status, _, detail) = t.get(&format!("/videos/{video}")).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["record"]["requests"], json!([id.to_string()]));
+}
+
+/// Waits until the video record at `record` names request `id`, and only it.
+async fn wait_named(t: &TestStack, record: &str, id: &fave_common::ids::RequestId) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let named = t
+            .store()
+            .get_json::<Value>(record)
+            .await
+            .expect("readable")
+            .is_some_and(|(r, _)| r["requests"] == json!([id.to_string()]));
+        if named {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never named in {record}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Bad queries and ids get the API's JSON errors; an empty library answers an empty list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_queries_get_json_errors_and_an_empty_library_answers_nothing() {
