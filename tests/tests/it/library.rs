@@ -399,13 +399,7 @@ async fn deleting_a_video_leaves_none_of_its_keys_in_the_bucket() {
         .to_owned();
     let requests = [request_id(&first), request_id(&second)];
 
-    let response = t
-        .http
-        .delete(t.url("orchestrator", &format!("/videos/{video}")))
-        .send()
-        .await
-        .expect("the gateway answers");
-    let (status, _, deleted) = crate::util::read(response).await;
+    let (status, deleted) = delete_video(&t, &video).await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["requests"].as_array().map(Vec::len), Some(2));
 
@@ -493,14 +487,7 @@ async fn a_request_waits_out_a_delete_of_its_video_and_a_delete_waits_for_no_req
     t.store().delete(&record).await.expect("deleted");
     t.store().delete(&tombstone).await.expect("deleted");
     wait_named(&t, &record, &id).await;
-    let response = t
-        .http
-        .delete(t.url("orchestrator", &format!("/videos/{video}")))
-        .send()
-        .await
-        .expect("the gateway answers");
-    let refused = crate::util::read(response).await;
-    let refused = (refused.0, refused.2);
+    let refused = delete_video(&t, &video).await;
     assert_eq!(
         (refused.0, &refused.1["error"]["code"]),
         (409, &json!("video_in_use")),
@@ -524,6 +511,18 @@ async fn a_request_waits_out_a_delete_of_its_video_and_a_delete_waits_for_no_req
     let (status, _, detail) = t.get(&format!("/videos/{video}")).await;
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["record"]["requests"], json!([id.to_string()]));
+}
+
+/// `DELETE /videos/{video}`: its status and body.
+async fn delete_video(t: &TestStack, video: &str) -> (u16, Value) {
+    let response = t
+        .http
+        .delete(t.url("orchestrator", &format!("/videos/{video}")))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, _, body) = crate::util::read(response).await;
+    (status, body)
 }
 
 /// Waits until the video record at `record` names request `id`, and only it.
