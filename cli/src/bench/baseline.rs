@@ -195,7 +195,11 @@ fn baseline_once(work: &Work, dir: &Path) -> anyhow::Result<Baseline> {
     b.frames = ms_since(t);
 
     let t = Instant::now();
-    let detector = stage_detect::Detector::load(stage_detect::model_dir())?;
+    // The same runtime stage-detect runs in (FAVE_DETECT_BACKEND), so the two compare the
+    // orchestration, not the runtimes.
+    let backend = stage_detect::Backend::from_lookup(&|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    let detector = stage_detect::Detector::load_with(stage_detect::model_dir(), backend)?;
     b.setup += ms_since(t);
     let t = Instant::now();
     let options = stage_detect::DetectOptions::default();

@@ -1,6 +1,7 @@
 //! `fave bench`: benchmarks that print their figures side by side with a baseline run in
 //! the same session, and write a report (JSON) and a chart (SVG) of them ([`report`]).
 //!
+//! - [`detect`]: the detector per frame on tract and on ONNX Runtime, side by side.
 //! - [`pipeline`]: the whole pipeline against a plain sequential run of the same work
 //!   ([`baseline`]).
 //! - [`memory`]: every function's peak memory on a short and a long input.
@@ -11,6 +12,7 @@
 //!   full pipeline and a second request answered from the library.
 
 mod baseline;
+mod detect;
 mod memory;
 mod orchestrator;
 mod pipeline;
@@ -18,7 +20,7 @@ mod profiles;
 mod query;
 pub mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -100,6 +102,12 @@ pub enum Bench {
         #[arg(long, default_value_t = 100)]
         queries: usize,
     },
+    /// stage-detect's detector per frame on tract and on ONNX Runtime, the same model and
+    /// frames, one thread and one frame per core, taking turns: min/median/max and the ratio.
+    Detect {
+        #[arg(long, default_value_t = 12)]
+        rounds: usize,
+    },
     /// Status-query and submit latency (p50/p99) under many concurrent clients.
     Api {
         #[command(flatten)]
@@ -170,6 +178,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             clients,
             per_client,
         } => orchestrator::api(stack, clients, per_client).await?,
+        Bench::Detect { rounds } => {
+            let frames = [
+                Path::new("samples/vtest_10s.png"),
+                Path::new("samples/messi5.jpg"),
+            ];
+            tokio::task::spawn_blocking(move || detect::run(&frames, rounds)).await??
+        }
     };
     let (json, svg) = report.write(&args.report_dir)?;
     println!("  report: {}\n  chart:  {}", json.display(), svg.display());

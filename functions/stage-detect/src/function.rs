@@ -41,12 +41,19 @@ pub struct Detect {
 }
 
 impl Detect {
-    /// Starts loading the model in `dir` in the background and returns at once; calls wait
-    /// for it at most `load_timeout`. One worker thread per core runs the detector.
-    pub fn start_loading(dir: PathBuf, load_timeout: std::time::Duration) -> Self {
+    /// Starts loading the model in `dir` into `backend` in the background and returns at
+    /// once; calls wait for it at most `load_timeout`. One worker thread per core runs the
+    /// detector.
+    pub fn start_loading(
+        dir: PathBuf,
+        backend: crate::Backend,
+        load_timeout: std::time::Duration,
+    ) -> Self {
         let detector = Loading::start("detector", load_timeout, move || {
-            Detector::load(&dir)
-                .map_err(|e| format!("loading the model from {}: {e}", dir.display()))
+            let name = backend.name();
+            Detector::load_with(&dir, backend)
+                .inspect(|_| tracing::info!(backend = name, "the detector runs in {name}"))
+                .map_err(|e| format!("loading the model from {} into {name}: {e}", dir.display()))
         });
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {

@@ -1,10 +1,10 @@
 //! stage-detect: a pretrained COCO object detector (Darknet yolov3-tiny) that
 //! runs on the CPU in pure Rust.
 //!
-//! The network runs in [tract](https://crates.io/crates/tract-onnx) from an
-//! ONNX file that `scripts/fetch-model` converts once, at set-up, from the
-//! original Darknet `.cfg`/`.weights` (`scripts/darknet_to_onnx.py`).  Nothing
-//! is downloaded at run time.  A model directory holds:
+//! The network runs in ONNX Runtime or in [tract](https://crates.io/crates/tract-onnx)
+//! ([`Backend`], `engine.rs`) from an ONNX file that `scripts/fetch-model` converts once,
+//! at set-up, from the original Darknet `.cfg`/`.weights` (`scripts/darknet_to_onnx.py`).
+//! Nothing is downloaded at build or run time.  A model directory holds:
 //!
 //! - `model.onnx`: input `input` (1×3×416×416 RGB in 0..1), outputs `yolo_0`,
 //!   `yolo_1`: the raw outputs of the two YOLO heads (13×13 and 26×26);
@@ -29,6 +29,7 @@
 //! ```
 
 mod cfg;
+mod engine;
 pub mod function;
 pub mod gate;
 mod letterbox;
@@ -37,11 +38,12 @@ mod postprocess;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use tract_onnx::prelude::*;
 
+pub use engine::{Backend, ORT_LIBRARY, ort_library};
 pub use postprocess::{iou, nms};
 
 use cfg::NetSpec;
+use engine::Engine;
 use letterbox::Letterbox;
 
 /// File names inside a model directory.
@@ -73,9 +75,9 @@ pub enum DetectError {
     /// The ONNX model, the cfg and the labels do not agree with each other.
     #[error("model does not match its cfg/labels: {0}")]
     Mismatch(String),
-    /// tract failed to load, optimise or run the network.
-    #[error("tract: {0}")]
-    Tract(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The runtime (tract or ONNX Runtime) failed to load, optimise or run the network.
+    #[error("{0}")]
+    Runtime(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Image decoding failed (only produced by callers' convenience paths).
     #[error("image: {0}")]
     Image(#[from] image::ImageError),
@@ -83,10 +85,6 @@ pub enum DetectError {
 
 /// Result alias for this crate.
 pub type Result<T, E = DetectError> = std::result::Result<T, E>;
-
-fn tract_err(e: TractError) -> DetectError {
-    DetectError::Tract(e.into())
-}
 
 pub use fave_common::contract::detect::{DetectOptions, Detection};
 
@@ -96,7 +94,8 @@ pub use fave_common::contract::detect::{DetectOptions, Detection};
 /// `detect` takes `&self`, so one `Detector` can be shared between threads.
 #[derive(Debug)]
 pub struct Detector {
-    plan: Arc<TypedRunnableModel>,
+    engine: Engine,
+    backend: Backend,
     spec: NetSpec,
     labels: Vec<String>,
 }
@@ -112,6 +111,11 @@ impl Detector {
     /// Load `model.onnx`, `yolov3-tiny.cfg` and `coco.names` from `model_dir`
     /// and build an optimised tract plan.
     pub fn load(model_dir: impl AsRef<Path>) -> Result<Detector> {
+        Self::load_with(model_dir, Backend::Tract)
+    }
+
+    /// The same, run by `backend`.
+    pub fn load_with(model_dir: impl AsRef<Path>, backend: Backend) -> Result<Detector> {
         let dir = model_dir.as_ref();
         let spec = cfg::parse(&read_text(&dir.join(CFG_FILE))?)?;
         let labels: Vec<String> = read_text(&dir.join(LABELS_FILE))?
@@ -138,22 +142,25 @@ impl Detector {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        let input_fact = f32::fact([1, 3, spec.height, spec.width]);
-        let plan = tract_onnx::onnx()
-            .model_for_path(&model_path)
-            .and_then(|m| m.with_input_fact(0, input_fact.into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(tract_err)?;
-
-        let outputs = plan.model().outputs.len();
+        let engine = Engine::load(&backend, &model_path, spec.height, spec.width)?;
+        let outputs = engine.outputs();
         if outputs != spec.heads.len() {
             return Err(DetectError::Mismatch(format!(
                 "model has {outputs} outputs, cfg has {} [yolo] sections",
                 spec.heads.len()
             )));
         }
-        Ok(Detector { plan, spec, labels })
+        Ok(Detector {
+            engine,
+            backend,
+            spec,
+            labels,
+        })
+    }
+
+    /// What runs the network.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Class labels, indexed by `Detection::class_id`.
@@ -170,21 +177,18 @@ impl Detector {
     pub fn detect(&self, img: &RgbImage, opts: &DetectOptions) -> Result<Vec<Detection>> {
         let (net_w, net_h) = self.input_size();
         let lb = Letterbox::new(img.width(), img.height(), net_w as u32, net_h as u32);
-        let input = Tensor::from_shape(&[1, 3, net_h, net_w], &lb.render(img, net_w, net_h))
-            .map_err(tract_err)?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(tract_err)?;
+        let outputs = self
+            .engine
+            .run(lb.render(img, net_w, net_h), net_h, net_w)?;
 
         let mut dets = Vec::new();
-        for (i, (out, head)) in outputs.iter().zip(&self.spec.heads).enumerate() {
-            let shape = out.shape();
+        for (i, ((shape, data), head)) in outputs.iter().zip(&self.spec.heads).enumerate() {
             let want_c = head.anchors.len() * (5 + head.classes);
             if shape.len() != 4 || shape[0] != 1 || shape[1] != want_c {
                 return Err(DetectError::Mismatch(format!(
                     "output {i} has shape {shape:?}, expected [1, {want_c}, h, w]"
                 )));
             }
-            let view = out.try_as_plain_ram().map_err(tract_err)?;
-            let data = view.as_slice::<f32>().map_err(tract_err)?;
             let found = postprocess::decode_head(
                 data,
                 (shape[2], shape[3]),

@@ -15,8 +15,22 @@ async fn main() -> fave_common::stage::MainResult {
             return Err(format!("the model in {}: no {file}", dir.display()).into());
         }
     }
+    // ONNX Runtime's library missing or too old stops the function here, naming the path
+    // (and the version found); `FAVE_DETECT_BACKEND=tract` runs without it.
+    let backend = stage_detect::Backend::from_lookup(&fave_common::config::env_lookup)?;
+    if let stage_detect::Backend::OnnxRuntime { library } = &backend
+        && !library.is_file()
+    {
+        return Err(format!(
+            "FAVE_DETECT_BACKEND={}: no ONNX Runtime library at {} (run scripts/fetch-onnxruntime, set ORT_DYLIB_PATH, or set FAVE_DETECT_BACKEND=tract)",
+            backend.name(),
+            library.display()
+        )
+        .into());
+    }
     let timeout = fave_common::readiness::load_timeout(&fave_common::config::env_lookup);
     let gate = stage_detect::gate::Gate::from_lookup(&fave_common::config::env_lookup)?;
-    let stage = stage_detect::function::Detect::start_loading(dir, timeout).with_gate(gate);
+    let stage =
+        stage_detect::function::Detect::start_loading(dir, backend, timeout).with_gate(gate);
     fave_common::stage::main(stage).await
 }
