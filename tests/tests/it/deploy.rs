@@ -1614,11 +1614,21 @@ async fn functions_listen_before_their_models_load_and_early_calls_wait() {
     let whisper = fave_common::config::model_dir("FAVE_WHISPER_DIR", "whisper-tiny.en")
         .display()
         .to_string();
+    // And so is ONNX Runtime's library (the image's is under /home/app/models too).
+    let ort = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
+        let tools = std::env::var("FAVE_TOOLS").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/fave-tools",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        format!("{tools}/onnxruntime/libonnxruntime.so.1.31.1")
+    });
     let mut accept = Vec::new();
     let mut detect = None;
     for function in crate::util::FUNCTIONS {
         let extra: &[(&str, &str)] = match function {
-            "stage-detect" => &[("FAVE_MODEL_DIR", &model)],
+            "stage-detect" => &[("FAVE_MODEL_DIR", &model), ("ORT_DYLIB_PATH", &ort)],
             "stage-transcribe" => &[("FAVE_WHISPER_DIR", &whisper)],
             _ => &[],
         };
@@ -1711,6 +1721,7 @@ async fn functions_listen_before_their_models_load_and_early_calls_wait() {
         &store,
         &[
             ("FAVE_MODEL_DIR", &model),
+            ("ORT_DYLIB_PATH", &ort),
             ("FAVE_MODEL_LOAD_TIMEOUT_SECS", "1"),
         ],
     );
