@@ -75,7 +75,8 @@ pub struct Views {
     ended: Mutex<HashMap<RequestId, (String, Arc<RequestView>)>>,
 }
 
-/// How many ended requests' views are kept; past it the oldest half is not, simply all.
+/// How many ended requests' views are kept; when full, all are let go and kept anew (simpler
+/// than an LRU, and a view is rebuilt from the store in tens of milliseconds).
 const KEPT: usize = 128;
 
 impl Views {
