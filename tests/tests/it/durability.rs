@@ -421,11 +421,34 @@ async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
     let t = TestStack::start_with_replicas(FAST_RESUME, &[("orchestrator", 3)]).await;
     let orchestrator = t.function("orchestrator");
     assert_eq!(orchestrator.available(), 3);
-    let video = sample("bikes.mp4");
-    // The gateway spreads the submissions over the three replicas.
+    let uri = file_uri(&sample("bikes.mp4"));
+    // The gateway spreads the submissions over the three replicas. Each has its own
+    // Idempotency-Key and is sent again, as a client does, while a killed replica's call
+    // fails (a kill may land before the request was recorded: then nothing was accepted,
+    // and the resend is its first submission; after: the resend finds it).
     // Every other request analyses afresh; the others share one analysis (the library).
     let posts: Vec<_> = (0..requests)
-        .map(|i| t.submit_in_background(&video, i % 2 == 0))
+        .map(|i| {
+            let (http, url) = (t.http.clone(), t.url("orchestrator", ""));
+            let body = json!({ "video_uri": uri, "fresh": i % 2 == 0 });
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let sent = http
+                        .post(&url)
+                        .header("Idempotency-Key", format!("replica-test-{i}"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(r) = sent
+                        && r.status().is_success()
+                    {
+                        return r.status().as_u16();
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                0
+            })
+        })
         .collect();
     let mut rng = Lcg(7);
     for round in 0..4 {
@@ -436,7 +459,11 @@ async fn fault_three_orchestrator_replicas_share_a_bucket_and_survive_kills() {
         }
     }
     for post in posts {
-        let _ = post.await;
+        let status = post.await.expect("the task runs");
+        assert!(
+            matches!(status, 200 | 202),
+            "a submission was never accepted: {status}"
+        );
     }
     let states = wait_for_states(t.store(), 120, |s| {
         s.len() >= requests && s.iter().all(|s| s.status.is_terminal())
