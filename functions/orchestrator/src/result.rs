@@ -103,20 +103,40 @@ pub fn from_index(
 
 /// One clip: its detections (read from `detections.json`) and transcript, times moved
 /// into the video's.
-pub(crate) async fn clip_report(
+async fn clip_report(storage: &Storage, clip: &ClipState) -> Result<ClipReport, DriveError> {
+    let frames = clip_frames(storage, clip).await?;
+    clip_report_of(clip, &frames)
+}
+
+/// A clip's `detections.json`: each frame the detector was given and what it found, times
+/// from the clip's start; none before the clip's detection succeeded.
+pub(crate) async fn clip_frames(
     storage: &Storage,
     clip: &ClipState,
-) -> Result<ClipReport, DriveError> {
-    let detect = clip.tasks.iter().find(|t| t.name.as_str() == detect::NAME);
-    let summary: Option<detect::Output> = detect.map(result).transpose()?.flatten();
-    let detections = match detect.and_then(|t| t.outputs.get(detect::outputs::DETECTIONS)) {
+) -> Result<Vec<detect::FrameDetections>, DriveError> {
+    let key = clip
+        .tasks
+        .iter()
+        .find(|t| t.name.as_str() == detect::NAME)
+        .and_then(|t| t.outputs.get(detect::outputs::DETECTIONS));
+    Ok(match key {
         Some(key) => storage
             .get_json::<Vec<detect::FrameDetections>>(key)
             .await?
-            .map(|(frames, _)| flatten(&frames, clip.start_s))
+            .map(|(frames, _)| frames)
             .unwrap_or_default(),
         None => Vec::new(),
-    };
+    })
+}
+
+/// [`clip_report`] from the clip's frames, already read ([`clip_frames`]).
+pub(crate) fn clip_report_of(
+    clip: &ClipState,
+    frames: &[detect::FrameDetections],
+) -> Result<ClipReport, DriveError> {
+    let detect = clip.tasks.iter().find(|t| t.name.as_str() == detect::NAME);
+    let summary: Option<detect::Output> = detect.map(result).transpose()?.flatten();
+    let detections = flatten(frames, clip.start_s);
     let transcript = clip
         .tasks
         .iter()

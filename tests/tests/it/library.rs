@@ -610,13 +610,8 @@ async fn bad_queries_get_json_errors_and_an_empty_library_answers_nothing() {
         assert_eq!(status, expected, "{path}: {answer}");
         assert!(answer["error"]["code"].is_string(), "{path}: {answer}");
     }
-    let response = t
-        .http
-        .delete(t.url("orchestrator", &format!("/videos/{unknown}")))
-        .send()
-        .await
-        .expect("the gateway answers");
-    assert_eq!(response.status().as_u16(), 404);
+    let (status, _) = delete_video(&t, &unknown).await;
+    assert_eq!(status, 404);
     let (status, _, listed) = t.get("/videos").await;
     assert_eq!(status, 200);
     assert_eq!(listed["videos"], json!([]));

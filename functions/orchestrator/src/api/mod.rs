@@ -262,7 +262,7 @@ fn recording_failed(e: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
-fn drive_error(e: DriveError) -> ApiError {
+pub(crate) fn drive_error(e: DriveError) -> ApiError {
     match e {
         DriveError::Storage(e) => e.into(),
         DriveError::Superseded => ApiError::new(

@@ -146,18 +146,22 @@ async fn search(
         }
         Err(e) => return Err(e),
     };
-    let mut views = Vec::with_capacity(answer.moments.len());
+    // One view per analysing request, however many of its clips were found.
+    let mut views = std::collections::HashMap::new();
     for m in &answer.moments {
-        views.push(app.views.get(&app.storage, &m.request_id).await.ok());
+        if !views.contains_key(&m.request_id) {
+            let view = app.views.get(&app.storage, &m.request_id).await.ok();
+            views.insert(m.request_id.clone(), view);
+        }
     }
     let found: Vec<pages::Found<'_>> = answer
         .moments
         .iter()
-        .zip(&views)
-        .map(|(m, view)| pages::Found {
+        .map(|m| pages::Found {
             found: m,
-            frame: view
-                .as_ref()
+            frame: views
+                .get(&m.request_id)
+                .and_then(Option::as_ref)
                 .and_then(|v| {
                     v.clips
                         .iter()

@@ -139,27 +139,40 @@ async fn build(storage: &Storage, state: RequestState) -> Result<RequestView, Ap
         None => None,
     };
     let frames_from = maker.as_ref().unwrap_or(&state);
-    let reports: Vec<ClipReport> = match &result {
-        Some(done) => done.clips.clone(),
-        None => {
-            let mut reports = Vec::with_capacity(frames_from.clips.len());
-            for clip in &frames_from.clips {
-                reports.push(
-                    crate::result::clip_report(storage, clip)
-                        .await
-                        .map_err(|e| ApiError::internal(e.to_string()))?,
-                );
+    let failed = crate::api::drive_error;
+    let mut clips = Vec::new();
+    match &result {
+        // Completed: the clips as final.json has them; the frames from the records.
+        Some(done) => {
+            for report in &done.clips {
+                let frames = match frames_from.clips.iter().find(|c| c.clip == report.clip) {
+                    Some(clip) => {
+                        let read = crate::result::clip_frames(storage, clip)
+                            .await
+                            .map_err(failed)?;
+                        frames_of(clip, read)
+                    }
+                    None => Vec::new(),
+                };
+                clips.push(ClipView {
+                    report: report.clone(),
+                    frames,
+                });
             }
-            reports
         }
-    };
-    let mut clips = Vec::with_capacity(reports.len());
-    for report in reports {
-        let frames = match frames_from.clips.iter().find(|c| c.clip == report.clip) {
-            Some(clip) => frames_of(storage, clip).await?,
-            None => Vec::new(),
-        };
-        clips.push(ClipView { report, frames });
+        // Not yet: each clip as final.json will have it, from the same one read.
+        None => {
+            for clip in &frames_from.clips {
+                let read = crate::result::clip_frames(storage, clip)
+                    .await
+                    .map_err(failed)?;
+                let report = crate::result::clip_report_of(clip, &read).map_err(failed)?;
+                clips.push(ClipView {
+                    report,
+                    frames: frames_of(clip, read),
+                });
+            }
+        }
     }
     let timeline = Timeline::build(&state, Utc::now()).svg();
     let media = RequestView::build_media(&clips);
@@ -172,25 +185,12 @@ async fn build(storage: &Storage, state: RequestState) -> Result<RequestView, Ap
     })
 }
 
-/// A clip's frames with their detections, from its `detections.json`, in video time.
-async fn frames_of(
-    storage: &Storage,
+/// A clip's frames with their detections (its `detections.json`), in video time.
+fn frames_of(
     clip: &fave_common::state::ClipState,
-) -> Result<Vec<FrameView>, ApiError> {
-    let Some(key) = clip
-        .tasks
-        .iter()
-        .find(|t| t.name.as_str() == detect::NAME)
-        .and_then(|t| t.outputs.get(detect::outputs::DETECTIONS))
-    else {
-        return Ok(Vec::new());
-    };
-    let frames = storage
-        .get_json::<Vec<detect::FrameDetections>>(key)
-        .await?
-        .map(|(frames, _)| frames)
-        .unwrap_or_default();
-    Ok(frames
+    frames: Vec<detect::FrameDetections>,
+) -> Vec<FrameView> {
+    frames
         .into_iter()
         .map(|f| FrameView {
             time_s: clip.start_s + f.time_s,
@@ -200,5 +200,5 @@ async fn frames_of(
             carried: f.carried,
             detections: f.detections,
         })
-        .collect())
+        .collect()
 }
